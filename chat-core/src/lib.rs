@@ -1,0 +1,75 @@
+//! The whole chat protocol as a pure, deterministic state machine.
+//!
+//! `chat-core` decides everything a chat server decides (line framing,
+//! sanitizing, nicknames, commands, who receives what, every limit) and does
+//! no I/O: no sockets, threads, clocks, global randomness or async. A driver
+//! (`chat-tokio`, `chat-asyncstd`, `chat-std`) moves bytes between sockets and
+//! one [`Server`]. The protocol it implements is `docs/protocol.md`.
+//!
+//! # The run loop a driver follows
+//!
+//! Inputs go in through the `handle_*` methods, each given the current time;
+//! outputs queue up inside the server until the driver drains them with
+//! [`Server::poll_output`]. The driver may feed any number of inputs before
+//! draining, but must drain before it waits for I/O again:
+//!
+//! 1. A socket is accepted: [`Server::handle_connect`] returns its [`ConnId`].
+//! 2. Bytes arrive: [`Server::handle_bytes`]. The client closes its side:
+//!    [`Server::handle_eof`]. The socket fails or is closed:
+//!    [`Server::handle_closed`] (exactly once per id, also after the driver
+//!    closed it on [`Output::Close`]).
+//! 3. Drain [`Server::poll_output`] until `None`:
+//!    - [`Output::Transmit`]: the connection has bytes to send. When its
+//!      socket can take them, move them out with [`Server::poll_transmit`],
+//!      write them (one vectored write), and report each write with
+//!      [`Server::handle_written`]: the bytes count against the client's
+//!      output limit until then. Another `Transmit` for the same connection
+//!      comes only after `poll_transmit` has been called for it.
+//!    - [`Output::Close`]: close the connection, after writing what
+//!      `poll_transmit` still gives if `flush` is set (bounded in time), then
+//!      call [`Server::handle_closed`].
+//!    - [`Output::Event`]: something worth logging. It never holds chat text.
+//! 4. Sleep until I/O or [`Server::poll_timeout`], then call
+//!    [`Server::handle_timeout`] if that time has come.
+//!
+//! On shutdown, call [`Server::handle_shutdown`] and keep running the loop
+//! until every connection is closed (or a grace period runs out).
+//!
+//! ```
+//! use std::time::Instant;
+//! use chat_core::{Config, Output, Server};
+//!
+//! let now = Instant::now();
+//! let mut server = Server::new(Config::default(), 7);
+//! let alice = server.handle_connect(now, "127.0.0.1:5000".parse().unwrap());
+//! let bob = server.handle_connect(now, "127.0.0.1:5001".parse().unwrap());
+//! server.handle_bytes(now, alice, b"hello\n");
+//!
+//! let mut to_bob = Vec::new();
+//! while let Some(output) = server.poll_output() {
+//!     if let Output::Transmit(conn) = output {
+//!         let mut chunks = Vec::new();
+//!         let len = server.poll_transmit(conn, &mut chunks);
+//!         // A real driver writes `chunks` to the socket here.
+//!         server.handle_written(now, conn, len);
+//!         if conn == bob {
+//!             to_bob.extend(chunks.iter().flat_map(|c| c.iter().copied()));
+//!         }
+//!     }
+//! }
+//! let text = String::from_utf8(to_bob).unwrap();
+//! assert!(text.ends_with(": hello\n"));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+pub mod framing;
+pub mod nick;
+mod server;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use bytes::Bytes;
+pub use config::{Config, ConfigError};
+pub use server::{ConnId, Event, Output, Reason, Server};
