@@ -72,4 +72,4 @@ pub mod testkit;
 
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError};
-pub use server::{ConnId, Event, Output, Reason, Server};
+pub use server::{ConnId, Event, HELP, Output, Reason, Server};

@@ -1,6 +1,6 @@
 //! The chat server state machine.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
@@ -202,8 +202,8 @@ pub struct Server {
     admitted: usize,
     outputs: VecDeque<Output>,
     /// Clients that went over their output limit during a delivery; they are
-    /// disconnected once the delivery is done.
-    too_slow: Vec<ConnId>,
+    /// disconnected once the delivery is done, oldest id first.
+    too_slow: BTreeSet<ConnId>,
     shutting_down: bool,
 }
 
@@ -221,7 +221,7 @@ impl Server {
             nicks: NickRegistry::default(),
             admitted: 0,
             outputs: VecDeque::new(),
-            too_slow: Vec::new(),
+            too_slow: BTreeSet::new(),
             shutting_down: false,
         }
     }
@@ -498,8 +498,8 @@ impl Server {
         } = self;
         let mut push = |conn: &mut Conn| {
             if conn.pending + line.len() > max_queue {
-                if conn.state == State::Joined && !too_slow.contains(&conn.id) {
-                    too_slow.push(conn.id);
+                if conn.state == State::Joined {
+                    too_slow.insert(conn.id);
                 }
                 return;
             }
@@ -526,7 +526,7 @@ impl Server {
     /// Disconnects the clients that went over their output limit, telling the
     /// others, which may in turn put more clients over theirs.
     fn disconnect_too_slow(&mut self) {
-        while let Some(conn) = self.too_slow.pop() {
+        while let Some(conn) = self.too_slow.pop_first() {
             self.leave(conn, Reason::TooSlow);
         }
     }
@@ -710,8 +710,8 @@ impl Server {
     }
 }
 
-/// The `/help` text, one `* ` line each.
-const HELP: &[&str] = &[
+/// The `/help` reply, each entry sent as one `* ` line.
+pub const HELP: &[&str] = &[
     "commands:",
     "  /nick NAME       change your nick",
     "  /me TEXT         send an action",
