@@ -138,7 +138,7 @@ impl LineFramer {
 }
 
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -186,5 +186,201 @@ pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
             text.truncate(len);
             Cow::Owned(text)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests of framing and sanitizing, each citing the protocol.md
+    //! section it checks.
+
+    use super::*;
+
+    /// Feeds `reads` in order and collects what the framer hands out:
+    /// `Some(line)` for a line, `None` for a too-long report; then EOF.
+    fn frames(max_line: usize, reads: &[&[u8]]) -> (Vec<Option<Vec<u8>>>, Option<Vec<u8>>) {
+        let mut framer = LineFramer::new(max_line);
+        let mut out = Vec::new();
+        for read in reads {
+            let mut input: &[u8] = read;
+            while let Some(frame) = framer.next_frame(&mut input) {
+                out.push(match frame {
+                    Frame::Line(line) => Some(line.to_vec()),
+                    Frame::TooLong => None,
+                });
+            }
+            assert!(input.is_empty(), "every byte consumed");
+            assert!(framer.buffered() <= max_line + 1, "buffer over max + 1");
+        }
+        let last = framer.finish().map(<[u8]>::to_vec);
+        (out, last)
+    }
+
+    fn line(text: &str) -> Option<Vec<u8>> {
+        Some(text.as_bytes().to_vec())
+    }
+
+    /// Framing: lines end at LF; one CR right before it is dropped, any
+    /// other CR stays (to be sanitized).
+    #[test]
+    fn framing_lf_and_cr() {
+        let (out, last) = frames(16, &[b"a\nb\r\nc\rd\ne\r\r\n\r\n\n"]);
+        assert_eq!(
+            out,
+            [
+                line("a"),
+                line("b"),
+                line("c\rd"),
+                line("e\r"),
+                line(""),
+                line("")
+            ]
+        );
+        assert_eq!(last, None);
+    }
+
+    /// Framing: the result never depends on how the stream was split.
+    #[test]
+    fn framing_split_independent() {
+        let stream: &[u8] = b"one\r\n0123456789abcdef\r\n0123456789abcdefg\nx\r\r\ntail\r";
+        let whole = frames(16, &[stream]);
+        assert_eq!(
+            whole,
+            (
+                vec![line("one"), line("0123456789abcdef"), None, line("x\r")],
+                line("tail")
+            )
+        );
+        for at in 0..=stream.len() {
+            let (x, y) = stream.split_at(at);
+            assert_eq!(frames(16, &[x, y]), whole, "split at {at}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(frames(16, &bytes), whole, "byte by byte");
+    }
+
+    /// Framing, max line: exactly max passes, max + CR passes, max + 1 fails;
+    /// the too-long report comes once, as soon as it is known.
+    #[test]
+    fn framing_max_line_boundaries() {
+        let max = "m".repeat(16);
+        let over = "m".repeat(17);
+        assert_eq!(frames(16, &[format!("{max}\n").as_bytes()]).0, [line(&max)]);
+        assert_eq!(
+            frames(16, &[format!("{max}\r\n").as_bytes()]).0,
+            [line(&max)]
+        );
+        assert_eq!(frames(16, &[format!("{over}\n").as_bytes()]).0, [None]);
+        assert_eq!(frames(16, &[format!("{max}\r\r\n").as_bytes()]).0, [None]);
+        // Known too long before the LF: reported at once, then skipped.
+        let mut framer = LineFramer::new(16);
+        let mut input = over.as_bytes();
+        assert_eq!(framer.next_frame(&mut input), Some(Frame::TooLong));
+        assert_eq!(framer.next_frame(&mut input), None);
+        assert!(framer.in_line());
+        assert_eq!(framer.buffered(), 0);
+        for _ in 0..100 {
+            let mut more: &[u8] = b"more bytes";
+            assert_eq!(framer.next_frame(&mut more), None);
+        }
+        let mut rest: &[u8] = b"x\nnext\n";
+        assert_eq!(framer.next_frame(&mut rest), Some(Frame::Line(b"next")));
+        assert_eq!(framer.next_frame(&mut rest), None);
+        assert!(!framer.in_line());
+        // Max bytes and a CR: not known to be too long yet.
+        let mut framer = LineFramer::new(16);
+        let held = format!("{max}\r");
+        let mut input = held.as_bytes();
+        assert_eq!(framer.next_frame(&mut input), None);
+        assert_eq!(framer.buffered(), 17);
+        let mut lf: &[u8] = b"\n";
+        assert_eq!(
+            framer.next_frame(&mut lf),
+            Some(Frame::Line(max.as_bytes()))
+        );
+    }
+
+    /// Framing, max line: never more than max + 1 bytes buffered while a
+    /// long line streams in, in reads of any size.
+    #[test]
+    fn framing_buffer_bounded() {
+        for read in [1, 7, 16, 17, 100, 4096] {
+            let chunk = vec![b'z'; read];
+            let reads: Vec<&[u8]> = std::iter::repeat_n(chunk.as_slice(), 50)
+                .chain([b"\nok\n".as_slice()])
+                .collect();
+            let (out, _) = frames(16, &reads);
+            let want = if read * 50 > 16 {
+                vec![None, line("ok")]
+            } else {
+                vec![line(&"z".repeat(read * 50)), line("ok")]
+            };
+            assert_eq!(out, want, "reads of {read}");
+        }
+    }
+
+    /// Framing: on EOF an unterminated line counts as a line (final CR
+    /// dropped); a line being discarded does not.
+    #[test]
+    fn framing_eof() {
+        assert_eq!(frames(16, &[b"done"]).1, line("done"));
+        assert_eq!(frames(16, &[b"done\r"]).1, line("done"));
+        assert_eq!(frames(16, &[b"done\n"]).1, None);
+        assert_eq!(frames(16, &[b"", b""]).1, None);
+        assert_eq!(frames(16, &[b"0123456789abcdefg"]), (vec![None], None));
+        assert_eq!(
+            frames(16, &[b"0123456789abcdef", b"\r"]).1,
+            line("0123456789abcdef")
+        );
+    }
+
+    /// Sanitizing 1: invalid UTF-8 as `String::from_utf8_lossy`.
+    #[test]
+    fn sanitizing_invalid_utf8() {
+        for raw in [
+            &b"a\xffb"[..],
+            b"\xe2\x82",
+            b"\xe2\x82x",
+            b"\xf0\x9f\x98",
+            b"\xc0\xaf",
+            b"\xed\xa0\x80",
+            b"\x80ok",
+        ] {
+            assert_eq!(sanitize(raw), String::from_utf8_lossy(raw), "{raw:?}");
+        }
+    }
+
+    /// Sanitizing 2: exactly the C0 controls but TAB, DEL, C1 and the bidi
+    /// controls are forbidden.
+    #[test]
+    fn sanitizing_forbidden_set() {
+        for c in '\0'..='\u{30ff}' {
+            let want = (c < ' ' && c != '\t')
+                || ('\u{7f}'..='\u{9f}').contains(&c)
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c);
+            assert_eq!(is_forbidden(c), want, "{c:?}");
+            let text = format!("a{c}b");
+            let clean = sanitize(text.as_bytes());
+            let expect = if want {
+                "a\u{fffd}b".to_owned()
+            } else {
+                text.clone()
+            };
+            assert_eq!(clean, expect, "{c:?}");
+        }
+    }
+
+    /// Sanitizing 3: trailing whitespace trimmed (after replacing controls),
+    /// leading whitespace kept.
+    #[test]
+    fn sanitizing_trim() {
+        assert_eq!(sanitize(b"hi \t "), "hi");
+        assert_eq!(sanitize("hi\u{a0}\u{3000}".as_bytes()), "hi");
+        assert_eq!(sanitize(b"  hi"), "  hi");
+        assert_eq!(sanitize(b" \t "), "");
+        assert_eq!(sanitize(b""), "");
+        assert_eq!(sanitize(b"hi\x0b"), "hi\u{fffd}");
+        assert_eq!(sanitize(b"\x1b[31mred \xff "), "\u{fffd}[31mred \u{fffd}");
     }
 }

@@ -129,8 +129,8 @@ pub enum Output {
         /// Whether queued output should be written before closing.
         flush: bool,
     },
-    /// Something worth logging.
-    Event(Event),
+    /// Something worth logging. Boxed so that the frequent outputs stay small.
+    Event(Box<Event>),
 }
 
 /// Where a line goes. Every delivery passes through [`Server::deliver`], the
@@ -271,11 +271,12 @@ impl Server {
                 _ => "* error: server full",
             };
             self.deliver(Audience::One(id), render(&[text]));
-            self.outputs.push_back(Output::Event(Event::Rejected {
-                conn: id,
-                peer,
-                reason: reason.clone(),
-            }));
+            self.outputs
+                .push_back(Output::Event(Box::new(Event::Rejected {
+                    conn: id,
+                    peer,
+                    reason: reason.clone(),
+                })));
             self.outputs.push_back(Output::Close {
                 conn: id,
                 reason,
@@ -290,11 +291,12 @@ impl Server {
             format!("* welcome, you are {nick}; {online} {users} online; type /help for commands");
         self.deliver(Audience::One(id), render(&[&welcome]));
         self.deliver(Audience::AllBut(id), render(&["* ", &nick, " joined"]));
-        self.outputs.push_back(Output::Event(Event::Joined {
-            conn: id,
-            peer,
-            nick,
-        }));
+        self.outputs
+            .push_back(Output::Event(Box::new(Event::Joined {
+                conn: id,
+                peer,
+                nick,
+            })));
         self.disconnect_too_slow();
         id
     }
@@ -559,11 +561,11 @@ impl Server {
             };
             self.deliver(Audience::AllBut(conn), notice);
         }
-        self.outputs.push_back(Output::Event(Event::Left {
+        self.outputs.push_back(Output::Event(Box::new(Event::Left {
             conn,
             nick,
             reason: reason.clone(),
-        }));
+        })));
         if let Some(flush) = flush {
             self.outputs.push_back(Output::Close {
                 conn,
@@ -661,11 +663,12 @@ impl Server {
                 self.reply(conn, &format!("you are now known as {new}"));
                 let notice = render(&["* ", &old, " is now known as ", new]);
                 self.deliver(Audience::AllBut(conn), notice);
-                self.outputs.push_back(Output::Event(Event::Renamed {
-                    conn,
-                    from: old,
-                    to: new.to_owned(),
-                }));
+                self.outputs
+                    .push_back(Output::Event(Box::new(Event::Renamed {
+                        conn,
+                        from: old,
+                        to: new.to_owned(),
+                    })));
             }
         }
     }

@@ -145,10 +145,11 @@ impl Harness {
                     ..SimConn::default()
                 });
                 let outputs = self.drain_outputs();
-                let nick = outputs.iter().find_map(|o| match o {
-                    Output::Event(Event::Joined { conn, nick, .. }) if *conn == id => {
-                        Some(nick.clone())
-                    }
+                let nick = outputs.iter().find_map(|output| match output {
+                    Output::Event(event) => match &**event {
+                        Event::Joined { conn, nick, .. } if *conn == id => Some(nick.clone()),
+                        _ => None,
+                    },
                     _ => None,
                 });
                 self.model.connect(nick);
