@@ -1,8 +1,7 @@
 //! The chat server state machine.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -17,8 +16,23 @@ use crate::nick::{self, NickError, NickRegistry};
 /// Identifies one connection for its whole life. Assigned by the server in
 /// increasing order and never reused, so a late input for a closed
 /// connection can never reach a newer one.
+///
+/// The low [`SLOT_BITS`] bits name the connection's slot inside the server
+/// (slots are reused, which keeps lookups a plain index), the high bits count
+/// connections (never reused: 2^40 of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// Bits of a [`ConnId`] that hold its slot.
+const SLOT_BITS: u32 = 24;
+/// Slots available: one slot value is kept free to mean "no slot".
+const NO_SLOT: u64 = (1 << SLOT_BITS) - 1;
+
+impl ConnId {
+    fn slot(self) -> usize {
+        (self.0 & NO_SLOT) as usize
+    }
+}
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -145,6 +159,8 @@ enum Audience {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// An unused slot, kept for the next connection.
+    Free,
     /// In the chat: holds a nick, sends and receives.
     Joined,
     /// Told to close; waiting for the driver's `handle_closed`.
@@ -166,22 +182,18 @@ struct Conn {
     transmit_signalled: bool,
 }
 
-/// Hashes a [`ConnId`] by multiplying it: ids are distinct counters, so this
-/// spreads them well at a fraction of SipHash's cost.
-#[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+impl Conn {
+    /// An empty slot; `id` is the last id it held, so stale ids stay stale.
+    fn free(id: ConnId) -> Conn {
+        Conn {
+            id,
+            state: State::Free,
+            nick: String::new(),
+            framer: LineFramer::new(0),
+            queue: VecDeque::new(),
+            pending: 0,
+            transmit_signalled: false,
         }
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -191,11 +203,12 @@ impl Hasher for IdHasher {
 pub struct Server {
     config: Config,
     rng: ChaCha8Rng,
-    next_id: u64,
-    /// Every open connection, joined or closing, in no particular order.
+    /// Connections accepted so far: the high bits of the next id.
+    accepted: u64,
+    /// Every connection by slot (`ConnId::slot`), open or `Free`.
     conns: Vec<Conn>,
-    /// Where each open connection sits in `conns`.
-    index: HashMap<ConnId, usize, BuildHasherDefault<IdHasher>>,
+    /// Free slots in `conns`.
+    free: Vec<usize>,
     nicks: NickRegistry,
     /// Connections counted against `max_clients`: joined, or closing after
     /// having joined, until the driver reports them closed.
@@ -215,9 +228,9 @@ impl Server {
         Server {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            next_id: 0,
+            accepted: 0,
             conns: Vec::new(),
-            index: HashMap::default(),
+            free: Vec::new(),
             nicks: NickRegistry::default(),
             admitted: 0,
             outputs: VecDeque::new(),
@@ -238,8 +251,32 @@ impl Server {
     /// [`Server::handle_closed`] in the end.
     pub fn handle_connect(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
         let _ = now;
-        let id = ConnId(self.next_id);
-        self.next_id += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if (self.conns.len() as u64) < NO_SLOT => {
+                self.conns.push(Conn::free(ConnId(NO_SLOT)));
+                self.conns.len() - 1
+            }
+            // 2^24 open connections: far past any descriptor limit, so
+            // refuse without tracking it rather than fail.
+            None => NO_SLOT as usize,
+        };
+        let id = ConnId(self.accepted << SLOT_BITS | slot as u64);
+        self.accepted += 1;
+        if slot == NO_SLOT as usize {
+            self.outputs
+                .push_back(Output::Event(Box::new(Event::Rejected {
+                    conn: id,
+                    peer,
+                    reason: Reason::ServerFull,
+                })));
+            self.outputs.push_back(Output::Close {
+                conn: id,
+                reason: Reason::ServerFull,
+                flush: false,
+            });
+            return id;
+        }
         let refusal = if self.shutting_down {
             Some(Reason::Shutdown)
         } else if self.admitted >= self.config.max_clients {
@@ -255,8 +292,7 @@ impl Server {
             Some(_) => String::new(),
             None => self.generate_nick(id),
         };
-        self.index.insert(id, self.conns.len());
-        self.conns.push(Conn {
+        self.conns[slot] = Conn {
             id,
             state,
             nick: nick.clone(),
@@ -264,7 +300,7 @@ impl Server {
             queue: VecDeque::new(),
             pending: 0,
             transmit_signalled: false,
-        });
+        };
         if let Some(reason) = refusal {
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
@@ -352,13 +388,11 @@ impl Server {
         if self.joined_slot(conn).is_some() {
             self.leave(conn, Reason::Closed);
         }
-        let Some(slot) = self.index.remove(&conn) else {
+        let Some(slot) = self.slot_of(conn) else {
             return;
         };
-        let closed = self.conns.swap_remove(slot);
-        if let Some(moved) = self.conns.get(slot) {
-            self.index.insert(moved.id, slot);
-        }
+        let closed = std::mem::replace(&mut self.conns[slot], Conn::free(conn));
+        self.free.push(slot);
         if closed.state == (State::Closing { admitted: true }) {
             self.admitted -= 1;
         }
@@ -369,7 +403,7 @@ impl Server {
     /// client's output limit.
     pub fn handle_written(&mut self, now: Instant, conn: ConnId, written: usize) {
         let _ = now;
-        if let Some(&slot) = self.index.get(&conn) {
+        if let Some(slot) = self.slot_of(conn) {
             let entry = &mut self.conns[slot];
             entry.pending = entry.pending.saturating_sub(written);
         }
@@ -417,7 +451,7 @@ impl Server {
     /// socket can take data, and again while a flushing close is pending;
     /// report what was written with [`Server::handle_written`].
     pub fn poll_transmit(&mut self, conn: ConnId, out: &mut Vec<Bytes>) -> usize {
-        let Some(&slot) = self.index.get(&conn) else {
+        let Some(slot) = self.slot_of(conn) else {
             return 0;
         };
         let entry = &mut self.conns[slot];
@@ -440,7 +474,10 @@ impl Server {
 
     /// Ids of the connections still open (joined or closing).
     pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.conns.iter().map(|c| c.id)
+        self.conns
+            .iter()
+            .filter(|c| c.state != State::Free)
+            .map(|c| c.id)
     }
 
     /// The nick of a joined client.
@@ -452,14 +489,13 @@ impl Server {
     /// Bytes held for `conn`: queued, or given to the driver and not yet
     /// reported written. Never above `max_queue`.
     pub fn pending_bytes(&self, conn: ConnId) -> Option<usize> {
-        self.index.get(&conn).map(|&slot| self.conns[slot].pending)
+        self.slot_of(conn).map(|slot| self.conns[slot].pending)
     }
 
     /// Bytes of an unterminated line buffered for `conn`; at most `max_line + 1`.
     pub fn buffered_bytes(&self, conn: ConnId) -> Option<usize> {
-        self.index
-            .get(&conn)
-            .map(|&slot| self.conns[slot].framer.buffered())
+        self.slot_of(conn)
+            .map(|slot| self.conns[slot].framer.buffered())
     }
 
     /// Connections counted against `max_clients`.
@@ -468,8 +504,15 @@ impl Server {
     }
 
     fn joined_slot(&self, conn: ConnId) -> Option<usize> {
-        let &slot = self.index.get(&conn)?;
+        let slot = self.slot_of(conn)?;
         (self.conns[slot].state == State::Joined).then_some(slot)
+    }
+
+    /// Where an open connection (joined or closing) sits in `conns`.
+    fn slot_of(&self, conn: ConnId) -> Option<usize> {
+        let slot = conn.slot();
+        let entry = self.conns.get(slot)?;
+        (entry.id == conn && entry.state != State::Free).then_some(slot)
     }
 
     /// A random nick no connected client holds: 4 characters while that
@@ -493,7 +536,6 @@ impl Server {
         let max_queue = self.config.max_queue;
         let Server {
             conns,
-            index,
             outputs,
             too_slow,
             ..
@@ -518,8 +560,10 @@ impl Server {
                 .filter(|c| c.state == State::Joined && c.id != sender)
                 .for_each(push),
             Audience::One(conn) => {
-                if let Some(&slot) = index.get(&conn) {
-                    push(&mut conns[slot]);
+                if let Some(entry) = conns.get_mut(conn.slot()) {
+                    if entry.id == conn && entry.state != State::Free {
+                        push(entry);
+                    }
                 }
             }
         }
