@@ -377,6 +377,7 @@ impl Server {
         }
         if self.joined_slot(conn).is_some() {
             self.leave(conn, Reason::Eof);
+            self.disconnect_too_slow();
         }
     }
 
@@ -387,6 +388,7 @@ impl Server {
         let _ = now;
         if self.joined_slot(conn).is_some() {
             self.leave(conn, Reason::Closed);
+            self.disconnect_too_slow();
         }
         let Some(slot) = self.slot_of(conn) else {
             return;

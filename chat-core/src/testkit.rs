@@ -630,6 +630,7 @@ impl Model {
             self.disconnect_over_limit();
         }
         self.leave(index, None, true);
+        self.disconnect_over_limit();
     }
 
     fn closed(&mut self, index: usize) {

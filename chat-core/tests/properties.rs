@@ -111,7 +111,7 @@ proptest! {
 /// What two clients receive when the first sends `reads`, then EOF.
 fn session_outputs(reads: &[&[u8]]) -> Vec<(u64, Vec<u8>)> {
     let now = Instant::now();
-    let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let peer = SocketAddr::from(([127, 0, 0, 1], 4000));
     let mut server = Server::new(small_config(), 1);
     let sender = server.handle_connect(now, peer);
     let _listener = server.handle_connect(now, peer);
