@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Compare the chat servers (and the Go article's server as a baseline) with
+# chat-bench, and print one markdown table (also written to $OUT).
+#
+# Usage: bench/compare.sh
+# Environment:
+#   SERVERS="go tokio asyncstd std"  servers to run, in this order
+#   QUICK=1                           tiny numbers: a smoke test of a few seconds
+#   OUT=target/bench-results.md       where the table is written
+#   SERVER_ARGS="--max-clients 20000" extra flags for our servers
+#   BENCH_TIMEOUT=120                 chat-bench --timeout-secs for each case
+#   SEEDS_DIR=../shared/seeds         where the Go article lives
+#   NO_BUILD=1                        skip `cargo build --release --workspace`
+# Each server is started once, runs all scenarios, and is stopped (SIGTERM,
+# then SIGKILL). Raw chat-bench output goes to target/bench-logs/.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SERVERS="${SERVERS:-go tokio asyncstd std}"
+QUICK="${QUICK:-0}"
+OUT="${OUT:-$ROOT/target/bench-results.md}"
+SERVER_ARGS="${SERVER_ARGS:---max-clients 20000}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-120}"
+SEEDS_DIR="${SEEDS_DIR:-$ROOT/../shared/seeds}"
+GO_PORT=12345
+BENCH="$ROOT/target/release/chat-bench"
+LOGS="$ROOT/target/bench-logs"
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+ADDR=""
+ROWS="$WORK/rows.tsv"
+: >"$ROWS"
+
+log() { echo "compare.sh: $*" >&2; }
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$SERVER_PID" 2>/dev/null; then
+            log "server $SERVER_PID ignored SIGTERM; sending SIGKILL"
+            kill -KILL "$SERVER_PID" 2>/dev/null || true
+        fi
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build -----------------------------------------------------------------
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    if ! cargo build --release --workspace; then
+        log "workspace build failed; building chat-bench alone and using whatever servers exist"
+        cargo build --release -p chat-bench
+    fi
+fi
+[ -x "$BENCH" ] || { log "missing $BENCH"; exit 1; }
+mkdir -p "$LOGS" "$(dirname "$OUT")"
+
+# Builds the server of "Build a Tiny Chat Server in Go" from the article's
+# code blocks. The blocks lack the package clause, the imports and the
+# global client manager; those are added here, in a temp dir only.
+build_go() {
+    if ! command -v go >/dev/null; then
+        log "go is not installed: skipping the Go baseline (apt-get install golang-go)"
+        return 1
+    fi
+    local article
+    article="$(grep -l 'type ClientMgr struct' "$SEEDS_DIR"/*.txt 2>/dev/null | head -n1 || true)"
+    if [ -z "$article" ]; then
+        log "Go article not found in $SEEDS_DIR: skipping the Go baseline"
+        return 1
+    fi
+    mkdir -p "$WORK/go"
+    {
+        printf 'package main\n\nimport (\n'
+        printf '\t"%s"\n' bufio fmt math/rand net os strings sync
+        printf ')\n\nvar clientMgr = NewClientMgr()\n\n'
+        awk '/^```go/ { f = 1; next } /^```/ { if (f) print ""; f = 0; next } f' "$article"
+    } >"$WORK/go/main.go"
+    if ! (cd "$WORK/go" && GO111MODULE=off go build -o go-chat main.go); then
+        log "building the Go server failed: skipping the Go baseline"
+        return 1
+    fi
+}
+
+# Waits until something accepts on 127.0.0.1:$1.
+wait_port() {
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# Starts server $1; sets SERVER_PID and ADDR.
+start_server() {
+    local name="$1"
+    if [ "$name" = go ]; then
+        [ -x "$WORK/go/go-chat" ] || build_go || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$GO_PORT") 2>/dev/null; then
+            log "port $GO_PORT is already in use: skipping the Go baseline"
+            return 1
+        fi
+        # It prints every message; that cost is part of the baseline.
+        "$WORK/go/go-chat" >/dev/null 2>&1 &
+        SERVER_PID=$!
+        ADDR="127.0.0.1:$GO_PORT"
+        wait_port "$GO_PORT" || { log "the Go server did not start"; stop_server; return 1; }
+        return 0
+    fi
+    local bin="$ROOT/target/release/chat-$name"
+    if [ ! -x "$bin" ]; then
+        log "$bin not found: skipping $name"
+        return 1
+    fi
+    # shellcheck disable=SC2086 # SERVER_ARGS is a list of flags
+    "$bin" --listen 127.0.0.1:0 $SERVER_ARGS >"$WORK/$name.out" 2>"$LOGS/$name.server.log" &
+    SERVER_PID=$!
+    ADDR=""
+    for _ in $(seq 100); do
+        ADDR="$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$WORK/$name.out" | head -n1)"
+        [ -n "$ADDR" ] && break
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$ADDR" ]; then
+        log "$name did not print 'listening on ADDR'; see $LOGS/$name.server.log"
+        stop_server
+        return 1
+    fi
+}
+
+# Value of key $2 in RESULT line $1 ("-" if absent).
+kv() {
+    local v
+    v="$(tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -n1)"
+    echo "${v:--}"
+}
+
+# run_case SERVER LABEL SUBCOMMAND ARGS...: runs chat-bench, records a row.
+run_case() {
+    local server="$1" label="$2" sub="$3"
+    shift 3
+    local logf="$LOGS/$server.$label.log" rc=0 result
+    log "$server: $label ($sub $*)"
+    result="$(timeout --kill-after=5 $((BENCH_TIMEOUT + 60)) "$BENCH" "$sub" -q \
+        --addr "$ADDR" --pid "$SERVER_PID" --timeout-secs "$BENCH_TIMEOUT" "$@" \
+        2>"$logf" | grep '^RESULT ' || true)" || true
+    # Exit status of chat-bench itself is not kept by the pipeline above;
+    # the RESULT line's ok= says the same, and a missing line is an error.
+    local note=""
+    if [ -z "$result" ]; then
+        note="error: $(tail -n1 "$logf" | tr '\t|' '  ')"
+        rc=2
+    else
+        [ "$(kv "$result" ok)" = 1 ] || note="lines lost/dup/reordered"
+        local stop
+        stop="$(sed -n 's/^stopped early: //p' "$logf" | head -n1)"
+        [ -z "$stop" ] || note="$note; stopped: $stop"
+        if [ "$sub" = slow ]; then
+            note="$note; slow clients disconnected: $(kv "$result" slow_disconnected)/$(kv "$result" slow)"
+        fi
+        note="${note#; }"
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$server" "$label" "$(kv "$result" clients)" "$(kv "$result" senders)" \
+        "$(kv "$result" deliveries_per_sec)" "$(kv "$result" lost)" \
+        "$(kv "$result" p50_us)" "$(kv "$result" p99_us)" "$(kv "$result" p999_us)" \
+        "$(kv "$result" rss_per_conn_bytes)" "$rc" "$note" >>"$ROWS"
+    # Let sockets of the previous case close before the next one.
+    sleep 1
+}
+
+# Closed-loop senders keep at most this many lines in flight (see
+# chat-bench --window): unbounded, they outrun the readers on 2 shared cores
+# and a server with a per-client queue limit (ours: --max-queue, 1 MiB)
+# rightly drops the readers as too slow. S*WINDOW*line stays under 1 MiB.
+WINDOW="${WINDOW:-500}"
+SLOW_WINDOW="${SLOW_WINDOW:-100}"
+
+# Scenario sizes. Closed-loop runs should last a few seconds; the Go server
+# is ~30x slower than ours, so it gets fewer lines (rates stay comparable).
+if [ "$QUICK" = 1 ]; then
+    BENCH_TIMEOUT="${BENCH_TIMEOUT_QUICK:-30}"
+    FANOUT_N=10 FANOUT_S=2 PACED_M=50 PACED_RATE=50 SCALE_NS="10 50"
+    IDLE_N=200 SLOW_N=10 SLOW_S=2 SLOW_M=3000 SLOW_K=2
+else
+    FANOUT_N=100 FANOUT_S=10 PACED_M=500 PACED_RATE=100 SCALE_NS="10 100 1000 5000"
+    IDLE_N=10000 SLOW_N=100 SLOW_S=10 SLOW_M=5000 SLOW_K=5
+fi
+
+# Total deliveries of a closed-loop run for server $1.
+total_deliveries() {
+    if [ "$QUICK" = 1 ]; then echo 20000
+    elif [ "$1" = go ]; then echo 2000000
+    else echo 20000000
+    fi
+}
+
+run_server() {
+    local s="$1" total m n
+    total="$(total_deliveries "$s")"
+    m=$((total / (FANOUT_S * (FANOUT_N - 1))))
+    run_case "$s" fanout fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
+    run_case "$s" paced fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$PACED_M" -b 64 --rate "$PACED_RATE"
+    for n in $SCALE_NS; do
+        m=$((total / (FANOUT_S * (n - 1))))
+        [ "$m" -ge 20 ] || m=20
+        run_case "$s" "scale-$n" fanout -n "$n" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
+    done
+    run_case "$s" "idle-$IDLE_N" idle -n "$IDLE_N"
+    # Last: the Go server stalls for good once a client stops reading.
+    run_case "$s" slow slow -n "$SLOW_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 --slow "$SLOW_K" \
+        --window "$SLOW_WINDOW" --quiet-secs 5
+}
+
+for s in $SERVERS; do
+    if start_server "$s"; then
+        log "$s listening on $ADDR (pid $SERVER_PID)"
+        run_server "$s"
+        stop_server
+    fi
+done
+
+# --- table -----------------------------------------------------------------
+{
+    echo "# chat server comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores$([ "$QUICK" = 1 ] && echo ", QUICK=1"))"
+    echo
+    echo "| server | scenario | N | S | deliveries/s | ratio vs Go | lost | p50 (ms) | p99 (ms) | p99.9 (ms) | RSS/conn (B) | notes |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    awk -F'\t' '
+        function ms(v) { return v == "-" ? "-" : sprintf("%.2f", v / 1000) }
+        { row[NR] = $0; if ($1 == "go") go[$2] = $5 }
+        END {
+            for (i = 1; i <= NR; i++) {
+                split(row[i], f, "\t")
+                dps = f[5]; ratio = "-"
+                if (f[2] ~ /^idle/) dps = "-"
+                else if ((f[2] in go) && go[f[2]] + 0 > 0 && dps != "-")
+                    ratio = sprintf("%.2f", dps / go[f[2]])
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                    f[1], f[2], f[3], f[4], dps, ratio, f[6], ms(f[7]), ms(f[8]), ms(f[9]), f[10], f[12]
+            }
+        }' "$ROWS"
+    echo
+    echo "fanout/scale: closed loop, at most $WINDOW lines in flight per sender (latency is then"
+    echo "mostly queueing); paced: $PACED_RATE lines/s per sender, latency from the scheduled send time."
+    echo "64-byte lines except slow (512 B). The Go server prints every message to stdout (/dev/null here)."
+} | tee "$OUT"
+log "table written to $OUT; raw logs in $LOGS"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# CI smoke of the load generator, so it cannot rot: a few clients and a few
+# lines through chat-tokio (debug build), checked for loss, duplicates and
+# order, plus one idle broadcast. Benchmarks proper are bench/compare.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build -q -p chat-bench -p chat-tokio
+out="$(mktemp)"
+target/debug/chat-tokio --listen 127.0.0.1:0 >"$out" 2>/dev/null &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
+for _ in $(seq 100); do
+    grep -q '^listening on ' "$out" && break
+    sleep 0.1
+done
+addr="$(sed -n 's/^listening on //p' "$out")"
+[ -n "$addr" ] || { echo "bench smoke: chat-tokio did not start" >&2; exit 1; }
+
+target/debug/chat-bench fanout -q --addr "$addr" -n 5 -s 2 -m 200 -b 64 --timeout-secs 60
+target/debug/chat-bench fanout -q --addr "$addr" -n 5 -s 2 -m 50 -b 64 --rate 100 --timeout-secs 60
+target/debug/chat-bench idle -q --addr "$addr" -n 50 --pid "$pid" --timeout-secs 60

@@ -1,0 +1,275 @@
+//! `chat-bench`: a load generator for any line-based broadcast TCP chat
+//! server (every line a client sends reaches all other clients, possibly
+//! with a prefix such as `NICK: `).
+//!
+//! It measures deliveries per second, loss, duplication, reordering and
+//! latency (from the send time, or the scheduled send time in open loop),
+//! the server's memory per idle connection, and how the server treats
+//! clients that never read. A summary goes to stderr and one
+//! `RESULT key=value ...` line to stdout.
+#![forbid(unsafe_code)]
+
+mod lines;
+mod report;
+mod run;
+mod token;
+mod tracker;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::run::{Config, Scenario};
+
+/// Load generator for line-based broadcast TCP chat servers.
+///
+/// Each line sent is `<filler> cb:<run>:<sender>:<seq>:<send-ns>` padded to
+/// --size bytes (LF included); received lines are matched by that token
+/// anywhere in the line, other lines (prefixes, notices) are ignored.
+/// Output: a summary on stderr and one `RESULT key=value ...` line on stdout.
+/// Exit status: 0 clean, 1 lines lost/duplicated/reordered (unless
+/// --allow-loss), 2 setup failure (cannot connect, broadcast not working).
+#[derive(Debug, Parser)]
+#[command(name = "chat-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// N clients connect; S of them send M lines each; everybody reads.
+    /// Reports deliveries/s, loss/dup/reorder and latency percentiles.
+    Fanout {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Open N idle connections, check one broadcast reaches all, and report
+    /// the server's RSS growth per connection (needs --pid).
+    Idle {
+        /// Number of idle connections.
+        #[arg(long, short = 'n')]
+        clients: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Like fanout plus K clients that never read; reports how many of those
+    /// the server disconnected and (with --pid) its peak RSS.
+    Slow {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Number of never-reading clients.
+        #[arg(long, default_value_t = 5)]
+        slow: usize,
+        /// After the run, a never-reading client silent for this long is
+        /// counted as still connected (EOF or error = disconnected).
+        #[arg(long, default_value_t = 3.0)]
+        slow_drain_secs: f64,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Shape of the load.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Reading clients (N), senders included.
+    #[arg(long, short = 'n')]
+    clients: usize,
+    /// Clients that send (S <= N).
+    #[arg(long, short = 's')]
+    senders: usize,
+    /// Lines per sender (M).
+    #[arg(long, short = 'm')]
+    lines: u32,
+    /// Bytes per line, LF included (B, at least 47).
+    #[arg(long, short = 'b', default_value_t = 64)]
+    size: usize,
+    /// Open loop: lines per second per sender on a fixed schedule; latency is
+    /// measured from the scheduled time. Default: closed loop, as fast as
+    /// the server takes them.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Lines sent during the first this many ms are excluded from latency.
+    #[arg(long, default_value_t = 0)]
+    warmup_ms: u64,
+    /// Bytes per write call of a closed-loop sender.
+    #[arg(long, default_value_t = 16 * 1024)]
+    write_batch: usize,
+    /// Closed loop: most lines a sender may be ahead of the slowest reading
+    /// client. Bounds what the server must queue per client (about
+    /// S*window*size bytes) and so the latency; 0 = unlimited (latency is
+    /// then mostly time queued, and servers with a per-client queue limit
+    /// may drop readers that fall behind as too slow).
+    #[arg(long, default_value_t = 0)]
+    window: u32,
+}
+
+/// Options shared by all scenarios.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Server address.
+    #[arg(long, short = 'a', default_value = "127.0.0.1:12345")]
+    addr: String,
+    /// Server process id: its VmRSS is read from /proc/PID/status.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Connections opened concurrently per batch; keep it below the
+    /// server's listen backlog (128 for a listener bound with defaults) or
+    /// some connections may end up half-open and never accepted.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Pause between connection batches, ms, so the server can accept.
+    #[arg(long, default_value_t = 20)]
+    batch_pause_ms: u64,
+    /// Timeout of one connection attempt, s.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout_secs: f64,
+    /// Read buffer per client, bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    read_buf: usize,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Bound on the whole run, s; the run stops and reports after it.
+    #[arg(long, default_value_t = 120.0)]
+    timeout_secs: f64,
+    /// Stop once no line arrived for this long, s; the rest counts as lost.
+    #[arg(long, default_value_t = 5.0)]
+    quiet_secs: f64,
+    /// Exit 0 even if lines were lost, duplicated or reordered.
+    #[arg(long)]
+    allow_loss: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short = 'q')]
+    no_progress: bool,
+}
+
+/// A duration from a user-given number of seconds.
+fn secs(s: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|e| format!("--{what}: {e}"))
+}
+
+/// Turns the command line into a run configuration.
+fn config(cli: Cli) -> Result<(Config, CommonArgs), String> {
+    let (scenario, load, slow, drain, common) = match cli.command {
+        Command::Fanout { load, common } => (Scenario::Fanout, Some(load), 0, 3.0, common),
+        Command::Idle { clients, common } => {
+            let load = LoadArgs {
+                clients,
+                senders: 0,
+                lines: 0,
+                size: 64,
+                rate: None,
+                warmup_ms: 0,
+                write_batch: 16 * 1024,
+                window: 0,
+            };
+            (Scenario::Idle, Some(load), 0, 3.0, common)
+        }
+        Command::Slow {
+            load,
+            slow,
+            slow_drain_secs,
+            common,
+        } => (Scenario::Slow, Some(load), slow, slow_drain_secs, common),
+    };
+    let Some(load) = load else {
+        return Err("no load given".into());
+    };
+    if load.clients < 2 && scenario != Scenario::Idle {
+        return Err("--clients must be at least 2".into());
+    }
+    if load.senders > load.clients {
+        return Err("--senders must not exceed --clients".into());
+    }
+    if load.size < token::MIN_LINE_LEN {
+        return Err(format!("--size must be at least {}", token::MIN_LINE_LEN));
+    }
+    if let Some(r) = load.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate must be a positive number".into());
+        }
+    }
+    if common.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    let cfg = Config {
+        scenario,
+        addr: common.addr.clone(),
+        clients: load.clients,
+        senders: load.senders,
+        lines: load.lines,
+        size: load.size,
+        rate: load.rate,
+        warmup: Duration::from_millis(load.warmup_ms),
+        slow,
+        pid: common.pid,
+        connect_batch: common.batch,
+        batch_pause: Duration::from_millis(common.batch_pause_ms),
+        connect_timeout: secs(common.connect_timeout_secs, "connect-timeout-secs")?,
+        read_buf: common.read_buf,
+        write_batch: load.write_batch,
+        window: load.window,
+        timeout: secs(common.timeout_secs, "timeout-secs")?,
+        quiet: secs(common.quiet_secs, "quiet-secs")?,
+        slow_drain: secs(drain, "slow-drain-secs")?,
+        progress: !common.no_progress,
+    };
+    Ok((cfg, common))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (cfg, common) = match config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let wanted = (cfg.clients + cfg.slow) as u64 + 64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => eprintln!(
+            "warning: open-file limit is {limit}, {wanted} may be needed; connections may fail"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat-bench: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Hard bound on everything, setup included.
+    let hard = cfg.timeout + Duration::from_secs(30);
+    let result = rt.block_on(async { tokio::time::timeout(hard, run::run(cfg)).await });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let report = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("chat-bench: {e}");
+            return ExitCode::from(2);
+        }
+        Err(_) => {
+            eprintln!("chat-bench: gave up after {} s", hard.as_secs());
+            return ExitCode::from(2);
+        }
+    };
+    eprint!("{}", report.summary());
+    println!("{}", report.result_line());
+    if report.clean() || common.allow_loss {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,249 @@
+//! Results of a run: the human summary and the machine-readable line.
+
+use std::fmt::Write as _;
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest sample.
+    pub max_us: f64,
+    /// Number of samples.
+    pub samples: u64,
+}
+
+/// Everything a scenario measured.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// `fanout`, `idle` or `slow`.
+    pub scenario: &'static str,
+    /// Server address.
+    pub addr: String,
+    /// Reading clients (N).
+    pub clients: usize,
+    /// Sending clients (S).
+    pub senders: usize,
+    /// Lines per sender (M).
+    pub lines: u32,
+    /// Line size in bytes, LF included (B).
+    pub size: usize,
+    /// Lines per second per sender, `None` for closed loop.
+    pub rate: Option<f64>,
+    /// Never-reading clients.
+    pub slow: usize,
+    /// Connections that could not be opened.
+    pub connect_failures: usize,
+    /// Deliveries expected: S*M*(N-1), or N-1 for `idle`.
+    pub expected: u64,
+    /// Distinct lines that reached a client other than their sender.
+    pub deliveries: u64,
+    /// Expected deliveries that never arrived.
+    pub lost: u64,
+    /// Lines that arrived more than once at the same client.
+    pub dup: u64,
+    /// Lines that arrived after a later line of the same sender.
+    pub reordered: u64,
+    /// Lines that came back to their own sender.
+    pub echoed: u64,
+    /// Received lines without a token of this run (notices etc.).
+    pub other_lines: u64,
+    /// Reading clients whose connection ended early (EOF or error).
+    pub reader_disconnects: usize,
+    /// Seconds from the first send to the last delivery.
+    pub secs: f64,
+    /// Latency from (scheduled) send to receipt.
+    pub latency: Option<Latency>,
+    /// Slow clients the server disconnected; `None` if there were none.
+    pub slow_disconnected: Option<usize>,
+    /// Server RSS (KiB) before connecting, at its peak, and at the end.
+    pub rss_before_kib: Option<u64>,
+    /// Peak RSS sampled during the run.
+    pub rss_peak_kib: Option<u64>,
+    /// RSS after the run (for `idle`: with all connections open).
+    pub rss_after_kib: Option<u64>,
+    /// Why the run stopped before all deliveries arrived, if it did.
+    pub stop_reason: Option<String>,
+}
+
+impl Report {
+    /// Deliveries per second over the sending phase.
+    pub fn rate_per_sec(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.deliveries as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    /// RSS growth per connection in bytes (`idle` only, needs both samples).
+    pub fn rss_per_conn(&self) -> Option<i64> {
+        if self.scenario != "idle" {
+            return None;
+        }
+        let conns = i64::try_from(self.clients + self.slow).ok()?.max(1);
+        let before = i64::try_from(self.rss_before_kib?).ok()?;
+        let after = i64::try_from(self.rss_after_kib?).ok()?;
+        Some((after - before) * 1024 / conns)
+    }
+
+    /// Whether every expected line arrived exactly once and in order.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.dup == 0 && self.reordered == 0 && self.connect_failures == 0
+    }
+
+    /// The single `RESULT key=value ...` line; every key is always present,
+    /// `-` marks a value that does not apply.
+    pub fn result_line(&self) -> String {
+        fn opt<T: ToString>(v: Option<T>) -> String {
+            v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+        }
+        let lat =
+            |f: fn(&Latency) -> f64| opt(self.latency.as_ref().map(|l| format!("{:.1}", f(l))));
+        let mut s = String::from("RESULT");
+        let kv: [(&str, String); 27] = [
+            ("scenario", self.scenario.to_owned()),
+            ("clients", self.clients.to_string()),
+            ("senders", self.senders.to_string()),
+            ("lines", self.lines.to_string()),
+            ("size", self.size.to_string()),
+            ("rate", opt(self.rate)),
+            ("slow", self.slow.to_string()),
+            ("expected", self.expected.to_string()),
+            ("deliveries", self.deliveries.to_string()),
+            ("secs", format!("{:.3}", self.secs)),
+            ("deliveries_per_sec", format!("{:.0}", self.rate_per_sec())),
+            ("lost", self.lost.to_string()),
+            ("dup", self.dup.to_string()),
+            ("reordered", self.reordered.to_string()),
+            ("echoed", self.echoed.to_string()),
+            ("connect_failures", self.connect_failures.to_string()),
+            ("reader_disconnects", self.reader_disconnects.to_string()),
+            ("p50_us", lat(|l| l.p50_us)),
+            ("p99_us", lat(|l| l.p99_us)),
+            ("p999_us", lat(|l| l.p999_us)),
+            ("max_us", lat(|l| l.max_us)),
+            ("slow_disconnected", opt(self.slow_disconnected)),
+            ("rss_before_kib", opt(self.rss_before_kib)),
+            ("rss_peak_kib", opt(self.rss_peak_kib)),
+            ("rss_kib", opt(self.rss_after_kib)),
+            ("rss_per_conn_bytes", opt(self.rss_per_conn())),
+            ("ok", u8::from(self.clean()).to_string()),
+        ];
+        for (k, v) in kv {
+            let _ = write!(s, " {k}={v}");
+        }
+        s
+    }
+
+    /// A multi-line human-readable summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "== chat-bench {} against {} ==",
+            self.scenario, self.addr
+        );
+        if self.scenario == "idle" {
+            let _ = writeln!(
+                s,
+                "idle connections {} (failed {}); one broadcast reached {} of {}; lost {}",
+                self.clients, self.connect_failures, self.deliveries, self.expected, self.lost
+            );
+        } else {
+            self.load_summary(&mut s);
+        }
+        if self.rss_before_kib.is_some() {
+            let kib = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v} KiB"));
+            let _ = write!(
+                s,
+                "server RSS before {}, peak {}, after {}",
+                kib(self.rss_before_kib),
+                kib(self.rss_peak_kib),
+                kib(self.rss_after_kib)
+            );
+            if let Some(per) = self.rss_per_conn() {
+                let _ = write!(s, ", {per} B per connection");
+            }
+            s.push('\n');
+        }
+        if let Some(r) = &self.stop_reason {
+            let _ = writeln!(s, "stopped early: {r}");
+        }
+        s
+    }
+
+    /// The summary lines of a run with senders.
+    fn load_summary(&self, s: &mut String) {
+        let mode = self.rate.map_or_else(
+            || "closed loop".to_owned(),
+            |r| format!("open loop, {r} lines/s per sender"),
+        );
+        let _ = writeln!(
+            s,
+            "clients {} (senders {}, never-reading {}), {} lines/sender of {} B, {mode}",
+            self.clients, self.senders, self.slow, self.lines, self.size
+        );
+        let _ = writeln!(
+            s,
+            "deliveries {} of {} in {:.3} s = {:.0} deliveries/s ({:.1} MB/s received)",
+            self.deliveries,
+            self.expected,
+            self.secs,
+            self.rate_per_sec(),
+            self.rate_per_sec() * self.size as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "lost {}, duplicated {}, reordered {}, echoed {}, other lines {}, \
+             connect failures {}, reading clients disconnected {}",
+            self.lost,
+            self.dup,
+            self.reordered,
+            self.echoed,
+            self.other_lines,
+            self.connect_failures,
+            self.reader_disconnects
+        );
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                s,
+                "latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us ({} samples)",
+                l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples
+            );
+        }
+        if let Some(d) = self.slow_disconnected {
+            let _ = writeln!(
+                s,
+                "never-reading clients disconnected by the server: {d} of {}",
+                self.slow
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_has_stable_keys() {
+        let r = Report {
+            scenario: "fanout",
+            clients: 3,
+            deliveries: 10,
+            secs: 2.0,
+            ..Report::default()
+        };
+        let line = r.result_line();
+        assert!(line.starts_with("RESULT scenario=fanout clients=3 "));
+        assert!(line.contains(" deliveries_per_sec=5 "));
+        assert!(line.contains(" p99_us=- "));
+        assert!(line.ends_with(" ok=1"));
+        assert!(!line.contains('\n'));
+    }
+}

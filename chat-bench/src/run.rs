@@ -1,0 +1,770 @@
+//! Running a scenario: connect, synchronise, send, receive, account.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, timeout};
+
+use crate::lines::LineBuf;
+use crate::report::{Latency, Report};
+use crate::token::{LineTemplate, MIN_LINE_LEN, SYNC_SENDER, TokenParser};
+use crate::tracker::SeqTracker;
+
+/// Number of shared latency histograms (readers pick one by index).
+const HIST_SHARDS: usize = 8;
+/// Latency samples a reader collects before merging them into a histogram.
+const SAMPLE_BATCH: usize = 512;
+/// Largest latency the histograms can hold (1 hour, in ns).
+const HIST_MAX_NS: u64 = 3_600_000_000_000;
+/// Pause after all deliveries arrived, to catch late duplicates.
+const DUP_GRACE: Duration = Duration::from_millis(200);
+
+/// Which scenario runs; decides what is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// N clients, S of them send M lines each.
+    Fanout,
+    /// N idle clients, one broadcast, server memory per connection.
+    Idle,
+    /// Fanout plus never-reading clients.
+    Slow,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fanout => "fanout",
+            Self::Idle => "idle",
+            Self::Slow => "slow",
+        }
+    }
+}
+
+/// A fully resolved run configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Scenario being run.
+    pub scenario: Scenario,
+    /// Server address (`HOST:PORT`).
+    pub addr: String,
+    /// Reading clients (N).
+    pub clients: usize,
+    /// Sending clients among them (S).
+    pub senders: usize,
+    /// Lines per sender (M).
+    pub lines: u32,
+    /// Line size in bytes, LF included (B).
+    pub size: usize,
+    /// Lines per second per sender (open loop), or `None` (closed loop).
+    pub rate: Option<f64>,
+    /// Lines sent during this initial period are not in the latency stats.
+    pub warmup: Duration,
+    /// Never-reading clients.
+    pub slow: usize,
+    /// Server process whose RSS is sampled.
+    pub pid: Option<u32>,
+    /// Connections opened concurrently per batch.
+    pub connect_batch: usize,
+    /// Pause between connection batches.
+    pub batch_pause: Duration,
+    /// Timeout of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Read buffer per client.
+    pub read_buf: usize,
+    /// Bytes a closed-loop sender writes per call.
+    pub write_batch: usize,
+    /// Closed loop: most lines a sender may be ahead of the slowest reading
+    /// client; 0 = unlimited.
+    pub window: u32,
+    /// Bound on the whole run.
+    pub timeout: Duration,
+    /// Stop when no delivery arrived for this long.
+    pub quiet: Duration,
+    /// How long slow clients may stay silent before counted as connected.
+    pub slow_drain: Duration,
+    /// Print progress on stderr once a second.
+    pub progress: bool,
+}
+
+/// A failure that prevents a meaningful report.
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// State shared by all client tasks.
+#[derive(Debug)]
+struct Shared {
+    start: Instant,
+    run: u32,
+    clients: usize,
+    senders: usize,
+    lines: u32,
+    delivered: AtomicU64,
+    synced: AtomicUsize,
+    /// Lines sent before this (ns since `start`) are not sampled.
+    measure_from_ns: AtomicU64,
+    hists: Vec<Mutex<Histogram<u64>>>,
+    /// Flow control for closed-loop windows: at `receiver * senders +
+    /// sender`, how many of the sender's lines (a prefix) the receiver got;
+    /// `u32::MAX` for a sender itself and for receivers that are gone.
+    /// Empty when no window is used.
+    acked: Vec<AtomicU32>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn merge_samples(&self, shard: usize, samples: &mut Vec<u64>) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut h = self.hists[shard % HIST_SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for &s in samples.iter() {
+            h.saturating_record(s);
+        }
+        samples.clear();
+    }
+}
+
+/// What one reading client saw.
+#[derive(Debug, Default)]
+struct ReaderStats {
+    deliveries: u64,
+    dup: u64,
+    reordered: u64,
+    echoed: u64,
+    other: u64,
+    lost: u64,
+    last_delivery_ns: u64,
+    disconnected: bool,
+}
+
+/// Reads and accounts everything client `me` receives until `stop`.
+async fn reader(
+    mut rd: OwnedReadHalf,
+    me: usize,
+    buf_size: usize,
+    ctx: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> ReaderStats {
+    let parser = TokenParser::new(ctx.run);
+    let mut lb = LineBuf::new(buf_size);
+    let mut trackers = vec![SeqTracker::default(); ctx.senders];
+    let mut samples: Vec<u64> = Vec::new();
+    let mut st = ReaderStats::default();
+    let mut synced = me == 0;
+    let windowed = !ctx.acked.is_empty();
+    // Senders whose prefix moved in the current read (for `acked`).
+    let mut touched = Vec::new();
+    let mut touched_mark = vec![false; if windowed { ctx.senders } else { 0 }];
+    loop {
+        let res = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = rd.read(lb.spare()) => r,
+        };
+        match res {
+            Ok(0) | Err(_) => {
+                st.disconnected = true;
+                break;
+            }
+            Ok(n) => lb.commit(n),
+        }
+        let now = ctx.now_ns();
+        let measure_from = ctx.measure_from_ns.load(Relaxed);
+        let mut new = 0u64;
+        lb.drain_lines(|line| {
+            let Some(tok) = parser.parse(line) else {
+                st.other += 1;
+                return;
+            };
+            if tok.sender == SYNC_SENDER {
+                if !synced {
+                    synced = true;
+                    ctx.synced.fetch_add(1, Relaxed);
+                }
+                return;
+            }
+            let sender = tok.sender as usize;
+            if sender == me {
+                st.echoed += 1;
+                return;
+            }
+            let Some(tr) = trackers.get_mut(sender) else {
+                st.other += 1;
+                return;
+            };
+            let obs = tr.observe(tok.seq);
+            if !obs.is_new() {
+                st.dup += 1;
+                return;
+            }
+            if obs == crate::tracker::Observation::Reordered {
+                st.reordered += 1;
+            }
+            new += 1;
+            if windowed && !touched_mark[sender] {
+                touched_mark[sender] = true;
+                touched.push(sender);
+            }
+            if tok.sent_ns >= measure_from {
+                samples.push(now.saturating_sub(tok.sent_ns).max(1));
+            }
+        });
+        if new > 0 {
+            for s in touched.drain(..) {
+                touched_mark[s] = false;
+                let prefix = trackers[s].received_prefix();
+                ctx.acked[me * ctx.senders + s].store(prefix, Relaxed);
+            }
+            st.deliveries += new;
+            st.last_delivery_ns = now;
+            ctx.delivered.fetch_add(new, Relaxed);
+            if samples.len() >= SAMPLE_BATCH {
+                ctx.merge_samples(me, &mut samples);
+            }
+        }
+    }
+    ctx.merge_samples(me, &mut samples);
+    if windowed {
+        // A client that stopped reading holds no sender back any more.
+        for s in 0..ctx.senders {
+            ctx.acked[me * ctx.senders + s].store(u32::MAX, Relaxed);
+        }
+    }
+    let total = u64::from(ctx.lines);
+    st.lost = trackers
+        .iter()
+        .enumerate()
+        .filter(|&(s, _)| s != me)
+        .map(|(_, t)| t.lost(total))
+        .sum();
+    st
+}
+
+/// Sends client `idx`'s lines: as fast as possible, or on a fixed schedule.
+async fn sender(
+    mut wr: OwnedWriteHalf,
+    idx: usize,
+    cfg: Arc<Config>,
+    ctx: Arc<Shared>,
+    send_start_ns: u64,
+    mut stop: watch::Receiver<bool>,
+) -> (OwnedWriteHalf, Option<io::Error>) {
+    let sender_id = u32::try_from(idx).unwrap_or(u32::MAX - 1);
+    let Ok(mut tpl) = LineTemplate::new(ctx.run, sender_id, cfg.size) else {
+        return (wr, None);
+    };
+    let per_batch = (cfg.write_batch / cfg.size).max(1);
+    let mut buf = Vec::with_capacity(per_batch * cfg.size);
+    // Open loop: line i of this sender is due at start + offset + i*interval;
+    // senders are phase-shifted so they do not all fire at once.
+    let interval_ns = cfg.rate.map(|r| 1e9 / r);
+    let offset_ns = interval_ns.map_or(0.0, |i| i * idx as f64 / cfg.senders.max(1) as f64);
+    let due = |seq: u32| -> u64 {
+        interval_ns.map_or(0, |i| {
+            send_start_ns + (offset_ns + i * f64::from(seq)) as u64
+        })
+    };
+    let mut seq = 0u32;
+    // Lines of this sender that every reader has received (window only).
+    let mut all_acked = 0u32;
+    while seq < cfg.lines {
+        buf.clear();
+        let mut room = per_batch;
+        if !ctx.acked.is_empty() {
+            if seq - all_acked >= cfg.window {
+                all_acked = (0..ctx.clients)
+                    .map(|r| ctx.acked[r * ctx.senders + idx].load(Relaxed))
+                    .min()
+                    .unwrap_or(u32::MAX)
+                    .min(seq);
+            }
+            room = room.min(cfg.window.saturating_sub(seq - all_acked) as usize);
+            if room == 0 {
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => break,
+                    () = sleep(Duration::from_millis(1)) => {}
+                }
+                continue;
+            }
+        }
+        let now = ctx.now_ns();
+        while seq < cfg.lines && buf.len() / cfg.size < room {
+            let t = if interval_ns.is_some() { due(seq) } else { now };
+            if t > now {
+                break;
+            }
+            buf.extend_from_slice(tpl.render(seq, t));
+            seq += 1;
+        }
+        if buf.is_empty() {
+            let at = ctx.start + Duration::from_nanos(due(seq));
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                () = sleep_until(at.into()) => continue,
+            }
+        }
+        let res = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = wr.write_all(&buf) => r,
+        };
+        if let Err(e) = res {
+            return (wr, Some(e));
+        }
+    }
+    (wr, None)
+}
+
+/// Reads the resident set size (KiB) of `pid` from `/proc`.
+pub fn read_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Opens `n` connections concurrently; returns them and the failures.
+async fn connect_batch(
+    addr: SocketAddr,
+    n: usize,
+    connect_timeout: Duration,
+) -> (Vec<TcpStream>, usize, Option<String>) {
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        set.spawn(async move {
+            match timeout(connect_timeout, TcpStream::connect(addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        });
+    }
+    let mut streams = Vec::with_capacity(n);
+    let mut failures = 0;
+    let mut first_err = None;
+    while let Some(r) = set.join_next().await {
+        let err = match r {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                streams.push(s);
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        failures += 1;
+        first_err.get_or_insert(err);
+    }
+    (streams, failures, first_err)
+}
+
+/// Sends sync lines from client 0 (with backoff) until every other reading
+/// client has seen one; this proves broadcast works and that the server has
+/// registered every connection. Returns whether all saw it.
+async fn synchronise(
+    w0: &mut OwnedWriteHalf,
+    ctx: &Shared,
+    target: usize,
+    deadline: Instant,
+) -> Result<bool, io::Error> {
+    let Ok(mut tpl) = LineTemplate::new(ctx.run, SYNC_SENDER, MIN_LINE_LEN) else {
+        return Ok(false);
+    };
+    let mut seq = 0u32;
+    let mut wait = Duration::from_millis(50);
+    while ctx.synced.load(Relaxed) < target {
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        let line = tpl.render(seq, ctx.now_ns());
+        match timeout(Duration::from_secs(2), w0.write_all(line)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(false),
+        }
+        seq += 1;
+        // Resend only once the count stopped moving for `wait`: resending
+        // while the server is still broadcasting would pile up work on it.
+        let mut seen = ctx.synced.load(Relaxed);
+        let mut until = Instant::now() + wait;
+        while seen < target && Instant::now() < until.min(deadline) {
+            sleep(Duration::from_millis(2)).await;
+            let now_seen = ctx.synced.load(Relaxed);
+            if now_seen != seen {
+                seen = now_seen;
+                until = Instant::now() + wait;
+            }
+        }
+        wait = (wait * 2).min(Duration::from_secs(1));
+    }
+    Ok(true)
+}
+
+/// After the run: does the server close never-reading clients? Each is
+/// drained; EOF or an error means it was disconnected, silence for
+/// `idle` means it is still connected.
+async fn drain_slow(slow: Vec<TcpStream>, idle: Duration) -> usize {
+    let cap = Instant::now() + idle * 3;
+    let mut set = JoinSet::new();
+    for mut s in slow {
+        set.spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match timeout(idle, s.read(&mut buf)).await {
+                    Err(_) => return false,
+                    Ok(Ok(0) | Err(_)) => return true,
+                    Ok(Ok(_)) if Instant::now() >= cap => return false,
+                    Ok(Ok(_)) => {}
+                }
+            }
+        });
+    }
+    let mut disconnected = 0;
+    while let Some(r) = set.join_next().await {
+        if matches!(r, Ok(true)) {
+            disconnected += 1;
+        }
+    }
+    disconnected
+}
+
+/// A run id that differs between runs, so stale lines are not counted.
+fn run_id() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)
+        });
+    t ^ std::process::id().rotate_left(8)
+}
+
+/// Runs one scenario to completion (bounded by `cfg.timeout`).
+pub async fn run(cfg: Config) -> Result<Report, SetupError> {
+    let cfg = Arc::new(cfg);
+    let start = Instant::now();
+    let deadline = start + cfg.timeout;
+    let addr = tokio::net::lookup_host(&cfg.addr)
+        .await
+        .map_err(|e| SetupError(format!("cannot resolve {}: {e}", cfg.addr)))?
+        .next()
+        .ok_or_else(|| SetupError(format!("{} resolves to no address", cfg.addr)))?;
+    let mut hists = Vec::with_capacity(HIST_SHARDS);
+    for _ in 0..HIST_SHARDS {
+        let h = Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
+            .map_err(|e| SetupError(format!("histogram: {e}")))?;
+        hists.push(Mutex::new(h));
+    }
+    let ctx = Arc::new(Shared {
+        start,
+        run: run_id(),
+        clients: cfg.clients,
+        senders: cfg.senders,
+        lines: cfg.lines,
+        delivered: AtomicU64::new(0),
+        synced: AtomicUsize::new(0),
+        measure_from_ns: AtomicU64::new(u64::MAX),
+        hists,
+        acked: if cfg.window > 0 && cfg.rate.is_none() {
+            (0..cfg.clients * cfg.senders)
+                .map(|i| {
+                    AtomicU32::new(if i / cfg.senders == i % cfg.senders {
+                        u32::MAX
+                    } else {
+                        0
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    });
+    let mut report = Report {
+        scenario: cfg.scenario.name(),
+        addr: cfg.addr.clone(),
+        clients: cfg.clients,
+        senders: cfg.senders,
+        lines: cfg.lines,
+        size: cfg.size,
+        rate: cfg.rate,
+        slow: cfg.slow,
+        ..Report::default()
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // RSS sampling for the whole run.
+    report.rss_before_kib = cfg.pid.and_then(read_rss_kib);
+    let sampler = cfg.pid.map(|pid| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            loop {
+                peak = peak.max(read_rss_kib(pid).unwrap_or(0));
+                tokio::select! {
+                    _ = stop.changed() => return peak,
+                    () = sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        })
+    });
+
+    // Connect the reading clients in paced batches and start a reader per
+    // client. Batches must stay below the server's listen backlog: a
+    // connection whose final ACK is dropped by a full accept queue looks
+    // established here but may never be accepted while it sends nothing.
+    let mut writers = Vec::with_capacity(cfg.clients);
+    let mut readers = Vec::with_capacity(cfg.clients);
+    let mut failures = 0;
+    let mut first_err = None;
+    let mut last_print = Instant::now();
+    while writers.len() + failures < cfg.clients && Instant::now() < deadline {
+        let todo = cfg
+            .connect_batch
+            .max(1)
+            .min(cfg.clients - writers.len() - failures);
+        let (streams, f, e) = connect_batch(addr, todo, cfg.connect_timeout).await;
+        failures += f;
+        if first_err.is_none() {
+            first_err = e;
+        }
+        for s in streams {
+            let (rd, wr) = s.into_split();
+            let i = writers.len();
+            writers.push(Some(wr));
+            let task = reader(rd, i, cfg.read_buf, ctx.clone(), stop_rx.clone());
+            readers.push(tokio::spawn(task));
+        }
+        sleep(cfg.batch_pause).await;
+        if cfg.progress && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            eprintln!(
+                "connected {} of {} ({failures} failed)",
+                writers.len(),
+                cfg.clients
+            );
+        }
+    }
+    report.connect_failures = cfg.clients - writers.len();
+    if report.connect_failures > 0 && cfg.scenario != Scenario::Idle {
+        return Err(SetupError(format!(
+            "connected only {} of {} clients to {}: {}",
+            writers.len(),
+            cfg.clients,
+            cfg.addr,
+            first_err.unwrap_or_else(|| "overall timeout".into())
+        )));
+    }
+    if let Some(e) = &first_err {
+        eprintln!("warning: {failures} connections failed, first error: {e}");
+    }
+    let connected = writers.len();
+    let (slow, slow_failures, slow_err) = if cfg.slow > 0 {
+        connect_batch(addr, cfg.slow, cfg.connect_timeout).await
+    } else {
+        (Vec::new(), 0, None)
+    };
+    if slow_failures > 0 {
+        return Err(SetupError(format!(
+            "connected only {} of {} never-reading clients: {}",
+            slow.len(),
+            cfg.slow,
+            slow_err.unwrap_or_default()
+        )));
+    }
+
+    // Synchronise: everybody must see a line from client 0.
+    let sync_target = connected.saturating_sub(1);
+    if let Some(Some(w0)) = writers.first_mut() {
+        let sync_deadline = deadline.min(Instant::now() + Duration::from_secs(60));
+        match synchronise(w0, &ctx, sync_target, sync_deadline).await {
+            Ok(true) => {}
+            Ok(false) if cfg.scenario == Scenario::Idle => {}
+            Ok(false) => {
+                return Err(SetupError(format!(
+                    "only {} of {sync_target} clients received the sync broadcast; \
+                     is {} a broadcast chat server?",
+                    ctx.synced.load(Relaxed),
+                    cfg.addr
+                )));
+            }
+            Err(e) => return Err(SetupError(format!("sending the sync line failed: {e}"))),
+        }
+    }
+    let synced = ctx.synced.load(Relaxed).min(sync_target);
+
+    if cfg.scenario == Scenario::Idle {
+        sleep(Duration::from_millis(200)).await;
+        report.rss_after_kib = cfg.pid.and_then(read_rss_kib);
+        report.expected = sync_target as u64;
+        report.deliveries = synced as u64;
+        report.lost = (sync_target - synced) as u64;
+    } else {
+        run_load(&cfg, &ctx, &mut writers, &stop_tx, &mut report, deadline).await;
+    }
+
+    // Stop everything and collect the readers' accounts.
+    let _ = stop_tx.send(true);
+    let send_start = ctx.measure_from_ns.load(Relaxed);
+    let mut last_delivery_ns = 0;
+    for r in readers {
+        let Ok(st) = r.await else { continue };
+        if cfg.scenario != Scenario::Idle {
+            report.deliveries += st.deliveries;
+            report.lost += st.lost;
+        }
+        report.dup += st.dup;
+        report.reordered += st.reordered;
+        report.echoed += st.echoed;
+        report.other_lines += st.other;
+        report.reader_disconnects += usize::from(st.disconnected);
+        last_delivery_ns = last_delivery_ns.max(st.last_delivery_ns);
+    }
+    drop(writers);
+    if cfg.scenario != Scenario::Idle {
+        let warmup_ns = u64::try_from(cfg.warmup.as_nanos()).unwrap_or(0);
+        let first_send = send_start.saturating_sub(warmup_ns);
+        report.secs = last_delivery_ns.saturating_sub(first_send) as f64 / 1e9;
+        let mut all = Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, 3)
+            .map_err(|e| SetupError(format!("histogram: {e}")))?;
+        for h in &ctx.hists {
+            let h = h.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = all.add(&*h);
+        }
+        if !all.is_empty() {
+            let us = |ns: u64| ns as f64 / 1e3;
+            report.latency = Some(Latency {
+                p50_us: us(all.value_at_quantile(0.5)),
+                p99_us: us(all.value_at_quantile(0.99)),
+                p999_us: us(all.value_at_quantile(0.999)),
+                max_us: us(all.max()),
+                samples: all.len(),
+            });
+        }
+        report.rss_after_kib = cfg.pid.and_then(read_rss_kib);
+    }
+    if let Some(s) = sampler {
+        report.rss_peak_kib = s.await.ok().filter(|&p| p > 0);
+    }
+    if cfg.slow > 0 {
+        report.slow_disconnected = Some(drain_slow(slow, cfg.slow_drain).await);
+    }
+    Ok(report)
+}
+
+/// The sending phase: start the senders, watch progress, decide when to stop.
+async fn run_load(
+    cfg: &Arc<Config>,
+    ctx: &Arc<Shared>,
+    writers: &mut [Option<OwnedWriteHalf>],
+    stop_tx: &watch::Sender<bool>,
+    report: &mut Report,
+    deadline: Instant,
+) {
+    let n = writers.len();
+    let expected = cfg.senders as u64 * u64::from(cfg.lines) * n.saturating_sub(1) as u64;
+    report.expected = expected;
+    let send_start_ns = ctx.now_ns();
+    let warmup_ns = u64::try_from(cfg.warmup.as_nanos()).unwrap_or(u64::MAX);
+    ctx.measure_from_ns
+        .store(send_start_ns.saturating_add(warmup_ns), Relaxed);
+    let mut senders = JoinSet::new();
+    for (idx, slot) in writers.iter_mut().enumerate().take(cfg.senders) {
+        if let Some(wr) = slot.take() {
+            let fut = sender(
+                wr,
+                idx,
+                cfg.clone(),
+                ctx.clone(),
+                send_start_ns,
+                stop_tx.subscribe(),
+            );
+            senders.spawn(async move { (idx, fut.await) });
+        }
+    }
+    let tick = Duration::from_millis(50);
+    let mut last = 0u64;
+    let mut last_progress = Instant::now();
+    let mut last_print = Instant::now();
+    let mut printed = 0u64;
+    let mut send_errors = 0usize;
+    loop {
+        sleep(tick).await;
+        let now = Instant::now();
+        let d = ctx.delivered.load(Relaxed);
+        if d >= expected {
+            sleep(DUP_GRACE).await;
+            break;
+        }
+        if d != last {
+            last = d;
+            last_progress = now;
+        }
+        if now.duration_since(last_progress) >= cfg.quiet {
+            report.stop_reason = Some(format!(
+                "no delivery for {:.1} s ({d} of {expected} arrived)",
+                cfg.quiet.as_secs_f64()
+            ));
+            break;
+        }
+        if now >= deadline {
+            report.stop_reason = Some(format!(
+                "overall timeout of {} s reached ({d} of {expected} arrived)",
+                cfg.timeout.as_secs()
+            ));
+            break;
+        }
+        if cfg.progress && now.duration_since(last_print) >= Duration::from_secs(1) {
+            let secs = now.duration_since(last_print).as_secs_f64();
+            eprintln!(
+                "progress: {d} of {expected} deliveries ({:.1}%), {:.0}/s",
+                d as f64 * 100.0 / expected.max(1) as f64,
+                (d - printed) as f64 / secs
+            );
+            last_print = now;
+            printed = d;
+        }
+        while let Some(r) = senders.try_join_next() {
+            if let Ok((idx, (wr, err))) = r {
+                if let Some(e) = err {
+                    send_errors += 1;
+                    eprintln!("sender {idx}: write failed: {e}");
+                }
+                writers[idx] = Some(wr);
+            }
+        }
+    }
+    // Stop everybody; senders hand their write halves back (dropping one
+    // would half-close the connection); abort any that do not react.
+    let _ = stop_tx.send(true);
+    let collect = async {
+        while let Some(r) = senders.join_next().await {
+            if let Ok((idx, (wr, _))) = r {
+                writers[idx] = Some(wr);
+            }
+        }
+    };
+    if timeout(Duration::from_secs(2), collect).await.is_err() {
+        senders.abort_all();
+    }
+    if send_errors > 0 && report.stop_reason.is_none() {
+        report.stop_reason = Some(format!("{send_errors} senders failed to write"));
+    }
+}

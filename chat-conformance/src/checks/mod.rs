@@ -1,0 +1,54 @@
+//! The checks, one `pub fn` per protocol rule, grouped by the section of
+//! `docs/protocol.md` they check. Each takes the path of the server binary,
+//! starts its own server and stops it when done.
+//!
+//! Sections: "Framing", "Sanitizing", "Lines the server sends",
+//! "Nicknames", "Commands", "Session events", "Limits and policies".
+
+mod commands;
+mod framing;
+mod limits;
+mod lines;
+mod nicknames;
+mod sanitizing;
+mod session;
+
+pub use commands::*;
+pub use framing::*;
+pub use limits::*;
+pub use lines::*;
+pub use nicknames::*;
+pub use sanitizing::*;
+pub use session::*;
+
+use crate::{Client, ServerProcess, join_all};
+
+/// `N` clients joined one after the other (see [`join_all`]).
+fn clients<const N: usize>(server: &ServerProcess) -> [Client; N] {
+    join_all(server.addr(), N)
+        .try_into()
+        .expect("join_all gives N clients")
+}
+
+/// A deterministic pseudo-random generator (xorshift64*), so that a failing
+/// input can be reproduced from its seed.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}

@@ -1,0 +1,327 @@
+//! [`Client`]: one chat connection driven by a check.
+
+use std::fmt;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::TIMEOUT;
+
+/// What reading the next line found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A complete line, without its LF.
+    Line(Vec<u8>),
+    /// The server closed the connection (EOF or reset) with no partial line.
+    Closed,
+    /// The server closed the connection in the middle of a line (these
+    /// bytes, without LF): only right for a client dropped without a flush.
+    Cut(Vec<u8>),
+    /// Nothing complete arrived in time.
+    TimedOut,
+}
+
+/// A chat client over a plain [`TcpStream`], reading lines with a timeout.
+///
+/// Every `expect_*` method panics with the client's name, what was expected
+/// and what came, after at most [`TIMEOUT`]: timeouts only guard against a
+/// hang, they never decide a check.
+pub struct Client {
+    stream: TcpStream,
+    /// Bytes read but not yet returned as lines.
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts.
+    start: usize,
+    /// The nick the server gave (from the welcome line), kept up to date by
+    /// [`Client::rename`].
+    nick: String,
+    /// For messages: who this client is in the check.
+    label: String,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("label", &self.label)
+            .field("nick", &self.nick)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects without reading anything: for clients that may be refused.
+    pub fn connect_raw(addr: SocketAddr, label: &str) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{label}: cannot connect to {addr}: {e}"));
+        stream.set_nodelay(true).expect("set_nodelay");
+        stream
+            .set_write_timeout(Some(TIMEOUT))
+            .expect("set_write_timeout");
+        Client {
+            stream,
+            buf: Vec::with_capacity(8192),
+            start: 0,
+            nick: String::new(),
+            label: label.to_owned(),
+        }
+    }
+
+    /// Connects and reads the welcome line (see [`Client::read_welcome`]).
+    /// Returns the client and the number of users online it was told.
+    pub fn connect_welcomed(addr: SocketAddr, label: &str) -> (Client, usize) {
+        let mut client = Client::connect_raw(addr, label);
+        let line = client.read_line();
+        let online = client.take_welcome(&line);
+        (client, online)
+    }
+
+    /// Reads the welcome line, checking its form and remembering NICK;
+    /// returns N (see [`parse_welcome`]).
+    pub fn read_welcome(&mut self) -> usize {
+        let line = self.read_line();
+        self.take_welcome(&line)
+    }
+
+    /// Checks that `line` is a welcome line and remembers its nick.
+    pub fn take_welcome(&mut self, line: &str) -> usize {
+        let Some((nick, online)) = parse_welcome(line) else {
+            panic!("{}: expected the welcome line, got {line:?}", self.label);
+        };
+        self.nick = nick;
+        online
+    }
+
+    /// The client's current nick.
+    pub fn nick(&self) -> &str {
+        &self.nick
+    }
+
+    /// The client's label in the check (for messages).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Records a nick change made by the check.
+    pub fn set_nick(&mut self, nick: &str) {
+        nick.clone_into(&mut self.nick);
+    }
+
+    /// A second handle on the socket, for writing from another thread.
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the client's socket")
+    }
+
+    /// Writes all of `bytes` (one `write_all`; with `TCP_NODELAY` set, a
+    /// short write goes out as a segment of its own).
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("{}: write failed: {e}", self.label));
+    }
+
+    /// Writes `text` and an LF.
+    pub fn send_line(&mut self, text: &str) {
+        let mut bytes = Vec::with_capacity(text.len() + 1);
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.push(b'\n');
+        self.send(&bytes);
+    }
+
+    /// Closes the writing side: the server sees EOF.
+    pub fn shutdown_write(&mut self) {
+        self.stream
+            .shutdown(Shutdown::Write)
+            .unwrap_or_else(|e| panic!("{}: shutdown failed: {e}", self.label));
+    }
+
+    /// Reads the next line or EOF, waiting at most `timeout`.
+    pub fn receive(&mut self, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        let mut scanned = self.start;
+        loop {
+            if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + pos;
+                let line = self.buf[self.start..end].to_vec();
+                self.start = end + 1;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                return Received::Line(line);
+            }
+            scanned = self.buf.len();
+            let now = Instant::now();
+            if now >= deadline {
+                return Received::TimedOut;
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                scanned -= self.start;
+                self.start = 0;
+            }
+            self.stream
+                .set_read_timeout(Some(deadline - now))
+                .expect("set_read_timeout");
+            let len = self.buf.len();
+            self.buf.resize(len + 65536, 0);
+            let result = self.stream.read(&mut self.buf[len..]);
+            self.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+            match result {
+                Ok(0) if self.buf.is_empty() => return Received::Closed,
+                Ok(0) => return Received::Cut(std::mem::take(&mut self.buf)),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset && self.buf.is_empty() => {
+                    return Received::Closed;
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return Received::Cut(std::mem::take(&mut self.buf));
+                }
+                Err(e) => panic!("{}: read failed: {e}", self.label),
+            }
+        }
+    }
+
+    /// The next line as raw bytes; panics on EOF or after [`TIMEOUT`].
+    pub fn read_line_bytes(&mut self) -> Vec<u8> {
+        match self.receive(TIMEOUT) {
+            Received::Line(line) => line,
+            Received::Closed => panic!("{}: expected a line, the connection closed", self.label),
+            Received::Cut(part) => panic!(
+                "{}: the connection closed in the middle of a line: {:?}",
+                self.label,
+                String::from_utf8_lossy(&part)
+            ),
+            Received::TimedOut => {
+                panic!("{}: expected a line, none came in {TIMEOUT:?}", self.label)
+            }
+        }
+    }
+
+    /// The next line, which must be valid UTF-8 (the server only sends
+    /// sanitized text); panics on EOF or after [`TIMEOUT`].
+    pub fn read_line(&mut self) -> String {
+        let line = self.read_line_bytes();
+        String::from_utf8(line).unwrap_or_else(|e| {
+            panic!(
+                "{}: the server sent invalid UTF-8: {:?}",
+                self.label,
+                String::from_utf8_lossy(e.as_bytes())
+            )
+        })
+    }
+
+    /// The next line must be exactly `expected`.
+    pub fn expect_line(&mut self, expected: &str) {
+        let line = self.read_line();
+        assert_eq!(
+            line, expected,
+            "{} ({}): unexpected line",
+            self.label, self.nick
+        );
+    }
+
+    /// The next lines must be exactly `expected`, in order.
+    pub fn expect_lines(&mut self, expected: &[&str]) {
+        for line in expected {
+            self.expect_line(line);
+        }
+    }
+
+    /// Reads lines until one satisfies `matches` and returns it; the lines
+    /// before it (returned too) must each satisfy `skippable`, or the check
+    /// fails. For waiting on a line among unrelated notices.
+    pub fn expect_line_matching(
+        &mut self,
+        what: &str,
+        mut matches: impl FnMut(&str) -> bool,
+        mut skippable: impl FnMut(&str) -> bool,
+    ) -> (String, Vec<String>) {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.read_line();
+            if matches(&line) {
+                return (line, skipped);
+            }
+            assert!(
+                skippable(&line),
+                "{} ({}): waiting for {what}, got unexpected line {line:?} (after {skipped:?})",
+                self.label,
+                self.nick
+            );
+            skipped.push(line);
+        }
+    }
+
+    /// Reads lines until exactly `expected`, skipping only join and leave
+    /// notices (see [`is_join_or_leave`]).
+    pub fn expect_line_skipping_notices(&mut self, expected: &str) -> Vec<String> {
+        self.expect_line_matching(expected, |l| l == expected, is_join_or_leave)
+            .1
+    }
+
+    /// The server must close the connection (EOF or reset) with no further
+    /// line, within [`TIMEOUT`].
+    pub fn assert_closed(&mut self) {
+        match self.receive(TIMEOUT) {
+            Received::Closed => {}
+            Received::Line(line) | Received::Cut(line) => panic!(
+                "{}: expected the connection to close, got {:?}",
+                self.label,
+                String::from_utf8_lossy(&line)
+            ),
+            Received::TimedOut => panic!(
+                "{}: expected the connection to close, still open after {TIMEOUT:?}",
+                self.label
+            ),
+        }
+    }
+
+    /// Reads and drops whatever comes until the server closes the
+    /// connection, within `guard`, even in the middle of a line (for clients
+    /// the server drops without flushing); returns how many lines came.
+    pub fn drain_until_closed(&mut self, guard: Duration) -> usize {
+        let deadline = Instant::now() + guard;
+        let mut lines = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.receive(left) {
+                Received::Closed | Received::Cut(_) => return lines,
+                Received::Line(_) => lines += 1,
+                Received::TimedOut => panic!(
+                    "{}: expected the connection to close, still open after {guard:?}",
+                    self.label
+                ),
+            }
+        }
+    }
+}
+
+/// Whether `line` is a `* NICK joined`, `* NICK left` or
+/// `* NICK left (REASON)` notice.
+pub fn is_join_or_leave(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("* ") else {
+        return false;
+    };
+    let Some((nick, what)) = rest.split_once(' ') else {
+        return false;
+    };
+    !nick.is_empty()
+        && (what == "joined"
+            || what == "left"
+            || (what.starts_with("left (") && what.ends_with(')')))
+}
+
+/// Parses `* welcome, you are NICK; N users online; type /help for commands`
+/// ("1 user" when N is 1) into NICK and N.
+pub fn parse_welcome(line: &str) -> Option<(String, usize)> {
+    let rest = line
+        .strip_prefix("* welcome, you are ")?
+        .strip_suffix(" online; type /help for commands")?;
+    let (nick, count) = rest.split_once("; ")?;
+    let (n, word) = count.split_once(' ')?;
+    let n: usize = n.parse().ok()?;
+    let expected_word = if n == 1 { "user" } else { "users" };
+    (word == expected_word && !nick.is_empty()).then(|| (nick.to_owned(), n))
+}

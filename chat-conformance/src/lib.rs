@@ -1,0 +1,149 @@
+//! Black-box conformance suite for the chat server binaries.
+//!
+//! Every check starts its own server binary on a free port
+//! ([`ServerProcess`]), talks to it over plain TCP ([`Client`]) and compares
+//! each line with the text the protocol (`docs/protocol.md`, implemented by
+//! `chat-core`) prescribes. The same checks run against every adapter: each
+//! adapter's `tests/conformance.rs` is just
+//!
+//! ```ignore
+//! chat_conformance::conformance_suite!(env!("CARGO_BIN_EXE_chat-tokio"));
+//! ```
+//!
+//! which expands to one `#[test]` per check in [`checks`]. A check's name
+//! starts with the protocol section it checks (`framing_`, `sanitizing_`,
+//! `lines_`, `nicknames_`, `commands_`, `session_`, `limits_`).
+//!
+//! Synchronisation is by events, never by sleeping: a check waits until a
+//! client sees the line that proves the server has done what comes before
+//! (a join notice, a marker line sent by another client). Timeouts
+//! ([`TIMEOUT`]) only turn a hang into a failure; no check asserts how fast
+//! anything is.
+
+// This crate is test code: a broken expectation panics, which is how a check
+// fails, so `unwrap`/`expect` are the point here, not a shortcut.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub mod checks;
+mod client;
+mod server;
+
+pub use client::{Client, Received, is_join_or_leave, parse_welcome};
+pub use server::ServerProcess;
+
+/// The longest a check waits for anything before it fails. Generous: it only
+/// guards against hangs on a loaded 2-core machine.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A line no other check or client sends: `marker-N` with a process-wide
+/// counter.
+pub fn marker() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("marker-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Connects a new client and waits until it is fully in: its welcome says
+/// `existing.len() + 1` users are online, and every one of `existing` has
+/// seen `* NICK joined` as its next line.
+pub fn join(addr: SocketAddr, label: &str, existing: &mut [&mut Client]) -> Client {
+    let (client, online) = Client::connect_welcomed(addr, label);
+    assert_eq!(
+        online,
+        existing.len() + 1,
+        "{label}: the welcome line counts the newcomer and everyone already in"
+    );
+    let notice = format!("* {} joined", client.nick());
+    for other in existing.iter_mut() {
+        other.expect_line(&notice);
+    }
+    client
+}
+
+/// Connects `n` clients one after the other with [`join`], labelled
+/// `A`, `B`, ... (or `c0`, `c1`, ... past 26).
+pub fn join_all(addr: SocketAddr, n: usize) -> Vec<Client> {
+    let mut clients: Vec<Client> = Vec::with_capacity(n);
+    for i in 0..n {
+        let label = match u8::try_from(i) {
+            Ok(i) if i < 26 => char::from(b'A' + i).to_string(),
+            _ => format!("c{i}"),
+        };
+        let mut existing: Vec<&mut Client> = clients.iter_mut().collect();
+        let client = join(addr, &label, &mut existing);
+        clients.push(client);
+    }
+    clients
+}
+
+/// Has `sender` send a fresh [`marker`] and waits until each of `others`
+/// gets it as its very next line (`NICK: marker-N`). Proves that everything
+/// the server sent those clients before has been read, and that nothing else
+/// was pending for them.
+pub fn sync(sender: &mut Client, others: &mut [&mut Client]) {
+    let text = marker();
+    sender.send_line(&text);
+    let line = format!("{}: {text}", sender.nick());
+    for other in others.iter_mut() {
+        other.expect_line(&line);
+    }
+}
+
+/// Expands to one `#[test]` per check in [`checks`], each run against the
+/// server binary at the given path (usually `env!("CARGO_BIN_EXE_NAME")`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($binary:expr) => {
+        $crate::conformance_suite!(@tests $binary;
+            framing_several_lines_in_one_write,
+            framing_line_sent_one_byte_at_a_time,
+            framing_crlf_drops_one_cr,
+            framing_eof_ends_unterminated_last_line,
+            framing_thousand_rapid_lines_in_order,
+            framing_max_line_discards_once_and_keeps_connection,
+            framing_ten_megabyte_line_without_lf_is_bounded,
+            sanitizing_control_characters,
+            sanitizing_ansi_escape_sequences,
+            sanitizing_invalid_utf8,
+            sanitizing_bidi_controls,
+            sanitizing_trailing_whitespace_and_empty_lines,
+            sanitizing_random_garbage_does_not_crash,
+            lines_listening_line_on_stdout,
+            lines_chat_broadcast_without_echo,
+            lines_broadcast_reaches_500_clients,
+            nicknames_generated_and_unique,
+            nicknames_rename_notifies_everyone,
+            nicknames_rename_errors,
+            nicknames_case_variant_and_same_nick,
+            commands_me,
+            commands_msg,
+            commands_msg_errors,
+            commands_who,
+            commands_help,
+            commands_quit_without_reason,
+            commands_quit_with_reason,
+            commands_double_slash_escape,
+            commands_unknown_and_bare_slash,
+            commands_names_are_case_insensitive,
+            session_welcome_join_and_leave,
+            session_churn_loses_no_lines,
+            session_sigterm_shuts_down_cleanly,
+            session_sigint_shuts_down_cleanly,
+            limits_max_clients,
+            limits_slow_reader_is_disconnected,
+        );
+    };
+    (@tests $binary:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("See [`chat_conformance::checks::", stringify!($check), "`].")]
+            #[test]
+            fn $check() {
+                $crate::checks::$check(::std::path::Path::new($binary));
+            }
+        )*
+    };
+}

@@ -1,0 +1,240 @@
+//! [`ServerProcess`]: one server binary under test, started on a free port.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Once};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::TIMEOUT;
+
+/// How much of the server's stderr is kept to show when a check fails.
+const STDERR_KEEP: usize = 16 * 1024;
+
+/// A running server binary, killed when dropped.
+///
+/// Started with `--listen 127.0.0.1:0` and any extra arguments; its address
+/// is the one it prints as `listening on ADDR`. Its stderr (the log) is kept
+/// (the last few KiB) and printed if the check fails, so a failing check
+/// shows what the server logged.
+#[derive(Debug)]
+pub struct ServerProcess {
+    binary: PathBuf,
+    child: Child,
+    addr: SocketAddr,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// Lines printed on stdout after the `listening on` line.
+    stdout_rest: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stdout, joined by [`ServerProcess::stdout_after_exit`].
+    stdout_reader: Option<thread::JoinHandle<()>>,
+}
+
+impl ServerProcess {
+    /// Starts `binary` with default limits.
+    pub fn start(binary: &Path) -> ServerProcess {
+        ServerProcess::start_with(binary, &[])
+    }
+
+    /// Starts `binary --listen 127.0.0.1:0 EXTRA...` and waits (at most
+    /// [`TIMEOUT`]) for it to print exactly `listening on ADDR` on stdout,
+    /// with ADDR a loopback address with a real (non-zero) port.
+    pub fn start_with(binary: &Path, extra: &[&str]) -> ServerProcess {
+        raise_fd_limit();
+        let mut child = Command::new(binary)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+
+        let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let tail = Arc::clone(&stderr_tail);
+            thread::spawn(move || drain_stderr(stderr, &tail));
+        }
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (first_tx, first_rx) = mpsc::channel();
+        let stdout_rest = Arc::new(Mutex::new(Vec::new()));
+        let rest = Arc::clone(&stdout_rest);
+        let stdout_reader = thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_tx.send(lines.next());
+            for line in lines.map_while(Result::ok) {
+                rest.lock().expect("stdout lock").push(line);
+            }
+        });
+
+        let mut server = ServerProcess {
+            binary: binary.to_owned(),
+            child,
+            // Replaced below; the struct exists first so that a failure
+            // kills the child through Drop.
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr_tail,
+            stdout_rest,
+            stdout_reader: Some(stdout_reader),
+        };
+        let first = match first_rx.recv_timeout(TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            Ok(other) => panic!(
+                "{}: stdout ended before `listening on ADDR` ({other:?}); exit status {:?}",
+                binary.display(),
+                server.child.try_wait()
+            ),
+            Err(_) => panic!(
+                "{}: no `listening on ADDR` line on stdout within {TIMEOUT:?}",
+                binary.display()
+            ),
+        };
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| {
+                panic!("first stdout line must be exactly `listening on ADDR`, got {first:?}")
+            });
+        assert!(
+            addr.ip().is_loopback() && addr.port() != 0,
+            "`listening on` must give the real bound address, got {addr}"
+        );
+        server.addr = addr;
+        server
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident set size in bytes (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e} (has the server died?)"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS line in {path}"));
+        kib * 1024
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Asserts the server is still running (has not crashed).
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("server exited unexpectedly with {status}");
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGINT.
+    pub fn sigint(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends a signal by running `kill -NAME PID` (the workspace forbids
+    /// unsafe code, and this needs no extra dependency).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit, at most `guard` (a failure guard, not
+    /// a timing assertion); panics if it is still running then.
+    pub fn wait_exit(&mut self, guard: Duration) -> ExitStatus {
+        let deadline = Instant::now() + guard;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server still running {guard:?} after being told to stop"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every line the server printed on stdout after `listening on ADDR`,
+    /// once it has exited (call after [`ServerProcess::wait_exit`]).
+    pub fn stdout_after_exit(&mut self) -> Vec<String> {
+        assert!(!self.is_running(), "the server is still running");
+        if let Some(reader) = self.stdout_reader.take() {
+            reader.join().expect("stdout reader thread");
+        }
+        self.stdout_rest.lock().expect("stdout lock").clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let tail = self
+                .stderr_tail
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_default();
+            eprintln!(
+                "--- last {} bytes of {} stderr ---\n{}\n--- end of stderr ---",
+                tail.len(),
+                self.binary.display(),
+                String::from_utf8_lossy(&tail)
+            );
+        }
+    }
+}
+
+/// Keeps reading the server's stderr so that logging never blocks it,
+/// holding on to the last [`STDERR_KEEP`] bytes.
+fn drain_stderr(mut stderr: impl Read, tail: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let Ok(mut tail) = tail.lock() else { break };
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > STDERR_KEEP {
+            let cut = tail.len() - STDERR_KEEP;
+            tail.drain(..cut);
+        }
+    }
+}
+
+/// Raises this process's RLIMIT_NOFILE soft limit as far as allowed, once:
+/// checks with hundreds of clients run next to each other, and the server
+/// inherits the limit.
+fn raise_fd_limit() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+            eprintln!("could not raise RLIMIT_NOFILE: {e}");
+        }
+    });
+}

@@ -1,0 +1,377 @@
+//! Everything the chat server drivers (`chat-tokio`, `chat-asyncstd`,
+//! `chat-std`) share, so that a client sees the same server on all three:
+//! the command line, logging, the open-file limit, signals, and the run loop
+//! of `chat_core` (see its crate docs) written once over a small [`Runtime`]
+//! trait that each driver implements with its own sockets, tasks and timer.
+//!
+//! Per connection a driver runs two tasks: a reader that feeds what it reads
+//! to the core, and a writer that sleeps until the core has output for it,
+//! then writes all of it with vectored writes. Both share one
+//! `Mutex<Server>` (the hub) and hold it only for the core's own work: socket
+//! I/O, wake-ups and logging happen after it is released, so a client that
+//! does not read delays nobody (the core drops it once its queue is full).
+//!
+//! Closing: on a flushing close the writer writes what is left (bounded by
+//! one second, after which the socket is shut down anyway), then shuts the
+//! socket down, which ends the reader; on a dropping close the socket is shut
+//! down at once, which ends both. When both tasks are done the core is told
+//! the connection is closed, exactly once.
+//!
+//! Shutdown: SIGINT or SIGTERM tells every client `* server shutting down`,
+//! waits up to a second for their output to be flushed, then exits with 0.
+
+mod cli;
+mod hub;
+mod notify;
+
+use std::io::{self, IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::Bytes;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tracing::{debug, info, warn};
+
+pub use cli::{Cli, CliError};
+use hub::{After, FLUSH_LIMIT, Half, Hub, Link, Next};
+
+/// Most bytes one read takes, so one busy client's turn is bounded.
+const READ_BUFFER: usize = 64 * 1024;
+/// Most bytes one write takes. Output is a stream of short lines, each its
+/// own chunk; copying them into one buffer and writing that measured about
+/// twice as fast as a vectored write of the chunks, whose per-segment cost
+/// in the kernel dominates for ~100-byte segments.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Pause after a failed accept (out of file descriptors, say), so the error
+/// is not retried in a tight loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Pending connections the kernel queues before the server accepts them;
+/// large so that a burst of clients is not refused.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// What a driver provides: sockets, tasks and a timer of one runtime.
+/// Everything else is shared.
+pub trait Runtime: 'static {
+    /// A listening socket.
+    type Listener;
+    /// A connected socket, shared by its reader and writer tasks by
+    /// reference; `AsFd` lets the shared code set options and shut it down.
+    type Stream: AsFd + Send + Sync + 'static;
+
+    /// Runs `future` to completion on the current thread, starting the
+    /// runtime first if it needs one.
+    fn block_on<F: Future>(future: F) -> io::Result<F::Output>;
+
+    /// Runs `task` concurrently with the caller, on its own.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()>;
+
+    /// Makes a bound and listening std socket this runtime's listener.
+    fn listener(listener: std::net::TcpListener) -> io::Result<Self::Listener>;
+
+    /// Waits for the next connection.
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+
+    /// Reads into `buf` once; `Ok(0)` means the peer closed its side.
+    fn read(
+        stream: &Self::Stream,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Writes from `buf` once; returns how many bytes it took.
+    fn write(stream: &Self::Stream, buf: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Completes after `duration`.
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The whole server program on runtime `R`: parses the command line (for
+/// the program `name`, described by `about` in `--help`), then serves until
+/// SIGINT or SIGTERM. Returns only on an error, or for `--help`/`--version`.
+pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
+    let config = match Cli::parse_from(name, about, std::env::args_os()).and_then(|cli| {
+        let config = cli.config()?;
+        Ok((cli.listen, config))
+    }) {
+        Ok(config) => config,
+        Err(CliError::Clap(error)) if !error.use_stderr() => {
+            // --help or --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(CliError::Clap(error)) => {
+            let message = error.to_string();
+            let line = message.lines().next().unwrap_or_default();
+            eprintln!("{name}: {line} (see --help)");
+            return ExitCode::from(2);
+        }
+        Err(CliError::Config(error)) => {
+            eprintln!("{name}: error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let (addr, config) = config;
+    init_logging();
+    raise_open_file_limit();
+    match R::block_on(serve::<R>(addr, config)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) | Err(error) => {
+            eprintln!("{name}: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing::Level::INFO.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+}
+
+/// Each client holds a file descriptor, and the soft limit is often far
+/// below what a full server needs.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => debug!(limit, "open file limit"),
+        Err(error) => warn!("cannot raise the open file limit: {error}"),
+    }
+}
+
+/// Binds, announces the address, then accepts until the process exits.
+async fn serve<R: Runtime>(addr: SocketAddr, config: chat_core::Config) -> io::Result<()> {
+    let listener = bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    let listener = R::listener(listener)?;
+    let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), local);
+    let hub = Arc::new(Hub::new(config, seed));
+    // Before announcing the address, so that a signal sent as soon as it is
+    // seen already shuts down cleanly.
+    watch_signals(hub.clone())?;
+    R::spawn(timer::<R>(hub.clone()))?;
+    info!(%local, "listening");
+    let mut stdout = io::stdout().lock();
+    // Whoever started us may not read stdout; serving matters more.
+    let _ = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush());
+    drop(stdout);
+
+    loop {
+        match R::accept(&listener).await {
+            Ok((stream, peer)) => start::<R>(&hub, stream, peer),
+            Err(error) => {
+                warn!("accept failed: {error}");
+                R::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted server can bind while old connections are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Takes an accepted connection in and starts its reader and writer.
+fn start<R: Runtime>(hub: &Arc<Hub<R::Stream>>, stream: R::Stream, peer: SocketAddr) {
+    // Lines are small and should leave at once, not wait for an ACK.
+    if let Err(error) = SockRef::from(&stream).set_tcp_nodelay(true) {
+        debug!(%peer, "cannot set TCP_NODELAY: {error}");
+    }
+    let mut after = After::default();
+    let link = hub.connect(stream, peer, &mut after);
+    let tasks = [
+        (
+            Half::Reader,
+            R::spawn(reader::<R>(hub.clone(), link.clone())),
+        ),
+        (
+            Half::Writer,
+            R::spawn(writer::<R>(hub.clone(), link.clone())),
+        ),
+    ];
+    for (half, spawned) in tasks {
+        if let Err(error) = spawned {
+            warn!(conn = %link.id, "cannot start a task: {error}");
+            hub.finished(&link, half, &mut after);
+        }
+    }
+}
+
+/// Feeds what the client sends to the core until it closes or fails.
+async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>) {
+    // Most clients send little: start small and grow for those that fill it.
+    let mut buf = vec![0; READ_BUFFER / 16];
+    let mut after = After::default();
+    loop {
+        match R::read(&link.stream, &mut buf).await {
+            Ok(0) => {
+                hub.eof(&link, &mut after);
+                break;
+            }
+            Ok(len) => {
+                hub.received(&link, &buf[..len], &mut after);
+                if len == buf.len() && len < READ_BUFFER {
+                    buf.resize(READ_BUFFER, 0);
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                debug!(conn = %link.id, "read failed: {error}");
+                break;
+            }
+        }
+    }
+    hub.finished(&link, Half::Reader, &mut after);
+}
+
+/// Writes the core's output for one client whenever there is some, until
+/// the connection closes.
+async fn writer<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>) {
+    let mut chunks = Vec::new();
+    let mut buf = Vec::new();
+    let mut after = After::default();
+    let mut unreported = 0;
+    loop {
+        let written = std::mem::take(&mut unreported);
+        match hub.take(&link, written, &mut chunks, &mut after) {
+            Next::Wait => link.notify.wait().await,
+            Next::Done => break,
+            Next::Write => {
+                let result = write_all::<R>(&hub, &link, &chunks, &mut buf, &mut after).await;
+                chunks.clear();
+                match result {
+                    Ok(last) => unreported = last,
+                    Err(error) => {
+                        debug!(conn = %link.id, "write failed: {error}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    hub.finished(&link, Half::Writer, &mut after);
+}
+
+/// Writes all of `chunks`, reporting each write to the core, except the
+/// last, whose length it returns for the writer's next [`Hub::take`].
+async fn write_all<R: Runtime>(
+    hub: &Hub<R::Stream>,
+    link: &Link<R::Stream>,
+    chunks: &[Bytes],
+    buf: &mut Vec<u8>,
+    after: &mut After,
+) -> io::Result<usize> {
+    let mut rest = chunks;
+    let mut unreported = 0;
+    while !rest.is_empty() {
+        rest = coalesce(buf, rest);
+        let mut written = 0;
+        while written < buf.len() {
+            // Reported before writing again, which may block for long.
+            if unreported > 0 {
+                hub.written(link, std::mem::take(&mut unreported), after);
+            }
+            match R::write(&link.stream, &buf[written..]).await {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(len) => {
+                    unreported = len;
+                    written += len;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(unreported)
+}
+
+/// Copies chunks from the front of `rest` into `buf` (emptied first) until
+/// it holds [`WRITE_BUFFER`] bytes or `rest` is empty (always at least one
+/// chunk); returns the chunks left.
+fn coalesce<'a>(buf: &mut Vec<u8>, mut rest: &'a [Bytes]) -> &'a [Bytes] {
+    buf.clear();
+    while let Some((chunk, tail)) = rest.split_first() {
+        if !buf.is_empty() && buf.len() + chunk.len() > WRITE_BUFFER {
+            break;
+        }
+        buf.extend_from_slice(chunk);
+        rest = tail;
+    }
+    rest
+}
+
+/// Runs the core's timers and bounds flushing closes, for as long as the
+/// process runs.
+async fn timer<R: Runtime>(hub: Arc<Hub<R::Stream>>) {
+    let mut after = After::default();
+    loop {
+        let wait = hub.tick(&mut after);
+        R::sleep(wait).await;
+    }
+}
+
+/// On the first SIGINT or SIGTERM, shuts the server down: every client is
+/// told, output is flushed for up to [`FLUSH_LIMIT`], and the process exits
+/// with 0. A thread of its own, so it works the same on every runtime.
+fn watch_signals<S: AsFd + Send + Sync + 'static>(hub: Arc<Hub<S>>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "shutting down");
+                hub.shutdown(&mut After::default());
+                if hub.wait_idle(FLUSH_LIMIT) {
+                    info!("all connections closed");
+                } else {
+                    warn!("closing connections that did not take their output in time");
+                }
+                std::process::exit(0);
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_fills_up_to_the_limit() {
+        let small = Bytes::from(vec![b'a'; WRITE_BUFFER / 4]);
+        let chunks = vec![small.clone(); 6];
+        let mut buf = Vec::new();
+        let rest = coalesce(&mut buf, &chunks);
+        assert_eq!((buf.len(), rest.len()), (WRITE_BUFFER, 2));
+        let rest = coalesce(&mut buf, rest);
+        assert_eq!((buf.len(), rest.len()), (WRITE_BUFFER / 2, 0));
+    }
+
+    #[test]
+    fn coalesce_takes_a_large_chunk_whole() {
+        let chunks = [
+            Bytes::from_static(b"ab"),
+            Bytes::from(vec![0; WRITE_BUFFER + 1]),
+        ];
+        let mut buf = Vec::new();
+        let rest = coalesce(&mut buf, &chunks);
+        assert_eq!((buf.as_slice(), rest.len()), (&b"ab"[..], 1));
+        let rest = coalesce(&mut buf, rest);
+        assert_eq!((buf.len(), rest.len()), (WRITE_BUFFER + 1, 0));
+    }
+}

@@ -1,0 +1,66 @@
+//! `chat-tokio`: the chat server (join with `nc HOST PORT`) on the tokio
+//! multi-threaded runtime. Only the runtime's sockets, tasks and timer live
+//! here; the server itself is `chat_runtime` driving `chat_core`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The tokio runtime, as `chat_runtime` uses it.
+struct Tokio;
+
+impl chat_runtime::Runtime for Tokio {
+    type Listener = TcpListener;
+    type Stream = TcpStream;
+
+    fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(future))
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()> {
+        tokio::spawn(task);
+        Ok(())
+    }
+
+    fn listener(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
+    }
+
+    async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        listener.accept().await
+    }
+
+    // The reader and writer share the stream by reference, so they use
+    // readiness plus `try_*` rather than `AsyncRead`/`AsyncWrite`, which
+    // want it mutably.
+    async fn read(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        stream
+            .async_io(Interest::READABLE, || stream.try_read(buf))
+            .await
+    }
+
+    async fn write(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        stream
+            .async_io(Interest::WRITABLE, || stream.try_write(buf))
+            .await
+    }
+
+    async fn sleep(duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+fn main() -> ExitCode {
+    chat_runtime::main::<Tokio>(
+        env!("CARGO_PKG_NAME"),
+        "A line-based TCP chat server (tokio). Join with `nc HOST PORT`.",
+    )
+}

@@ -1,0 +1,786 @@
+//! The bodies of the fuzz targets, one plain function per target.
+//!
+//! This file is compiled twice: as `chat_fuzz::targets` for cargo-fuzz (nightly,
+//! libFuzzer), and on stable by `chat-core/tests/fuzz_corpus.rs` through
+//! `#[path]`, which replays every committed seed and saved crash through these
+//! very functions. So it uses nothing but `std`, `arbitrary` and `chat_core`
+//! (with its `testkit` feature), and every check is a panic, which is how
+//! libFuzzer and the test harness both see a failure.
+//!
+//! The checks themselves live in `chat_core::testkit` wherever they already
+//! exist there (the simulated driver, the reference model, `check_lines`):
+//! the targets only decide what input reaches them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use arbitrary::{Arbitrary, Unstructured};
+use chat_core::framing::{self, Frame, LineFramer};
+use chat_core::nick::{self, NickError, NickRegistry};
+use chat_core::testkit::{self, Harness, Step};
+use chat_core::{Bytes, Config, ConnId, Output, Server};
+
+// ---------------------------------------------------------------------------
+// framing
+
+/// `framing`: one connection sends arbitrary bytes, cut into reads at points
+/// the input chooses, then EOF. What everyone receives (and every other
+/// output) must be the same as when the same bytes come in one read, every
+/// line sent must be clean (`testkit::check_lines`), and the server must
+/// never buffer more than `max_line + 1` bytes of an unterminated line.
+///
+/// Input layout, chosen so that seeds are easy to write by hand and a
+/// mutation of the stream does not move the cuts: the first byte is a count
+/// `n`, the next `n` bytes are the sizes of the first reads, the rest is the
+/// stream; whatever the sizes leave is the last read.
+pub fn framing(data: &[u8]) {
+    let (stream, reads) = cut_reads(data);
+    let max_line = testkit::small_config().max_line;
+
+    let split = frames(max_line, &reads);
+    assert_eq!(
+        split,
+        frames(max_line, &[stream]),
+        "LineFramer: reads {reads:?} give other frames than one read"
+    );
+
+    let split = session(&reads);
+    let whole = session(&[stream]);
+    assert_eq!(
+        split, whole,
+        "server: reads {reads:?} give other outputs than one read"
+    );
+}
+
+/// Splits a `framing` input into its stream and the reads it is cut into.
+fn cut_reads(data: &[u8]) -> (&[u8], Vec<&[u8]>) {
+    let Some((&count, rest)) = data.split_first() else {
+        return (&[], vec![&[]]);
+    };
+    let (sizes, stream) = rest.split_at(usize::from(count).min(rest.len()));
+    let mut left = stream;
+    let mut reads = Vec::with_capacity(sizes.len() + 1);
+    for &size in sizes {
+        let (read, rest) = left.split_at(usize::from(size).min(left.len()));
+        reads.push(read);
+        left = rest;
+    }
+    reads.push(left);
+    (stream, reads)
+}
+
+/// What [`LineFramer`] makes of a stream: owned, so that two runs compare.
+#[derive(Debug, PartialEq, Eq)]
+enum Framed {
+    Line(Vec<u8>),
+    TooLong,
+    /// The unterminated last line, handed out on EOF.
+    Last(Vec<u8>),
+}
+
+/// Frames `reads` with a bare [`LineFramer`], checking its own promises on
+/// the way: lines within the limit and without LF, a bounded buffer.
+fn frames(max_line: usize, reads: &[&[u8]]) -> Vec<Framed> {
+    let mut framer = LineFramer::new(max_line);
+    let mut out = Vec::new();
+    for read in reads {
+        let mut input = *read;
+        while let Some(frame) = framer.next_frame(&mut input) {
+            out.push(match frame {
+                Frame::Line(line) => {
+                    assert!(line.len() <= max_line, "line of {} bytes", line.len());
+                    assert!(!line.contains(&b'\n'), "LF inside line {line:?}");
+                    Framed::Line(line.to_vec())
+                }
+                Frame::TooLong => Framed::TooLong,
+            });
+        }
+        assert!(input.is_empty(), "next_frame returned None before the end");
+        let buffered = framer.buffered();
+        assert!(buffered <= max_line + 1, "framer buffers {buffered} bytes");
+    }
+    if let Some(last) = framer.finish() {
+        assert!(last.len() <= max_line, "last line of {} bytes", last.len());
+        out.push(Framed::Last(last.to_vec()));
+    }
+    out
+}
+
+/// Everything a `framing` session produced: the bytes each connection was
+/// sent, and every output but `Transmit` (whose count depends on how often
+/// the driver drains, not on the protocol), in order.
+#[derive(Debug, PartialEq, Eq)]
+struct Transcript {
+    received: Vec<Vec<u8>>,
+    outputs: Vec<Output>,
+}
+
+/// A sender and a listener; the sender sends `reads`, then EOF.
+///
+/// Nothing is reported written, so queue accounting does not depend on the
+/// reads either; the queue limit is the default one, out of reach of
+/// libFuzzer's inputs, because this target is about framing, not slow
+/// clients (the `server` target covers those).
+fn session(reads: &[&[u8]]) -> Transcript {
+    let config = Config {
+        max_queue: Config::default().max_queue,
+        ..testkit::small_config()
+    };
+    let max_line = config.max_line;
+    let now = Instant::now();
+    let mut server = Server::new(config, 1);
+    let sender = server.handle_connect(now, SocketAddr::from(([127, 0, 0, 1], 4000)));
+    let listener = server.handle_connect(now, SocketAddr::from(([127, 0, 0, 1], 4001)));
+    let mut transcript = Transcript {
+        received: vec![Vec::new(); 2],
+        outputs: Vec::new(),
+    };
+    let drain = |server: &mut Server, transcript: &mut Transcript| {
+        while let Some(output) = server.poll_output() {
+            let Output::Transmit(conn) = output else {
+                transcript.outputs.push(output);
+                continue;
+            };
+            let index = [sender, listener]
+                .iter()
+                .position(|&c| c == conn)
+                .unwrap_or_else(|| panic!("output for {conn}, never opened"));
+            let mut chunks: Vec<Bytes> = Vec::new();
+            server.poll_transmit(conn, &mut chunks);
+            for chunk in &chunks {
+                transcript.received[index].extend_from_slice(chunk);
+            }
+            testkit::check_lines(&transcript.received[index]);
+        }
+    };
+    drain(&mut server, &mut transcript);
+    for read in reads {
+        server.handle_bytes(now, sender, read);
+        if let Some(buffered) = server.buffered_bytes(sender) {
+            assert!(buffered <= max_line + 1, "server buffers {buffered} bytes");
+        }
+        drain(&mut server, &mut transcript);
+    }
+    server.handle_eof(now, sender);
+    drain(&mut server, &mut transcript);
+    transcript
+}
+
+// ---------------------------------------------------------------------------
+// server
+
+/// One operation of a `server` session; maps onto [`testkit::Step`], which
+/// has no `Arbitrary` of its own (chat-core does not depend on `arbitrary`).
+///
+/// Bytes come as [`Piece`]s rather than raw bytes so that the fuzzer reaches
+/// commands, nicks and limits in a few mutations instead of by luck. Numbers
+/// are narrow on purpose: client numbers wrap around the connections opened
+/// so far (see [`Step`]), and short fields make every mutation count.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A new connection is accepted.
+    Connect,
+    /// A client sends the pieces, concatenated, in one read.
+    Send {
+        /// Which client (modulo the connections opened so far).
+        client: u8,
+        /// What it sends.
+        pieces: Vec<Piece>,
+    },
+    /// The driver writes at most `max` bytes to a client (a partial write).
+    Write {
+        /// Which client.
+        client: u8,
+        /// Most bytes written.
+        max: u16,
+    },
+    /// A client closes its side.
+    Eof {
+        /// Which client.
+        client: u8,
+    },
+    /// A client's connection fails.
+    Close {
+        /// Which client.
+        client: u8,
+    },
+    /// A client stops (or resumes) reading.
+    Stall {
+        /// Which client.
+        client: u8,
+        /// Whether it stops reading.
+        stalled: bool,
+    },
+    /// Time passes.
+    Tick {
+        /// How much, in milliseconds.
+        millis: u32,
+    },
+    /// The server shuts down.
+    Shutdown,
+}
+
+/// Part of what a client sends.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// One of [`TOKENS`] (modulo their count).
+    Token(u8),
+    /// Any one byte.
+    Byte(u8),
+    /// `len` copies of `byte`: long lines and queue fillers in few bytes.
+    Run {
+        /// The byte repeated.
+        byte: u8,
+        /// How many times.
+        len: u8,
+    },
+}
+
+/// What [`Piece::Token`] picks from: the protocol's words and the edge cases
+/// of docs/protocol.md (CRLF, lone CR, commands in both cases, nick
+/// collisions, control characters, bidi, split and invalid UTF-8).
+pub const TOKENS: &[&[u8]] = &[
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b" ",
+    b"\t",
+    b"/nick ",
+    b"/me ",
+    b"/msg ",
+    b"/who",
+    b"/help",
+    b"/quit",
+    b"//",
+    b"/",
+    b"/NICK ",
+    b"bob",
+    b"BOB",
+    "Zoë".as_bytes(),
+    b"hi",
+    b"a.b",
+    b"\x1b[31m",
+    "\u{202e}".as_bytes(),
+    // U+20AC split in two, and what is never valid UTF-8.
+    b"\xe2\x82",
+    b"\xac",
+    b"\xff",
+    b"\x00",
+    b"\x7f",
+    "\u{85}".as_bytes(),
+    // Exactly `small_config().max_line` bytes.
+    b"0123456789abcdef",
+];
+
+impl Piece {
+    fn bytes(&self) -> Vec<u8> {
+        match *self {
+            Piece::Token(index) => TOKENS[usize::from(index) % TOKENS.len()].to_vec(),
+            Piece::Byte(byte) => vec![byte],
+            Piece::Run { byte, len } => vec![byte; usize::from(len)],
+        }
+    }
+}
+
+impl Op {
+    /// The harness step this operation stands for.
+    pub fn to_step(&self) -> Step {
+        match *self {
+            Op::Connect => Step::Connect,
+            Op::Send { client, ref pieces } => Step::Bytes {
+                client: client.into(),
+                bytes: pieces.iter().flat_map(Piece::bytes).collect(),
+            },
+            Op::Write { client, max } => Step::Write {
+                client: client.into(),
+                max: max.into(),
+            },
+            Op::Eof { client } => Step::Eof {
+                client: client.into(),
+            },
+            Op::Close { client } => Step::Close {
+                client: client.into(),
+            },
+            Op::Stall { client, stalled } => Step::Stall {
+                client: client.into(),
+                stalled,
+            },
+            Op::Tick { millis } => Step::Tick {
+                millis: millis.into(),
+            },
+            Op::Shutdown => Step::Shutdown,
+        }
+    }
+}
+
+/// A decoded `server` input: the server's seed (it picks the generated
+/// nicks) and the operations, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Seed of the server's random choices.
+    pub seed: u8,
+    /// What happens, in order.
+    pub ops: Vec<Op>,
+}
+
+impl Session {
+    /// Decodes a `server` input with `arbitrary`: one byte of seed, then
+    /// operations while they last. Never fails: a truncated operation is
+    /// filled with zeros, as `arbitrary` does.
+    pub fn decode(data: &[u8]) -> Session {
+        let mut u = Unstructured::new(data);
+        let seed = u8::arbitrary(&mut u).unwrap_or_default();
+        let ops = match u.arbitrary_iter::<Op>() {
+            Ok(ops) => ops.map_while(Result::ok).collect(),
+            Err(_) => Vec::new(),
+        };
+        Session { seed, ops }
+    }
+
+    /// The bytes [`Session::decode`] turns back into this session: how the
+    /// `server` seeds are written (`arbitrary` only decodes). Mirrors
+    /// `arbitrary` 1.x's format, which the seed test checks by round trip.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![self.seed];
+        for op in &self.ops {
+            // `arbitrary_iter` reads a "one more" flag before each element.
+            out.push(1);
+            op.encode(&mut out);
+        }
+        out.push(0);
+        out
+    }
+}
+
+impl Op {
+    const VARIANTS: u64 = 8;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            Op::Connect => variant(out, 0, Op::VARIANTS),
+            Op::Send { client, ref pieces } => {
+                variant(out, 1, Op::VARIANTS);
+                out.push(client);
+                for piece in pieces {
+                    out.push(1);
+                    piece.encode(out);
+                }
+                out.push(0);
+            }
+            Op::Write { client, max } => {
+                variant(out, 2, Op::VARIANTS);
+                out.push(client);
+                out.extend_from_slice(&max.to_le_bytes());
+            }
+            Op::Eof { client } => {
+                variant(out, 3, Op::VARIANTS);
+                out.push(client);
+            }
+            Op::Close { client } => {
+                variant(out, 4, Op::VARIANTS);
+                out.push(client);
+            }
+            Op::Stall { client, stalled } => {
+                variant(out, 5, Op::VARIANTS);
+                out.push(client);
+                out.push(stalled.into());
+            }
+            Op::Tick { millis } => {
+                variant(out, 6, Op::VARIANTS);
+                out.extend_from_slice(&millis.to_le_bytes());
+            }
+            Op::Shutdown => variant(out, 7, Op::VARIANTS),
+        }
+    }
+}
+
+impl Piece {
+    const VARIANTS: u64 = 3;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            Piece::Token(index) => {
+                variant(out, 0, Piece::VARIANTS);
+                out.push(index);
+            }
+            Piece::Byte(byte) => {
+                variant(out, 1, Piece::VARIANTS);
+                out.push(byte);
+            }
+            Piece::Run { byte, len } => {
+                variant(out, 2, Piece::VARIANTS);
+                out.extend_from_slice(&[byte, len]);
+            }
+        }
+    }
+
+    /// The token whose bytes are `token`, as a piece.
+    ///
+    /// # Panics
+    /// If `token` is not in [`TOKENS`].
+    #[must_use]
+    pub fn token(token: &[u8]) -> Piece {
+        let index = TOKENS
+            .iter()
+            .position(|t| *t == token)
+            .unwrap_or_else(|| panic!("{:?} is not a token", String::from_utf8_lossy(token)));
+        Piece::Token(u8::try_from(index).unwrap_or_else(|_| panic!("token index {index}")))
+    }
+}
+
+/// Writes the `u32` that derived `Arbitrary` maps to variant `index` of
+/// `count`: it picks `(u32 * count) >> 32`, so the smallest such value is
+/// `ceil(index * 2^32 / count)`.
+fn variant(out: &mut Vec<u8>, index: u64, count: u64) {
+    let value = (index << 32).div_ceil(count);
+    let value = u32::try_from(value).unwrap_or_else(|_| panic!("variant {index} of {count}"));
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// `server`: a session of [`Op`]s across several connections with the
+/// small limits of `testkit::small_config`, run by `testkit::Harness`, which
+/// checks after every step every invariant of the model-based property test
+/// (agreement with the reference model byte for byte, unique nicks, no echo,
+/// ordered exactly-once delivery, queue and line limits, clean lines).
+pub fn server(data: &[u8]) {
+    let session = Session::decode(data);
+    let mut harness = Harness::new(testkit::small_config(), session.seed.into());
+    for op in &session.ops {
+        harness.step(&op.to_step());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// nick
+
+/// One operation on a [`NickRegistry`].
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum NickOp {
+    /// A connection without a nick claims one.
+    Claim {
+        /// Which connection (modulo [`NICK_CONNS`]).
+        conn: u8,
+        /// The nick.
+        name: Name,
+    },
+    /// A connection with a nick renames itself.
+    Rename {
+        /// Which connection.
+        conn: u8,
+        /// The new nick.
+        name: Name,
+    },
+    /// A connection gives up a nick, its own or not.
+    Release {
+        /// Which connection.
+        conn: u8,
+        /// The nick.
+        name: Name,
+    },
+    /// Generates a nick of `len` characters from `words`.
+    Generate {
+        /// Length, modulo 40.
+        len: u8,
+        /// The random words, then a fixed generator once they run out.
+        words: Vec<u32>,
+    },
+}
+
+/// A candidate nick, built from pieces.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub struct Name(pub Vec<NamePart>);
+
+/// Part of a [`Name`].
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum NamePart {
+    /// One of [`NAME_POOL`] (modulo its size).
+    Pool(u8),
+    /// Any character.
+    Char(char),
+}
+
+/// How many connections the `nick` target plays with: few, so they collide.
+pub const NICK_CONNS: u8 = 4;
+
+/// Names whose lowercase forms collide, change length, or sit on the limits.
+pub const NAME_POOL: &[&str] = &[
+    "bob",
+    "BOB",
+    "Bob",
+    "Zoë",
+    "ZOË",
+    "日本語",
+    "_",
+    "-",
+    " ",
+    ".",
+    "İ",
+    "ß",
+    "SS",
+    "ǅ",
+    "Σ",
+    "ς",
+    "\u{212a}",
+    "k",
+    "\u{fffd}",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+];
+
+impl Name {
+    fn text(&self) -> String {
+        let mut text = String::new();
+        for part in &self.0 {
+            match *part {
+                NamePart::Pool(index) => {
+                    text.push_str(NAME_POOL[usize::from(index) % NAME_POOL.len()]);
+                }
+                NamePart::Char(c) => text.push(c),
+            }
+        }
+        text
+    }
+}
+
+/// protocol.md, "Nicknames", written out plainly.
+fn reference_is_valid(nick: &str) -> bool {
+    (1..=nick::MAX_NICK_CHARS).contains(&nick.chars().count())
+        && nick
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `nick`: `nick::is_valid` agrees with a plain reference, and a
+/// [`NickRegistry`] driven by claims, renames and releases agrees with a
+/// plain model (who holds what, compared after `to_lowercase`) after every
+/// operation; generated nicks have the asked length and alphabet.
+///
+/// The registry's preconditions are kept (a connection claims only while it
+/// holds no nick and renames only from its own), since the server keeps them.
+pub fn nick(data: &[u8]) {
+    let mut registry = NickRegistry::default();
+    let mut model: HashMap<u8, String> = HashMap::new();
+    let mut seen: Vec<String> = Vec::new();
+    for op in decode_nick_ops(data) {
+        match op {
+            NickOp::Claim { conn, name } => {
+                let (conn, name) = (conn % NICK_CONNS, name.text());
+                if model.contains_key(&conn) {
+                    continue;
+                }
+                let expected = expect_claim(&model, conn, &name);
+                if expected.is_ok() {
+                    model.insert(conn, name.clone());
+                }
+                let got = registry.claim(&name, ConnId(conn.into()));
+                assert_eq!(got, expected, "claim {name:?} by {conn}");
+                seen.push(name);
+            }
+            NickOp::Rename { conn, name } => {
+                let (conn, name) = (conn % NICK_CONNS, name.text());
+                let Some(old) = model.get(&conn).cloned() else {
+                    continue;
+                };
+                let expected = expect_claim(&model, conn, &name);
+                if expected.is_ok() {
+                    model.insert(conn, name.clone());
+                }
+                let got = registry.rename(&old, &name, ConnId(conn.into()));
+                assert_eq!(got, expected, "rename {old:?} to {name:?} by {conn}");
+                seen.push(name);
+            }
+            NickOp::Release { conn, name } => {
+                let (conn, name) = (conn % NICK_CONNS, name.text());
+                if model
+                    .get(&conn)
+                    .is_some_and(|held| held.to_lowercase() == name.to_lowercase())
+                {
+                    model.remove(&conn);
+                }
+                registry.release(&name, ConnId(conn.into()));
+                seen.push(name);
+            }
+            NickOp::Generate { len, words } => {
+                let len = usize::from(len % 40);
+                let mut words = words.into_iter();
+                let mut state = 0x9e37_79b9_u32;
+                let generated = nick::generate(len, || {
+                    words.next().unwrap_or_else(|| {
+                        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        state
+                    })
+                });
+                assert_eq!(generated.chars().count(), len, "generated {generated:?}");
+                assert!(
+                    generated.chars().all(|c| c.is_ascii_alphanumeric()),
+                    "generated {generated:?}"
+                );
+                seen.push(generated);
+            }
+        }
+        check_registry(&registry, &model, &seen);
+    }
+}
+
+/// The bytes the `nick` target decodes into `ops`: how its seeds are
+/// written. Mirrors `arbitrary` 1.x's format, like [`Session::encode`].
+#[must_use]
+pub fn encode_nick_ops(ops: &[NickOp]) -> Vec<u8> {
+    const OPS: u64 = 4;
+    const PARTS: u64 = 2;
+    let encode_name = |out: &mut Vec<u8>, name: &Name| {
+        for part in &name.0 {
+            out.push(1);
+            match *part {
+                NamePart::Pool(index) => {
+                    variant(out, 0, PARTS);
+                    out.push(index);
+                }
+                NamePart::Char(c) => {
+                    variant(out, 1, PARTS);
+                    out.extend_from_slice(&u32::from(c).to_le_bytes());
+                }
+            }
+        }
+        out.push(0);
+    };
+    let mut out = Vec::new();
+    for op in ops {
+        out.push(1);
+        match op {
+            NickOp::Claim { conn, name } => {
+                variant(&mut out, 0, OPS);
+                out.push(*conn);
+                encode_name(&mut out, name);
+            }
+            NickOp::Rename { conn, name } => {
+                variant(&mut out, 1, OPS);
+                out.push(*conn);
+                encode_name(&mut out, name);
+            }
+            NickOp::Release { conn, name } => {
+                variant(&mut out, 2, OPS);
+                out.push(*conn);
+                encode_name(&mut out, name);
+            }
+            NickOp::Generate { len, words } => {
+                variant(&mut out, 3, OPS);
+                out.push(*len);
+                for word in words {
+                    out.push(1);
+                    out.extend_from_slice(&word.to_le_bytes());
+                }
+                out.push(0);
+            }
+        }
+    }
+    out.push(0);
+    out
+}
+
+/// Decodes a `nick` input: operations while they last.
+pub fn decode_nick_ops(data: &[u8]) -> Vec<NickOp> {
+    let mut u = Unstructured::new(data);
+    match u.arbitrary_iter::<NickOp>() {
+        Ok(ops) => ops.map_while(Result::ok).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+impl Name {
+    /// A name made of plain characters.
+    pub fn chars(text: &str) -> Name {
+        Name(text.chars().map(NamePart::Char).collect())
+    }
+}
+
+/// What claiming (or renaming to) `name` must give for `conn`.
+fn expect_claim(model: &HashMap<u8, String>, conn: u8, name: &str) -> Result<(), NickError> {
+    if !reference_is_valid(name) {
+        return Err(NickError::Invalid);
+    }
+    match model_holder(model, name) {
+        Some(holder) if holder != conn => Err(NickError::Taken),
+        _ => Ok(()),
+    }
+}
+
+fn model_holder(model: &HashMap<u8, String>, name: &str) -> Option<u8> {
+    let wanted = name.to_lowercase();
+    model
+        .iter()
+        .find(|(_, held)| held.to_lowercase() == wanted)
+        .map(|(&conn, _)| conn)
+}
+
+fn check_registry(registry: &NickRegistry, model: &HashMap<u8, String>, seen: &[String]) {
+    assert_eq!(
+        registry.len(),
+        model.len(),
+        "registry size, model {model:?}"
+    );
+    assert_eq!(registry.is_empty(), model.is_empty());
+    for name in seen {
+        assert_eq!(nick::is_valid(name), reference_is_valid(name), "{name:?}");
+        assert_eq!(nick::key(name), name.to_lowercase(), "key of {name:?}");
+        assert_eq!(
+            registry.holder(name),
+            model_holder(model, name).map(|conn| ConnId(conn.into())),
+            "holder of {name:?}, model {model:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sanitize
+
+/// The characters protocol.md, "Sanitizing", replaces, written out plainly:
+/// `char::is_control` is exactly C0, DEL and C1.
+fn reference_forbidden(c: char) -> bool {
+    (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// protocol.md, "Sanitizing", written out plainly.
+fn reference_sanitize(raw: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| {
+            if reference_forbidden(c) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    text.trim_end().to_owned()
+}
+
+/// `sanitize`: `framing::sanitize` of arbitrary bytes equals the plain
+/// reference, holds no forbidden character and no trailing whitespace, and
+/// makes a clean line; `framing::is_forbidden` agrees with the reference on
+/// every character of the input and on every 4-byte word read as a scalar.
+pub fn sanitize(data: &[u8]) {
+    let clean = framing::sanitize(data);
+    assert_eq!(clean, reference_sanitize(data), "sanitize({data:?})");
+    assert!(
+        !clean.chars().any(reference_forbidden),
+        "forbidden character left in {clean:?}"
+    );
+    assert!(
+        !clean.ends_with(char::is_whitespace),
+        "trailing whitespace in {clean:?}"
+    );
+    testkit::check_lines(format!("{clean}\n").as_bytes());
+
+    let words = data
+        .chunks_exact(4)
+        .filter_map(|w| char::from_u32(u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+    for c in String::from_utf8_lossy(data).chars().chain(words) {
+        assert_eq!(
+            framing::is_forbidden(c),
+            reference_forbidden(c),
+            "is_forbidden({c:?})"
+        );
+    }
+}
