@@ -35,8 +35,9 @@ impl ConnId {
 }
 
 impl fmt::Display for ConnId {
+    /// `#N`: the connection was the Nth accepted (from 0).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        write!(f, "#{}", self.0 >> SLOT_BITS)
     }
 }
 
