@@ -6,10 +6,11 @@
 //!
 //! Per connection a driver runs two tasks: a reader that feeds what it reads
 //! to the core, and a writer that sleeps until the core has output for it,
-//! then writes all of it with vectored writes. Both share one
-//! `Mutex<Server>` (the hub) and hold it only for the core's own work: socket
-//! I/O, wake-ups and logging happen after it is released, so a client that
-//! does not read delays nobody (the core drops it once its queue is full).
+//! then writes all of it, copied into one buffer (up to 64 KiB a write).
+//! Both share one `Mutex<Server>` (the hub) and hold it only for the core's
+//! own work: socket I/O, wake-ups and logging happen after it is released,
+//! so a client that does not read delays nobody (the core drops it once its
+//! queue is full).
 //!
 //! Closing: on a flushing close the writer writes what is left (bounded by
 //! one second, after which the socket is shut down anyway), then shuts the
