@@ -159,9 +159,9 @@ pub fn is_forbidden(c: char) -> bool {
 pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
     // Fast path: printable ASCII and TAB need no replacing at all. Checked
     // without an early exit so that it compiles to SIMD.
-    let printable_ascii = raw
-        .iter()
-        .fold(true, |ok, &b| ok & (b.wrapping_sub(b' ') < 0x5f || b == b'\t'));
+    let printable_ascii = raw.iter().fold(true, |ok, &b| {
+        ok & (b.wrapping_sub(b' ') < 0x5f || b == b'\t')
+    });
     if printable_ascii {
         let text = std::str::from_utf8(raw).unwrap_or_default();
         return Cow::Borrowed(text.trim_end_matches(char::is_whitespace));

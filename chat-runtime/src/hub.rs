@@ -41,6 +41,9 @@ pub(crate) enum Next {
     Write,
     /// Nothing to write: wait to be notified.
     Wait,
+    /// Nothing to write, and the writer is released: with lazy writers it
+    /// ends, and the next output starts another.
+    Idle,
     /// The connection is closing and all that should be written was.
     Done,
 }
@@ -48,13 +51,26 @@ pub(crate) enum Next {
 /// Work that a hub call leaves to do after the lock is released, so the
 /// lock is held only for the core's own work. Each task keeps one and
 /// reuses it.
-#[derive(Debug, Default)]
-pub(crate) struct After {
+#[derive(Debug)]
+pub(crate) struct After<S> {
     wake: Vec<Waker>,
     events: Vec<Event>,
+    /// Connections with output and no writer (lazy writers only): the
+    /// caller writes to them without blocking, see `chat_runtime::settle`.
+    pub(crate) flush: Vec<Arc<Link<S>>>,
 }
 
-impl After {
+impl<S> Default for After<S> {
+    fn default() -> Self {
+        After {
+            wake: Vec::new(),
+            events: Vec::new(),
+            flush: Vec::new(),
+        }
+    }
+}
+
+impl<S> After<S> {
     fn run(&mut self) {
         self.wake.drain(..).for_each(Waker::wake);
         self.events.drain(..).for_each(log_event);
@@ -71,22 +87,33 @@ struct Entry<S> {
     /// Nothing more is to be written: the core dropped the output, or the
     /// socket failed or was shut down.
     aborted: bool,
+    /// A writer is running (lazy writers only; otherwise it always is).
+    writing: bool,
 }
 
 impl<S: AsFd> Entry<S> {
-    fn wake(&self, after: &mut After) {
-        after.wake.extend(self.link.notify.notify());
+    /// Gets the writer going: wakes it, or with lazy writers hands the
+    /// connection to the caller to write to if no writer is running.
+    fn wake(&mut self, lazy: bool, after: &mut After<S>) {
+        if !lazy {
+            after.wake.extend(self.link.notify.notify());
+        } else if !self.writing && !self.aborted {
+            self.writing = true;
+            self.running += 1;
+            after.flush.push(self.link.clone());
+        }
     }
 
     /// Shuts the socket down, which ends a blocked read or write on it, and
     /// tells the writer to stop.
-    fn abort(&mut self, now: Instant, after: &mut After) {
+    fn abort(&mut self, now: Instant, after: &mut After<S>) {
         if !self.aborted {
             self.aborted = true;
             self.closing.get_or_insert(now);
             // Fails only if the peer is already gone, which is the goal.
             let _ = SockRef::from(&self.link.stream).shutdown(Shutdown::Both);
-            self.wake(after);
+            // A waiting writer must see it; a lazy one is not waiting.
+            after.wake.extend(self.link.notify.notify());
         }
     }
 }
@@ -95,16 +122,18 @@ impl<S: AsFd> Entry<S> {
 struct State<S> {
     server: Server,
     conns: HashMap<ConnId, Entry<S>>,
+    /// Writers run only while there is output (see `Runtime::LAZY_WRITERS`).
+    lazy: bool,
 }
 
 impl<S: AsFd> State<S> {
     /// Drains the core's outputs (run loop step 3).
-    fn dispatch(&mut self, now: Instant, after: &mut After) {
+    fn dispatch(&mut self, now: Instant, after: &mut After<S>) {
         while let Some(output) = self.server.poll_output() {
             match output {
                 Output::Transmit(conn) => {
-                    if let Some(entry) = self.conns.get(&conn) {
-                        entry.wake(after);
+                    if let Some(entry) = self.conns.get_mut(&conn) {
+                        entry.wake(self.lazy, after);
                     }
                 }
                 Output::Close {
@@ -118,7 +147,7 @@ impl<S: AsFd> State<S> {
                     };
                     if flush {
                         entry.closing.get_or_insert(now);
-                        entry.wake(after);
+                        entry.wake(self.lazy, after);
                     } else {
                         entry.abort(now, after);
                     }
@@ -139,11 +168,13 @@ pub(crate) struct Hub<S> {
 }
 
 impl<S: AsFd> Hub<S> {
-    pub(crate) fn new(config: Config, seed: u64) -> Hub<S> {
+    /// `lazy`: see `Runtime::LAZY_WRITERS`.
+    pub(crate) fn new(config: Config, seed: u64, lazy: bool) -> Hub<S> {
         Hub {
             state: Mutex::new(State {
                 server: Server::new(config, seed),
                 conns: HashMap::new(),
+                lazy,
             }),
             idle: Condvar::new(),
         }
@@ -158,8 +189,8 @@ impl<S: AsFd> Hub<S> {
     /// caused, then does the wake-ups and logging without the lock.
     fn with<T>(
         &self,
-        after: &mut After,
-        f: impl FnOnce(&mut State<S>, Instant, &mut After) -> T,
+        after: &mut After<S>,
+        f: impl FnOnce(&mut State<S>, Instant, &mut After<S>) -> T,
     ) -> T {
         let mut state = self.lock();
         let now = Instant::now();
@@ -170,35 +201,47 @@ impl<S: AsFd> Hub<S> {
         value
     }
 
-    /// Takes a new connection in; its reader and writer then use the link.
-    pub(crate) fn connect(&self, stream: S, peer: SocketAddr, after: &mut After) -> Arc<Link<S>> {
+    /// Takes new connections in, under one lock; their readers and writers
+    /// then use the links.
+    pub(crate) fn connect(
+        &self,
+        accepted: impl Iterator<Item = (S, SocketAddr)>,
+        after: &mut After<S>,
+    ) -> Vec<Arc<Link<S>>> {
         self.with(after, |state, now, _| {
-            let id = state.server.handle_connect(now, peer);
-            let link = Arc::new(Link {
-                id,
-                stream,
-                notify: Notify::default(),
-            });
-            let entry = Entry {
-                link: link.clone(),
-                running: 2,
-                closing: None,
-                aborted: false,
-            };
-            state.conns.insert(id, entry);
-            link
+            accepted
+                .map(|(stream, peer)| {
+                    let id = state.server.handle_connect(now, peer);
+                    let link = Arc::new(Link {
+                        id,
+                        stream,
+                        notify: Notify::default(),
+                    });
+                    // The reader, and the writer unless it starts lazily.
+                    let running = if state.lazy { 1 } else { 2 };
+                    let entry = Entry {
+                        link: link.clone(),
+                        running,
+                        closing: None,
+                        aborted: false,
+                        writing: !state.lazy,
+                    };
+                    state.conns.insert(id, entry);
+                    link
+                })
+                .collect()
         })
     }
 
     /// Bytes read from the connection.
-    pub(crate) fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After) {
+    pub(crate) fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After<S>) {
         self.with(after, |state, now, _| {
             state.server.handle_bytes(now, link.id, bytes)
         });
     }
 
     /// The client closed its side.
-    pub(crate) fn eof(&self, link: &Link<S>, after: &mut After) {
+    pub(crate) fn eof(&self, link: &Link<S>, after: &mut After<S>) {
         self.with(after, |state, now, _| state.server.handle_eof(now, link.id));
     }
 
@@ -211,24 +254,29 @@ impl<S: AsFd> Hub<S> {
         link: &Link<S>,
         written: usize,
         chunks: &mut Vec<Bytes>,
-        after: &mut After,
+        after: &mut After<S>,
     ) -> Next {
         self.with(after, |state, now, _| {
             if written > 0 {
                 state.server.handle_written(now, link.id, written);
             }
-            let (aborted, closing) = match state.conns.get(&link.id) {
-                Some(entry) => (entry.aborted, entry.closing.is_some()),
-                None => (true, true),
+            let Some(entry) = state.conns.get_mut(&link.id) else {
+                return Next::Done;
             };
-            if aborted {
+            if entry.aborted {
                 return Next::Done;
             }
             state.server.poll_transmit(link.id, chunks);
             if !chunks.is_empty() {
                 Next::Write
-            } else if closing {
+            } else if entry.closing.is_some() {
                 Next::Done
+            } else if state.lazy {
+                // The reader still runs (else the entry would be aborted),
+                // so this is never the last task of the connection.
+                entry.writing = false;
+                entry.running -= 1;
+                Next::Idle
             } else {
                 Next::Wait
             }
@@ -236,7 +284,7 @@ impl<S: AsFd> Hub<S> {
     }
 
     /// `len` bytes of what [`Hub::take`] gave were written.
-    pub(crate) fn written(&self, link: &Link<S>, len: usize, after: &mut After) {
+    pub(crate) fn written(&self, link: &Link<S>, len: usize, after: &mut After<S>) {
         self.with(after, |state, now, _| {
             state.server.handle_written(now, link.id, len)
         });
@@ -246,7 +294,7 @@ impl<S: AsFd> Hub<S> {
     /// reader is and no flushing close is under way (the socket failed), the
     /// other task is stopped too; when both are done, the core is told the
     /// connection is closed.
-    pub(crate) fn finished(&self, link: &Link<S>, half: Half, after: &mut After) {
+    pub(crate) fn finished(&self, link: &Link<S>, half: Half, after: &mut After<S>) {
         self.with(after, |state, now, after| {
             let Some(entry) = state.conns.get_mut(&link.id) else {
                 return;
@@ -267,7 +315,7 @@ impl<S: AsFd> Hub<S> {
 
     /// Runs the core's timer if it is due and stops flushes that took too
     /// long; returns how long to wait before calling again.
-    pub(crate) fn tick(&self, after: &mut After) -> Duration {
+    pub(crate) fn tick(&self, after: &mut After<S>) -> Duration {
         const MAX_WAIT: Duration = Duration::from_millis(250);
         self.with(after, |state, now, after| {
             if state.server.poll_timeout().is_some_and(|at| at <= now) {
@@ -291,7 +339,7 @@ impl<S: AsFd> Hub<S> {
 
     /// Tells every client the server is shutting down and closes them all,
     /// flushing.
-    pub(crate) fn shutdown(&self, after: &mut After) {
+    pub(crate) fn shutdown(&self, after: &mut After<S>) {
         self.with(after, |state, now, _| state.server.handle_shutdown(now));
     }
 

@@ -25,6 +25,7 @@ mod cli;
 mod hub;
 mod notify;
 
+use std::io::ErrorKind::{Interrupted, WouldBlock};
 use std::io::{self, IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -46,6 +47,8 @@ const READ_BUFFER: usize = 64 * 1024;
 /// twice as fast as a vectored write of the chunks, whose per-segment cost
 /// in the kernel dominates for ~100-byte segments.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// Most connections taken in under one lock of the hub.
+const ACCEPT_BATCH: usize = 128;
 /// Pause after a failed accept (out of file descriptors, say), so the error
 /// is not retried in a tight loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -77,6 +80,18 @@ pub trait Runtime: 'static {
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
 
+    /// Takes a connection that is already waiting, or `None` without
+    /// waiting. The default polls [`Runtime::accept`] once, which suits a
+    /// runtime whose accept is non-blocking.
+    fn try_accept(listener: &Self::Listener) -> Option<(Self::Stream, SocketAddr)> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(Self::accept(listener)).poll(&mut cx) {
+            std::task::Poll::Ready(Ok(accepted)) => Some(accepted),
+            // An error is met again, and logged, by the next `accept`.
+            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => None,
+        }
+    }
+
     /// Reads into `buf` once; `Ok(0)` means the peer closed its side.
     fn read(
         stream: &Self::Stream,
@@ -85,6 +100,24 @@ pub trait Runtime: 'static {
 
     /// Writes from `buf` once; returns how many bytes it took.
     fn write(stream: &Self::Stream, buf: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Whether a connection's writer task runs only while the connection has
+    /// output, for runtimes where a task is costly (a thread, with its
+    /// memory maps). Output is then first written without blocking by
+    /// whichever task produced it, and a writer is started only for what the
+    /// socket does not take at once; an idle client costs one task, not two.
+    const LAZY_WRITERS: bool = false;
+
+    /// Writes from `buf` without waiting; `WouldBlock` when the socket takes
+    /// nothing now. Used with [`Runtime::LAZY_WRITERS`]. The default polls
+    /// [`Runtime::write`] once.
+    fn try_write(stream: &Self::Stream, buf: &[u8]) -> io::Result<usize> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(Self::write(stream, buf)).poll(&mut cx) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
 
     /// Completes after `duration`.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
@@ -155,10 +188,10 @@ async fn serve<R: Runtime>(addr: SocketAddr, config: chat_core::Config) -> io::R
     let local = listener.local_addr()?;
     let listener = R::listener(listener)?;
     let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), local);
-    let hub = Arc::new(Hub::new(config, seed));
+    let hub = Arc::new(Hub::new(config, seed, R::LAZY_WRITERS));
     // Before announcing the address, so that a signal sent as soon as it is
     // seen already shuts down cleanly.
-    watch_signals(hub.clone())?;
+    watch_signals::<R>(hub.clone())?;
     R::spawn(timer::<R>(hub.clone()))?;
     info!(%local, "listening");
     let mut stdout = io::stdout().lock();
@@ -166,9 +199,22 @@ async fn serve<R: Runtime>(addr: SocketAddr, config: chat_core::Config) -> io::R
     let _ = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush());
     drop(stdout);
 
+    let mut batch = Vec::with_capacity(ACCEPT_BATCH);
     loop {
         match R::accept(&listener).await {
-            Ok((stream, peer)) => start::<R>(&hub, stream, peer),
+            Ok(accepted) => {
+                // Every join is announced to everyone: taking the clients
+                // that are already waiting in one go announces them in one
+                // batch, waking each writer once rather than once per join.
+                batch.push(accepted);
+                while batch.len() < ACCEPT_BATCH {
+                    let Some(accepted) = R::try_accept(&listener) else {
+                        break;
+                    };
+                    batch.push(accepted);
+                }
+                start::<R>(&hub, &mut batch);
+            }
             Err(error) => {
                 warn!("accept failed: {error}");
                 R::sleep(ACCEPT_BACKOFF).await;
@@ -186,28 +232,83 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Takes an accepted connection in and starts its reader and writer.
-fn start<R: Runtime>(hub: &Arc<Hub<R::Stream>>, stream: R::Stream, peer: SocketAddr) {
-    // Lines are small and should leave at once, not wait for an ACK.
-    if let Err(error) = SockRef::from(&stream).set_tcp_nodelay(true) {
-        debug!(%peer, "cannot set TCP_NODELAY: {error}");
+/// Takes accepted connections in (emptying `accepted`) and starts the
+/// reader and writer of each.
+fn start<R: Runtime>(hub: &Arc<Hub<R::Stream>>, accepted: &mut Vec<(R::Stream, SocketAddr)>) {
+    for (stream, peer) in accepted.iter() {
+        // Lines are small and should leave at once, not wait for an ACK.
+        if let Err(error) = SockRef::from(stream).set_tcp_nodelay(true) {
+            debug!(%peer, "cannot set TCP_NODELAY: {error}");
+        }
     }
     let mut after = After::default();
-    let link = hub.connect(stream, peer, &mut after);
-    let tasks = [
-        (
-            Half::Reader,
-            R::spawn(reader::<R>(hub.clone(), link.clone())),
-        ),
-        (
-            Half::Writer,
-            R::spawn(writer::<R>(hub.clone(), link.clone())),
-        ),
-    ];
-    for (half, spawned) in tasks {
-        if let Err(error) = spawned {
-            warn!(conn = %link.id, "cannot start a task: {error}");
-            hub.finished(&link, half, &mut after);
+    for link in hub.connect(accepted.drain(..), &mut after) {
+        if let Err(error) = R::spawn(reader::<R>(hub.clone(), link.clone())) {
+            warn!(conn = %link.id, "cannot start a reader: {error}");
+            hub.finished(&link, Half::Reader, &mut after);
+        }
+        if !R::LAZY_WRITERS {
+            start_writer::<R>(hub, &link, Vec::new(), 0, &mut after);
+        }
+    }
+    settle::<R>(hub, &mut after);
+}
+
+/// Starts the connection's writer, which first writes `chunks` (taken from
+/// the core, `unreported` bytes of earlier ones written but not reported).
+fn start_writer<R: Runtime>(
+    hub: &Arc<Hub<R::Stream>>,
+    link: &Arc<Link<R::Stream>>,
+    chunks: Vec<Bytes>,
+    unreported: usize,
+    after: &mut After<R::Stream>,
+) {
+    let task = writer::<R>(hub.clone(), link.clone(), chunks, unreported);
+    if let Err(error) = R::spawn(task) {
+        warn!(conn = %link.id, "cannot start a writer: {error}");
+        hub.finished(link, Half::Writer, after);
+    }
+}
+
+/// Lazy writers: writes what the connections handed over in `after` have
+/// queued, without blocking, and starts a writer for what the socket does
+/// not take. A no-op otherwise. Call after every hub call.
+fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
+    let mut chunks = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(link) = after.flush.pop() {
+        let mut written = 0;
+        loop {
+            match hub.take(&link, written, &mut chunks, after) {
+                Next::Write => {}
+                Next::Wait | Next::Idle => break,
+                Next::Done => {
+                    hub.finished(&link, Half::Writer, after);
+                    break;
+                }
+            }
+            buf.clear();
+            chunks
+                .drain(..)
+                .for_each(|chunk| buf.extend_from_slice(&chunk));
+            match R::try_write(&link.stream, &buf) {
+                Ok(len) if len == buf.len() => written = len,
+                Ok(len) => {
+                    let rest = vec![Bytes::copy_from_slice(&buf[len..])];
+                    start_writer::<R>(hub, &link, rest, len, after);
+                    break;
+                }
+                Err(error) if matches!(error.kind(), WouldBlock | Interrupted) => {
+                    let rest = vec![Bytes::copy_from_slice(&buf)];
+                    start_writer::<R>(hub, &link, rest, 0, after);
+                    break;
+                }
+                Err(error) => {
+                    debug!(conn = %link.id, "write failed: {error}");
+                    hub.finished(&link, Half::Writer, after);
+                    break;
+                }
+            }
         }
     }
 }
@@ -221,10 +322,12 @@ async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>
         match R::read(&link.stream, &mut buf).await {
             Ok(0) => {
                 hub.eof(&link, &mut after);
+                settle::<R>(&hub, &mut after);
                 break;
             }
             Ok(len) => {
                 hub.received(&link, &buf[..len], &mut after);
+                settle::<R>(&hub, &mut after);
                 if len == buf.len() && len < READ_BUFFER {
                     buf.resize(READ_BUFFER, 0);
                 }
@@ -237,34 +340,46 @@ async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>
         }
     }
     hub.finished(&link, Half::Reader, &mut after);
+    settle::<R>(&hub, &mut after);
 }
 
 /// Writes the core's output for one client whenever there is some, until
-/// the connection closes.
-async fn writer<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>) {
-    let mut chunks = Vec::new();
+/// the connection closes (or, with lazy writers, until it has none), first
+/// `chunks` with `unreported` bytes of earlier ones written but not reported.
+async fn writer<R: Runtime>(
+    hub: Arc<Hub<R::Stream>>,
+    link: Arc<Link<R::Stream>>,
+    mut chunks: Vec<Bytes>,
+    mut unreported: usize,
+) {
     let mut buf = Vec::new();
     let mut after = After::default();
-    let mut unreported = 0;
     loop {
-        let written = std::mem::take(&mut unreported);
-        match hub.take(&link, written, &mut chunks, &mut after) {
-            Next::Wait => link.notify.wait().await,
-            Next::Done => break,
-            Next::Write => {
-                let result = write_all::<R>(&hub, &link, &chunks, &mut buf, &mut after).await;
-                chunks.clear();
-                match result {
-                    Ok(last) => unreported = last,
-                    Err(error) => {
-                        debug!(conn = %link.id, "write failed: {error}");
-                        break;
-                    }
+        if !chunks.is_empty() {
+            let result = write_all::<R>(&hub, &link, &chunks, &mut buf, &mut after).await;
+            chunks.clear();
+            settle::<R>(&hub, &mut after);
+            match result {
+                Ok(last) => unreported = last,
+                Err(error) => {
+                    debug!(conn = %link.id, "write failed: {error}");
+                    break;
                 }
             }
         }
+        let written = std::mem::take(&mut unreported);
+        let next = hub.take(&link, written, &mut chunks, &mut after);
+        settle::<R>(&hub, &mut after);
+        match next {
+            Next::Write => {}
+            Next::Wait => link.notify.wait().await,
+            // Released by the hub: the next output starts a new writer.
+            Next::Idle => return,
+            Next::Done => break,
+        }
     }
     hub.finished(&link, Half::Writer, &mut after);
+    settle::<R>(&hub, &mut after);
 }
 
 /// Writes all of `chunks`, reporting each write to the core, except the
@@ -274,7 +389,7 @@ async fn write_all<R: Runtime>(
     link: &Link<R::Stream>,
     chunks: &[Bytes],
     buf: &mut Vec<u8>,
-    after: &mut After,
+    after: &mut After<R::Stream>,
 ) -> io::Result<usize> {
     let mut rest = chunks;
     let mut unreported = 0;
@@ -321,6 +436,7 @@ async fn timer<R: Runtime>(hub: Arc<Hub<R::Stream>>) {
     let mut after = After::default();
     loop {
         let wait = hub.tick(&mut after);
+        settle::<R>(&hub, &mut after);
         R::sleep(wait).await;
     }
 }
@@ -328,7 +444,7 @@ async fn timer<R: Runtime>(hub: Arc<Hub<R::Stream>>) {
 /// On the first SIGINT or SIGTERM, shuts the server down: every client is
 /// told, output is flushed for up to [`FLUSH_LIMIT`], and the process exits
 /// with 0. A thread of its own, so it works the same on every runtime.
-fn watch_signals<S: AsFd + Send + Sync + 'static>(hub: Arc<Hub<S>>) -> io::Result<()> {
+fn watch_signals<R: Runtime>(hub: Arc<Hub<R::Stream>>) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
@@ -336,7 +452,9 @@ fn watch_signals<S: AsFd + Send + Sync + 'static>(hub: Arc<Hub<S>>) -> io::Resul
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 info!(signal, "shutting down");
-                hub.shutdown(&mut After::default());
+                let mut after = After::default();
+                hub.shutdown(&mut after);
+                settle::<R>(&hub, &mut after);
                 if hub.wait_idle(FLUSH_LIMIT) {
                     info!("all connections closed");
                 } else {

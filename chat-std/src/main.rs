@@ -1,6 +1,7 @@
 //! `chat-std`: the chat server (join with `nc HOST PORT`) on blocking std
 //! sockets and threads, with no async runtime: each connection has a reader
-//! and a writer thread with small stacks, so ten thousand clients fit. The
+//! thread with a small stack, and a writer thread only while the socket does
+//! not take its output at once, so ten thousand clients fit. The
 //! shared driver in `chat_runtime` is written as futures; here each one runs
 //! on its own thread with [`block_on`], whose waker unparks that thread, and
 //! socket calls simply block.
@@ -13,6 +14,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Duration;
+
+use socket2::SockRef;
 
 /// Stack of each connection thread: the driver's futures are small and
 /// buffers live on the heap.
@@ -44,6 +47,16 @@ impl chat_runtime::Runtime for Std {
         listener.accept()
     }
 
+    fn try_accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+        // Non-blocking only for this call: accepted sockets do not inherit it.
+        listener.set_nonblocking(true).ok()?;
+        let accepted = listener.accept().ok();
+        // Should this fail, the next accept returns WouldBlock, is logged,
+        // and backs off: slower, never a spin.
+        let _ = listener.set_nonblocking(false);
+        accepted
+    }
+
     async fn read(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
         stream.read(buf)
     }
@@ -54,6 +67,14 @@ impl chat_runtime::Runtime for Std {
 
     async fn sleep(duration: Duration) {
         thread::sleep(duration);
+    }
+
+    // Two threads per client would hit the kernel's limit on memory maps
+    // (each thread maps a stack and a signal stack) near 8000 clients.
+    const LAZY_WRITERS: bool = true;
+
+    fn try_write(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        SockRef::from(stream).send_with_flags(buf, libc::MSG_DONTWAIT)
     }
 }
 
