@@ -23,6 +23,9 @@ use crate::nick::{self, NickError, NickRegistry};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
+/// Queue capacity (in lines) a connection keeps once its queue is drained.
+const RETAINED_QUEUE: usize = 16;
+
 /// Bits of a [`ConnId`] that hold its slot.
 const SLOT_BITS: u32 = 24;
 /// Slots available: one slot value is kept free to mean "no slot".
@@ -464,6 +467,11 @@ impl Server {
         for chunk in entry.queue.drain(..) {
             moved += chunk.len();
             out.push(chunk);
+        }
+        // A burst (a storm of joins, say) must not leave every idle client
+        // holding a queue sized for it.
+        if entry.queue.capacity() > RETAINED_QUEUE {
+            entry.queue = VecDeque::new();
         }
         moved
     }

@@ -42,6 +42,11 @@ use hub::{After, FLUSH_LIMIT, Half, Hub, Link, Next};
 
 /// Most bytes one read takes, so one busy client's turn is bounded.
 const READ_BUFFER: usize = 64 * 1024;
+/// Buffer capacity a waiting writer keeps, in bytes.
+const RETAINED_BUFFER: usize = 1024;
+/// Read buffer of a client that sends little, in bytes; it grows to
+/// [`READ_BUFFER`] for one that fills it.
+const SMALL_READ_BUFFER: usize = 512;
 /// Most bytes one write takes. Output is a stream of short lines, each its
 /// own chunk; copying them into one buffer and writing that measured about
 /// twice as fast as a vectored write of the chunks, whose per-segment cost
@@ -316,7 +321,7 @@ fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
 /// Feeds what the client sends to the core until it closes or fails.
 async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>) {
     // Most clients send little: start small and grow for those that fill it.
-    let mut buf = vec![0; READ_BUFFER / 16];
+    let mut buf = vec![0; SMALL_READ_BUFFER];
     let mut after = After::default();
     loop {
         match R::read(&link.stream, &mut buf).await {
@@ -372,7 +377,17 @@ async fn writer<R: Runtime>(
         settle::<R>(&hub, &mut after);
         match next {
             Next::Write => {}
-            Next::Wait => link.notify.wait().await,
+            Next::Wait => {
+                // Idle clients are most clients: hold no buffers sized for
+                // a past burst while waiting.
+                if buf.capacity() > RETAINED_BUFFER {
+                    buf = Vec::new();
+                }
+                if chunks.capacity() > RETAINED_BUFFER / 32 {
+                    chunks = Vec::new();
+                }
+                link.notify.wait().await;
+            }
             // Released by the hub: the next output starts a new writer.
             Next::Idle => return,
             Next::Done => break,
