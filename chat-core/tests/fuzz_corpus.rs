@@ -3,11 +3,12 @@
 //! `fuzz/regressions/<target>/` goes through the very function libFuzzer
 //! runs, included from the fuzz crate by path so that no check is copied.
 //!
-//! The seeds are written by `write_seeds` below (run it with
-//! `cargo test -p chat-core --test fuzz_corpus -- --ignored`), from named
-//! cases that cover the protocol's edge cases; `seeds_are_up_to_date` keeps
-//! the files and the cases in step, and catches a change in `arbitrary`'s
-//! format, which would silently change what the `server` seeds mean.
+//! The seeds are written by `write_seeds` below, from named cases that cover
+//! the protocol's edge cases (run it with
+//! `cargo test -p chat-core --test fuzz_corpus write_seeds -- --ignored`);
+//! `seeds_are_up_to_date` keeps the files and the cases in step, and catches
+//! a change in `arbitrary`'s format, which would silently change what the
+//! `server` seeds mean.
 
 #[path = "../../fuzz/src/targets.rs"]
 mod targets;
@@ -621,13 +622,13 @@ fn seeds_are_up_to_date() {
         let path = fuzz_dir().join("seeds").join(target).join(name);
         let on_disk = fs::read(&path).unwrap_or_else(|e| {
             panic!(
-                "{}: {e}; run `cargo test -p chat-core --test fuzz_corpus -- --ignored`",
+                "{}: {e}; run `cargo test -p chat-core --test fuzz_corpus write_seeds -- --ignored`",
                 path.display()
             )
         });
         assert!(
             on_disk == bytes,
-            "{} is stale; run `cargo test -p chat-core --test fuzz_corpus -- --ignored`",
+            "{} is stale; run `cargo test -p chat-core --test fuzz_corpus write_seeds -- --ignored`",
             path.display()
         );
     }
