@@ -1675,57 +1675,29 @@ fn fill_to_brim(s: &mut Session, a: ConnId, an: &str, slow: ConnId, max_queue: u
 }
 
 /// Limits, max queue: a leave notice that overflows a slow client
-/// disconnects it at once, for /quit.
+/// disconnects it at once, whoever leaves and however.
 #[test]
-fn limits_max_queue_overflow_by_quit_notice() {
-    let config = small_config(64);
-    let max_queue = config.max_queue;
-    let mut s = Session::new(config, 2);
-    let [(a, an), (b, _), (slow, _)] = trio(&mut s);
-    s.stall(slow);
-    fill_to_brim(&mut s, a, &an, slow, max_queue);
-    s.send(b, "/quit bye bye\n");
-    let closes = s.closes();
-    assert!(
-        closes.contains(&(slow, Reason::TooSlow, false)),
-        "{closes:?}"
-    );
-}
-
-/// Limits, max queue: a leave notice that overflows a slow client
-/// disconnects it at once, for EOF.
-#[test]
-fn limits_max_queue_overflow_by_eof_notice() {
-    let config = small_config(64);
-    let max_queue = config.max_queue;
-    let mut s = Session::new(config, 2);
-    let [(a, an), (b, _), (slow, _)] = trio(&mut s);
-    s.stall(slow);
-    fill_to_brim(&mut s, a, &an, slow, max_queue);
-    s.eof(b);
-    let closes = s.closes();
-    assert!(
-        closes.contains(&(slow, Reason::TooSlow, false)),
-        "{closes:?}"
-    );
-}
-
-/// Limits, max queue: a leave notice that overflows a slow client
-/// disconnects it at once, for a failed connection (`handle_closed`).
-#[test]
-fn limits_max_queue_overflow_by_closed_notice() {
-    let config = small_config(64);
-    let max_queue = config.max_queue;
-    let mut s = Session::new(config, 2);
-    let [(a, an), (b, _), (slow, _)] = trio(&mut s);
-    s.stall(slow);
-    fill_to_brim(&mut s, a, &an, slow, max_queue);
-    s.closed(b);
-    let closes = s.closes();
-    assert!(
-        closes.contains(&(slow, Reason::TooSlow, false)),
-        "{closes:?}"
-    );
+fn limits_max_queue_overflow_by_leave_notice() {
+    type Leave = fn(&mut Session, ConnId);
+    let leaves: [(&str, Leave); 3] = [
+        ("/quit", |s, b| s.send(b, "/quit bye bye\n")),
+        ("EOF", |s, b| s.eof(b)),
+        ("handle_closed", |s, b| s.closed(b)),
+    ];
+    for (how, leave) in leaves {
+        let config = small_config(64);
+        let max_queue = config.max_queue;
+        let mut s = Session::new(config, 2);
+        let [(a, an), (b, _), (slow, _)] = trio(&mut s);
+        s.stall(slow);
+        fill_to_brim(&mut s, a, &an, slow, max_queue);
+        leave(&mut s, b);
+        let closes = s.closes();
+        assert!(
+            closes.contains(&(slow, Reason::TooSlow, false)),
+            "leaving by {how}: {closes:?}"
+        );
+    }
 }
 
 /// Limits, max queue: a client whose writes are reported is never dropped,
