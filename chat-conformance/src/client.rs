@@ -119,6 +119,12 @@ impl Client {
             .unwrap_or_else(|e| panic!("{}: write failed: {e}", self.label));
     }
 
+    /// Writes all of `bytes`, returning a failure rather than panicking: for
+    /// a client that the server may close at any moment.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// Writes `text` and an LF.
     pub fn send_line(&mut self, text: &str) {
         let mut bytes = Vec::with_capacity(text.len() + 1);
@@ -276,6 +282,13 @@ impl Client {
                 self.label
             ),
         }
+    }
+
+    /// The next line must be exactly `error`, and then the server must close
+    /// the connection: how a client is refused or disconnected.
+    pub fn expect_error_and_close(&mut self, error: &str) {
+        self.expect_line(error);
+        self.assert_closed();
     }
 
     /// Reads and drops whatever comes until the server closes the

@@ -18,7 +18,9 @@
 //! client sees the line that proves the server has done what comes before
 //! (a join notice, a marker line sent by another client). Timeouts
 //! ([`TIMEOUT`]) only turn a hang into a failure; no check asserts how fast
-//! anything is.
+//! anything is. The checks of timed policies (flood rate, timeouts, grace)
+//! only check from below that the server did not act before the configured
+//! time; a client pacing its bytes is the scenario there, not a wait.
 
 // This crate is test code: a broken expectation panics, which is how a check
 // fails, so `unwrap`/`expect` are the point here, not a shortcut.
@@ -135,6 +137,14 @@ macro_rules! conformance_suite {
             session_sigint_shuts_down_cleanly,
             limits_max_clients,
             limits_slow_reader_is_disconnected,
+            limits_soft_queue_grace,
+            limits_flood_control_delays_only_the_flooder,
+            limits_excess_flood_disconnects,
+            limits_incomplete_line_timeout,
+            limits_idle_timeout,
+            limits_max_per_ip,
+            limits_connect_rate,
+            limits_nick_rate,
         );
     };
     (@tests $binary:expr; $($check:ident),* $(,)?) => {

@@ -1,9 +1,39 @@
 //! Limits and policies (protocol.md, "Limits and policies").
 
 use std::fmt;
+use std::time::Duration;
 
-/// Every limit the server enforces. `Config::default()` holds the protocol's
-/// defaults.
+/// A rate limit as a token bucket: up to `burst` at once, then one more
+/// every `interval`. Enforced exactly, with integer time (GCRA), so the same
+/// inputs at the same times always give the same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// How many may come at once after a quiet spell; at least 1.
+    pub burst: u32,
+    /// Time to earn one more; above zero.
+    pub interval: Duration,
+}
+
+impl Rate {
+    /// `burst` at once, then `per_second` a second (which may be a fraction).
+    /// `None` if `per_second` is not a positive finite number.
+    pub fn per_second(burst: u32, per_second: f64) -> Option<Rate> {
+        let interval = Duration::try_from_secs_f64(1.0 / per_second).ok()?;
+        (per_second > 0.0 && !interval.is_zero()).then_some(Rate { burst, interval })
+    }
+
+    /// How far ahead of its steady rate the bucket lets a client run.
+    pub(crate) fn tolerance(&self) -> Duration {
+        self.interval.saturating_mul(self.burst.saturating_sub(1))
+    }
+}
+
+/// Every limit and policy the server enforces. `Config::default()` holds the
+/// protocol's defaults, which suit a server on a public address.
+///
+/// The *address policies* (`flood`, `idle_timeout`, `line_timeout`,
+/// `max_per_ip`, `connect_rate`, `nick_rate`) apply to every peer but
+/// loopback ones unless `limit_loopback` is set; the others apply to all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Most connections admitted at once; one more gets `* error: server full`.
@@ -13,6 +43,31 @@ pub struct Config {
     /// Most bytes the server holds for one client (queued or being written);
     /// a client that would go over it is disconnected as `too slow`.
     pub max_queue: usize,
+    /// A client holding more than this many bytes for longer than
+    /// `soft_queue_grace` is disconnected as `too slow`. At most `max_queue`
+    /// (equal to it: no soft limit).
+    pub soft_queue: usize,
+    /// How long a client may stay over `soft_queue`.
+    pub soft_queue_grace: Duration,
+    /// Flood control: lines a client may send. Lines over it wait (the
+    /// server stops reading the client) rather than being dropped. `None`: off.
+    pub flood: Option<Rate>,
+    /// Most lines a client may have waiting for flood control; one more and
+    /// it is disconnected for `excess flood`.
+    pub flood_excess: usize,
+    /// A client that sends nothing for this long is disconnected (`idle`).
+    pub idle_timeout: Option<Duration>,
+    /// A client that holds an unterminated line for this long is
+    /// disconnected (`incomplete line timeout`).
+    pub line_timeout: Option<Duration>,
+    /// Most connections open at once from one IP address.
+    pub max_per_ip: Option<usize>,
+    /// New connections from one IP address.
+    pub connect_rate: Option<Rate>,
+    /// Nick changes of one client.
+    pub nick_rate: Option<Rate>,
+    /// Apply the address policies to loopback peers too.
+    pub limit_loopback: bool,
 }
 
 impl Default for Config {
@@ -21,6 +76,27 @@ impl Default for Config {
             max_clients: 10_000,
             max_line: 4096,
             max_queue: 1024 * 1024,
+            soft_queue: 512 * 1024,
+            soft_queue_grace: Duration::from_secs(30),
+            // A screenful pasted at once passes; typing never reaches 5 lines/s.
+            flood: Some(Rate {
+                burst: 50,
+                interval: Duration::from_millis(200),
+            }),
+            flood_excess: 100,
+            idle_timeout: None,
+            line_timeout: Some(Duration::from_secs(60)),
+            max_per_ip: Some(16),
+            connect_rate: Some(Rate {
+                burst: 32,
+                interval: Duration::from_secs(6),
+            }),
+            // 5 per 20 seconds.
+            nick_rate: Some(Rate {
+                burst: 5,
+                interval: Duration::from_secs(4),
+            }),
+            limit_loopback: false,
         }
     }
 }
@@ -42,6 +118,15 @@ pub enum ConfigError {
         /// The smallest `max_queue` that works with this `max_line`.
         min: usize,
     },
+    /// `soft_queue` is above `max_queue`.
+    SoftQueueAboveHard,
+    /// A rate (named) has a burst of 0 or an interval of 0: nothing, or
+    /// everything, would pass.
+    BadRate(&'static str),
+    /// A timeout or grace time (named) is zero.
+    ZeroTime(&'static str),
+    /// `max_per_ip` is 0: nobody could connect.
+    NoClientsPerIp,
 }
 
 impl fmt::Display for ConfigError {
@@ -57,6 +142,17 @@ impl fmt::Display for ConfigError {
                     "max queue must be at least {min} bytes for this max line"
                 )
             }
+            ConfigError::SoftQueueAboveHard => {
+                write!(f, "soft queue must not be above max queue")
+            }
+            ConfigError::BadRate(name) => {
+                write!(
+                    f,
+                    "{name}: the burst must be at least 1 and the rate above 0"
+                )
+            }
+            ConfigError::ZeroTime(name) => write!(f, "{name} must be above 0"),
+            ConfigError::NoClientsPerIp => write!(f, "max per ip must be at least 1"),
         }
     }
 }
@@ -87,6 +183,32 @@ impl Config {
                 min: self.min_queue(),
             });
         }
+        if self.soft_queue > self.max_queue {
+            return Err(ConfigError::SoftQueueAboveHard);
+        }
+        let rates = [
+            ("flood", self.flood),
+            ("connect rate", self.connect_rate),
+            ("nick rate", self.nick_rate),
+        ];
+        for (name, rate) in rates {
+            if rate.is_some_and(|r| r.burst == 0 || r.interval.is_zero()) {
+                return Err(ConfigError::BadRate(name));
+            }
+        }
+        let times = [
+            ("soft queue grace", Some(self.soft_queue_grace)),
+            ("idle timeout", self.idle_timeout),
+            ("line timeout", self.line_timeout),
+        ];
+        for (name, time) in times {
+            if time.is_some_and(|t| t.is_zero()) {
+                return Err(ConfigError::ZeroTime(name));
+            }
+        }
+        if self.max_per_ip == Some(0) {
+            return Err(ConfigError::NoClientsPerIp);
+        }
         Ok(())
     }
 }
@@ -101,7 +223,26 @@ mod tests {
         assert_eq!(config.max_clients, 10_000);
         assert_eq!(config.max_line, 4096);
         assert_eq!(config.max_queue, 1 << 20);
+        assert_eq!(config.soft_queue, 1 << 19);
+        assert_eq!(config.soft_queue_grace, Duration::from_secs(30));
+        assert_eq!(config.flood, Rate::per_second(50, 5.0));
+        assert_eq!(config.flood_excess, 100);
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.line_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(config.max_per_ip, Some(16));
+        assert_eq!(config.nick_rate, Rate::per_second(5, 0.25));
+        assert!(!config.limit_loopback);
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn rates_from_lines_per_second() {
+        let rate = Rate::per_second(3, 2.0).unwrap();
+        assert_eq!(rate.interval, Duration::from_millis(500));
+        assert_eq!(rate.tolerance(), Duration::from_secs(1));
+        assert_eq!(Rate::per_second(3, 0.0), None);
+        assert_eq!(Rate::per_second(3, -1.0), None);
+        assert_eq!(Rate::per_second(3, f64::NAN), None);
     }
 
     #[test]
@@ -120,16 +261,41 @@ mod tests {
         let min = base.min_queue();
         let small = Config {
             max_queue: min - 1,
+            soft_queue: min - 1,
             ..base.clone()
         };
         assert_eq!(small.validate(), Err(ConfigError::QueueTooSmall { min }));
+        let minimal = Config {
+            max_queue: min,
+            soft_queue: min,
+            ..base.clone()
+        };
+        assert_eq!(minimal.validate(), Ok(()));
+        let soft = Config {
+            soft_queue: base.max_queue + 1,
+            ..base.clone()
+        };
+        assert_eq!(soft.validate(), Err(ConfigError::SoftQueueAboveHard));
+        let no_burst = Config {
+            flood: Some(Rate {
+                burst: 0,
+                interval: Duration::from_secs(1),
+            }),
+            ..base.clone()
+        };
+        assert_eq!(no_burst.validate(), Err(ConfigError::BadRate("flood")));
+        let no_wait = Config {
+            line_timeout: Some(Duration::ZERO),
+            ..base.clone()
+        };
         assert_eq!(
-            Config {
-                max_queue: min,
-                ..base
-            }
-            .validate(),
-            Ok(())
+            no_wait.validate(),
+            Err(ConfigError::ZeroTime("line timeout"))
         );
+        let no_ip = Config {
+            max_per_ip: Some(0),
+            ..base
+        };
+        assert_eq!(no_ip.validate(), Err(ConfigError::NoClientsPerIp));
     }
 }

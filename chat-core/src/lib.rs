@@ -28,9 +28,14 @@
 //!    - [`Output::Close`]: close the connection, after writing what
 //!      `poll_transmit` still gives if `flush` is set (bounded in time), then
 //!      call [`Server::handle_closed`].
+//!    - [`Output::StopReading`] / [`Output::ResumeReading`]: stop reading
+//!      the connection's socket (the client is over its flood budget; its
+//!      lines wait inside the server and TCP slows it down), and start again.
 //!    - [`Output::Event`]: something worth logging. It never holds chat text.
-//! 4. Sleep until I/O or [`Server::poll_timeout`], then call
-//!    [`Server::handle_timeout`] if that time has come.
+//! 4. Ask [`Server::poll_timeout`] for the next deadline (any input may have
+//!    moved it), sleep until I/O or that time, and call
+//!    [`Server::handle_timeout`] when it has come. Every time given must be
+//!    from one monotonic clock; the server never reads one itself.
 //!
 //! On shutdown, call [`Server::handle_shutdown`] and keep running the loop
 //! until every connection is closed (or a grace period runs out).
@@ -71,5 +76,5 @@ mod server;
 pub mod testkit;
 
 pub use bytes::Bytes;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Rate};
 pub use server::{ConnId, Event, HELP, Output, Reason, Server};

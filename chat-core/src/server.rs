@@ -1,15 +1,16 @@
 //! The chat server state machine.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::config::Config;
+use crate::config::{Config, Rate};
 use crate::framing::{Frame, LineFramer, sanitize};
 use crate::nick::{self, NickError, NickRegistry};
 
@@ -25,6 +26,9 @@ pub struct ConnId(pub u64);
 
 /// Queue capacity (in lines) a connection keeps once its queue is drained.
 const RETAINED_QUEUE: usize = 16;
+
+/// Entries in `Server::addresses` before the first sweep of unused ones.
+const MIN_ADDRESS_SWEEP: usize = 1024;
 
 /// Bits of a [`ConnId`] that hold its slot.
 const SLOT_BITS: u32 = 24;
@@ -60,6 +64,15 @@ pub enum Reason {
     ServerFull,
     /// The server is shutting down.
     Shutdown,
+    /// The client had more than `flood_excess` lines waiting for flood control.
+    ExcessFlood,
+    /// The client sent nothing for `idle_timeout`.
+    Idle,
+    /// The client held an unterminated line for `line_timeout`.
+    IncompleteLine,
+    /// Refused on connect: its address has `max_per_ip` connections open,
+    /// or connects faster than `connect_rate`.
+    TooManyFromAddress,
 }
 
 impl Reason {
@@ -71,6 +84,10 @@ impl Reason {
             Reason::TooSlow => Some("too slow"),
             Reason::ServerFull => Some("server full"),
             Reason::Shutdown => Some("shutdown"),
+            Reason::ExcessFlood => Some("excess flood"),
+            Reason::Idle => Some("idle"),
+            Reason::IncompleteLine => Some("incomplete line timeout"),
+            Reason::TooManyFromAddress => Some("too many connections from your address"),
         }
     }
 }
@@ -147,6 +164,14 @@ pub enum Output {
         /// Whether queued output should be written before closing.
         flush: bool,
     },
+    /// Stop reading from the connection until [`Output::ResumeReading`]:
+    /// the client is over its flood budget, and leaving its input in the
+    /// socket makes TCP slow it down. Bytes already read may still be given
+    /// to [`Server::handle_bytes`]; they wait their turn inside the server.
+    /// After an [`Output::Close`] for it, reading does not matter any more.
+    StopReading(ConnId),
+    /// Read from the connection again.
+    ResumeReading(ConnId),
     /// Something worth logging. Boxed so that the frequent outputs stay small.
     Event(Box<Event>),
 }
@@ -184,6 +209,41 @@ struct Conn {
     pending: usize,
     /// An `Output::Transmit` is out and `poll_transmit` has not been called since.
     transmit_signalled: bool,
+    /// The address the client is counted under, when the address policies
+    /// apply to it (not loopback, or `limit_loopback`).
+    limited: Option<IpAddr>,
+    /// Lines over the flood budget, oldest first; reading is stopped while
+    /// there are any.
+    held: VecDeque<Held>,
+    /// The client closed its side while lines were held: it leaves once
+    /// they are handled.
+    eof_pending: bool,
+    /// Flood control's theoretical arrival time (GCRA); `None`: full budget.
+    flood_tat: Option<Instant>,
+    /// The same for nick changes.
+    nick_tat: Option<Instant>,
+    /// When the client last sent something (or a held line of it was handled).
+    last_input: Option<Instant>,
+    /// Since when the client holds an unterminated line.
+    line_since: Option<Instant>,
+    /// Since when the client's output is over `soft_queue`.
+    over_soft_since: Option<Instant>,
+    /// The time of this connection's live entry in `Server::timers`.
+    timer_at: Option<Instant>,
+}
+
+/// A line waiting for flood control.
+#[derive(Debug)]
+enum Held {
+    Line(Box<[u8]>),
+    TooLong,
+}
+
+/// Connections open from one address, and its connect-rate budget.
+#[derive(Debug, Default)]
+struct Address {
+    open: usize,
+    connect_tat: Option<Instant>,
 }
 
 impl Conn {
@@ -197,6 +257,15 @@ impl Conn {
             queue: VecDeque::new(),
             pending: 0,
             transmit_signalled: false,
+            limited: None,
+            held: VecDeque::new(),
+            eof_pending: false,
+            flood_tat: None,
+            nick_tat: None,
+            last_input: None,
+            line_since: None,
+            over_soft_since: None,
+            timer_at: None,
         }
     }
 }
@@ -222,6 +291,16 @@ pub struct Server {
     /// disconnected once the delivery is done, oldest id first.
     too_slow: BTreeSet<ConnId>,
     shutting_down: bool,
+    /// The latest time given to a `handle_*` call.
+    clock: Option<Instant>,
+    /// Per connection, at most one live entry: `(time, id)` with
+    /// `Conn::timer_at == Some(time)`, no later than the connection's next
+    /// deadline. Other entries are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Open connections and connect budgets by address (limited peers only).
+    addresses: HashMap<IpAddr, Address>,
+    /// Size of `addresses` at which unused entries are swept next.
+    addresses_sweep_at: usize,
 }
 
 impl Server {
@@ -240,6 +319,10 @@ impl Server {
             outputs: VecDeque::new(),
             too_slow: BTreeSet::new(),
             shutting_down: false,
+            clock: None,
+            timers: BinaryHeap::new(),
+            addresses: HashMap::new(),
+            addresses_sweep_at: MIN_ADDRESS_SWEEP,
         }
     }
 
@@ -254,7 +337,7 @@ impl Server {
     /// [`Output::Close`]; either way, report it closed with
     /// [`Server::handle_closed`] in the end.
     pub fn handle_connect(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
-        let _ = now;
+        let now = self.advance(now);
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None if (self.conns.len() as u64) < NO_SLOT => {
@@ -281,10 +364,14 @@ impl Server {
             });
             return id;
         }
+        let ip = peer.ip().to_canonical();
+        let limited = (self.config.limit_loopback || !ip.is_loopback()).then_some(ip);
         let refusal = if self.shutting_down {
             Some(Reason::Shutdown)
         } else if self.admitted >= self.config.max_clients {
             Some(Reason::ServerFull)
+        } else if limited.is_some_and(|ip| !self.admit_address(ip, now)) {
+            Some(Reason::TooManyFromAddress)
         } else {
             None
         };
@@ -301,13 +388,14 @@ impl Server {
             state,
             nick: nick.clone(),
             framer: LineFramer::new(self.config.max_line),
-            queue: VecDeque::new(),
-            pending: 0,
-            transmit_signalled: false,
+            limited: if refusal.is_none() { limited } else { None },
+            last_input: Some(now),
+            ..Conn::free(id)
         };
         if let Some(reason) = refusal {
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
+                Reason::TooManyFromAddress => "* error: too many connections from your address",
                 _ => "* error: server full",
             };
             self.deliver(Audience::One(id), render(&[text]));
@@ -338,58 +426,84 @@ impl Server {
                 nick,
             })));
         self.disconnect_too_slow();
+        // Its idle time runs from now.
+        self.schedule(id);
         id
     }
 
     /// Call with bytes read from a connection, in the order they arrived,
     /// split anywhere. Bytes for an unknown or closing id are ignored.
+    ///
+    /// Lines over the client's flood budget wait inside the server, and an
+    /// [`Output::StopReading`] asks the driver to leave the rest in the
+    /// socket until they are handled.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, mut bytes: &[u8]) {
-        let _ = now;
+        let now = self.advance(now);
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
+        if bytes.is_empty() {
+            return;
+        }
+        self.conns[slot].last_input = Some(now);
+        // Any LF ends the line in progress, a discarded one included; an
+        // unterminated line left after this input started with it.
+        let ends_a_line = memchr::memchr(b'\n', bytes).is_some();
         // The framer leaves its slot while its lines are handled, so that
         // handling them may change any connection, this one included.
         let mut framer = std::mem::replace(&mut self.conns[slot].framer, LineFramer::new(0));
         while let Some(frame) = framer.next_frame(&mut bytes) {
-            match frame {
-                Frame::Line(line) => self.handle_line(conn, line),
-                Frame::TooLong => self.reply_error_line_too_long(conn),
+            if self.take_flood_budget(conn, now) {
+                match frame {
+                    Frame::Line(line) => self.handle_line(conn, line),
+                    Frame::TooLong => self.reply_error_line_too_long(conn),
+                }
+                self.disconnect_too_slow();
+            } else {
+                let held = match frame {
+                    Frame::Line(line) => Held::Line(line.into()),
+                    Frame::TooLong => Held::TooLong,
+                };
+                self.hold(conn, held);
             }
-            self.disconnect_too_slow();
             if self.joined_slot(conn).is_none() {
                 return;
             }
         }
         if let Some(slot) = self.joined_slot(conn) {
-            self.conns[slot].framer = framer;
+            let entry = &mut self.conns[slot];
+            entry.line_since = match entry.line_since {
+                _ if !framer.in_line() => None,
+                Some(since) if !ends_a_line => Some(since),
+                _ => Some(now),
+            };
+            entry.framer = framer;
+            self.schedule(conn);
         }
     }
 
     /// Call when the client closed its side (read returned 0). An
     /// unterminated last line is taken as if it ended with LF; then the
-    /// client leaves and the connection is closed after its output is flushed.
+    /// client leaves and the connection is closed after its output is
+    /// flushed. A client with lines waiting for flood control leaves once
+    /// they are handled, so keep its connection until the [`Output::Close`].
     pub fn handle_eof(&mut self, now: Instant, conn: ConnId) {
-        let _ = now;
+        let now = self.advance(now);
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        let mut framer = std::mem::replace(&mut self.conns[slot].framer, LineFramer::new(0));
-        if let Some(line) = framer.finish() {
-            self.handle_line(conn, line);
-            self.disconnect_too_slow();
+        if !self.conns[slot].held.is_empty() {
+            self.conns[slot].eof_pending = true;
+            return;
         }
-        if self.joined_slot(conn).is_some() {
-            self.leave(conn, Reason::Eof);
-            self.disconnect_too_slow();
-        }
+        self.finish_input(conn, now);
     }
 
     /// Call once the connection is closed, whether the driver closed it on
     /// [`Output::Close`] or the socket failed. Frees the id's resources and
     /// its `max_clients` slot; the id is never used again.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
-        let _ = now;
+        self.advance(now);
         if self.joined_slot(conn).is_some() {
             self.leave(conn, Reason::Closed);
             self.disconnect_too_slow();
@@ -399,6 +513,11 @@ impl Server {
         };
         let closed = std::mem::replace(&mut self.conns[slot], Conn::free(conn));
         self.free.push(slot);
+        if let Some(ip) = closed.limited {
+            if let Some(address) = self.addresses.get_mut(&ip) {
+                address.open = address.open.saturating_sub(1);
+            }
+        }
         if closed.state == (State::Closing { admitted: true }) {
             self.admitted -= 1;
         }
@@ -408,25 +527,28 @@ impl Server {
     /// `conn`, with how many were written; they stop counting against the
     /// client's output limit.
     pub fn handle_written(&mut self, now: Instant, conn: ConnId, written: usize) {
-        let _ = now;
+        self.advance(now);
         if let Some(slot) = self.slot_of(conn) {
             let entry = &mut self.conns[slot];
             entry.pending = entry.pending.saturating_sub(written);
+            if entry.pending <= self.config.soft_queue {
+                entry.over_soft_since = None;
+            }
         }
     }
 
-    /// Call when the time from [`Server::poll_timeout`] has come.
+    /// Call when the time from [`Server::poll_timeout`] has come (calling
+    /// it earlier, or more often, is harmless). Every `handle_*` call also
+    /// runs the timers that are due by its `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Protocol v1 has no timers; the call is part of the driver contract
-        // so that timed policies need no driver changes.
-        let _ = now;
+        self.advance(now);
     }
 
     /// Call to shut the server down: every client gets
     /// `* server shutting down` and a flushing [`Output::Close`]; later
     /// connections are refused the same way.
     pub fn handle_shutdown(&mut self, now: Instant) {
-        let _ = now;
+        self.advance(now);
         if self.shutting_down {
             return;
         }
@@ -476,11 +598,38 @@ impl Server {
         moved
     }
 
-    /// When to call [`Server::handle_timeout`] next; `None` when no timer is
-    /// pending. Never in the past of the last `now` given, so a driver that
-    /// sleeps until it never spins.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+    /// When to call [`Server::handle_timeout`] next: the earliest deadline
+    /// of any connection (flood control, idle and incomplete-line timeouts,
+    /// the soft output limit), or `None` when none is pending. Always later
+    /// than the last `now` given, so a driver that sleeps until then never
+    /// spins. Call it after draining [`Server::poll_output`], before
+    /// waiting: any `handle_*` call may bring the deadline forward.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // Entries may be stale, or early for a deadline that moved later:
+        // clean the top until it is exact.
+        loop {
+            let Reverse((at, conn)) = *self.timers.peek()?;
+            let live = self
+                .joined_slot(conn)
+                .filter(|&slot| self.conns[slot].timer_at == Some(at));
+            match live {
+                Some(slot) if self.deadline(slot) == Some(at) => return Some(at),
+                Some(slot) => {
+                    self.timers.pop();
+                    self.conns[slot].timer_at = None;
+                    self.schedule(conn);
+                }
+                None => {
+                    self.timers.pop();
+                }
+            }
+        }
+    }
+
+    /// Lines of `conn` waiting for flood control; reading is stopped while
+    /// there are any.
+    pub fn held_lines(&self, conn: ConnId) -> Option<usize> {
+        self.slot_of(conn).map(|slot| self.conns[slot].held.len())
     }
 
     /// Ids of the connections still open (joined or closing).
@@ -514,6 +663,242 @@ impl Server {
         self.admitted
     }
 
+    /// Moves the clock to `now` (never back) and runs every timer due by
+    /// then, earliest first. Every `handle_*` call starts with it.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.clock.map_or(now, |clock| clock.max(now));
+        self.clock = Some(now);
+        while let Some(&Reverse((at, conn))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.joined_slot(conn) else {
+                continue;
+            };
+            if self.conns[slot].timer_at != Some(at) {
+                continue;
+            }
+            self.conns[slot].timer_at = None;
+            self.expire(conn, now);
+            self.schedule(conn);
+        }
+        now
+    }
+
+    /// The connection's next deadline, if it has one.
+    fn deadline(&self, slot: usize) -> Option<Instant> {
+        let entry = &self.conns[slot];
+        if entry.state != State::Joined {
+            return None;
+        }
+        let config = &self.config;
+        let mut deadlines = [None; 3];
+        deadlines[0] = after(entry.over_soft_since, Some(config.soft_queue_grace));
+        if entry.limited.is_some() {
+            if entry.held.is_empty() {
+                deadlines[1] = after(entry.line_since, config.line_timeout);
+                deadlines[2] = after(entry.last_input, config.idle_timeout);
+            } else if let (Some(rate), Some(tat)) = (config.flood, entry.flood_tat) {
+                // When the next held line fits the budget (see `gcra`).
+                deadlines[1] = Some(tat.checked_sub(rate.tolerance()).unwrap_or(tat));
+            }
+        }
+        deadlines.into_iter().flatten().min()
+    }
+
+    /// Makes sure `timers` has an entry for the connection no later than
+    /// its next deadline.
+    fn schedule(&mut self, conn: ConnId) {
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        if let Some(deadline) = self.deadline(slot) {
+            // A deadline not after the clock would fire again at once:
+            // `advance` would never end.
+            debug_assert!(self.clock.is_none_or(|now| deadline > now));
+            arm(&mut self.timers, &mut self.conns[slot], deadline);
+        }
+    }
+
+    /// Runs the connection's timers that are due at `now`.
+    fn expire(&mut self, conn: ConnId, now: Instant) {
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        let entry = &self.conns[slot];
+        let config = &self.config;
+        let due = |since, limit| after(since, limit).is_some_and(|at| at <= now);
+        if due(entry.over_soft_since, Some(config.soft_queue_grace)) {
+            // Not reading: no last line, like the hard limit.
+            self.leave(conn, Reason::TooSlow);
+            self.disconnect_too_slow();
+            return;
+        }
+        if entry.limited.is_some() && entry.held.is_empty() {
+            if due(entry.line_since, config.line_timeout) {
+                return self.disconnect(conn, Reason::IncompleteLine);
+            }
+            if due(entry.last_input, config.idle_timeout) {
+                return self.disconnect(conn, Reason::Idle);
+            }
+        }
+        self.release_held(conn, now);
+    }
+
+    /// Whether the client may have one more line handled now: nothing of it
+    /// is held, and flood control (if it applies) has budget, which this
+    /// takes.
+    fn take_flood_budget(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(slot) = self.joined_slot(conn) else {
+            return false;
+        };
+        let entry = &mut self.conns[slot];
+        if !entry.held.is_empty() {
+            return false;
+        }
+        let (Some(rate), Some(_)) = (self.config.flood, entry.limited) else {
+            return true;
+        };
+        match gcra(rate, entry.flood_tat, now) {
+            Ok(tat) => {
+                entry.flood_tat = Some(tat);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Keeps a line over the client's flood budget for later; stops
+    /// reading it at the first, disconnects it past `flood_excess`.
+    fn hold(&mut self, conn: ConnId, held: Held) {
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        let entry = &mut self.conns[slot];
+        entry.held.push_back(held);
+        if entry.held.len() > self.config.flood_excess {
+            self.disconnect(conn, Reason::ExcessFlood);
+        } else if entry.held.len() == 1 {
+            if !entry.eof_pending {
+                self.outputs.push_back(Output::StopReading(conn));
+            }
+            self.schedule(conn);
+        }
+    }
+
+    /// Handles the held lines that flood control lets through at `now`;
+    /// once none is left, reading resumes (or a pending EOF is finished).
+    fn release_held(&mut self, conn: ConnId, now: Instant) {
+        let Some(rate) = self.config.flood else {
+            return;
+        };
+        loop {
+            let Some(slot) = self.joined_slot(conn) else {
+                return;
+            };
+            let entry = &mut self.conns[slot];
+            if entry.held.is_empty() {
+                return;
+            }
+            let Ok(tat) = gcra(rate, entry.flood_tat, now) else {
+                return;
+            };
+            entry.flood_tat = Some(tat);
+            entry.last_input = Some(now);
+            let Some(held) = entry.held.pop_front() else {
+                return;
+            };
+            let drained = entry.held.is_empty();
+            let eof_pending = entry.eof_pending;
+            if drained {
+                // The rest of a line being sent waited in the socket, not
+                // in the client: its time starts again.
+                if entry.line_since.is_some() {
+                    entry.line_since = Some(now);
+                }
+                if !eof_pending {
+                    self.outputs.push_back(Output::ResumeReading(conn));
+                }
+            }
+            match held {
+                Held::Line(line) => self.handle_line(conn, &line),
+                Held::TooLong => self.reply_error_line_too_long(conn),
+            }
+            self.disconnect_too_slow();
+            if drained {
+                if eof_pending && self.joined_slot(conn).is_some() {
+                    self.conns[slot].eof_pending = false;
+                    self.finish_input(conn, now);
+                }
+                return;
+            }
+        }
+    }
+
+    /// The client closed its side and nothing of it is held: handles an
+    /// unterminated last line, then the client leaves.
+    fn finish_input(&mut self, conn: ConnId, now: Instant) {
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        let mut framer = std::mem::replace(&mut self.conns[slot].framer, LineFramer::new(0));
+        if let Some(line) = framer.finish() {
+            // The last line counts against the budget like any other.
+            if !self.take_flood_budget(conn, now) {
+                let line = Held::Line(line.into());
+                if let Some(slot) = self.joined_slot(conn) {
+                    self.conns[slot].eof_pending = true;
+                }
+                return self.hold(conn, line);
+            }
+            self.handle_line(conn, line);
+            self.disconnect_too_slow();
+        }
+        if self.joined_slot(conn).is_some() {
+            self.leave(conn, Reason::Eof);
+            self.disconnect_too_slow();
+        }
+    }
+
+    /// Counts a new connection from `ip` against the connect rate and
+    /// `max_per_ip`; false if it is over either.
+    fn admit_address(&mut self, ip: IpAddr, now: Instant) -> bool {
+        // Addresses with nothing open and a full budget carry no state:
+        // sweep them whenever the map has doubled since the last sweep.
+        if self.addresses.len() >= self.addresses_sweep_at {
+            self.addresses.retain(|_, address| {
+                address.open > 0 || address.connect_tat.is_some_and(|tat| tat > now)
+            });
+            self.addresses_sweep_at = (self.addresses.len() * 2).max(MIN_ADDRESS_SWEEP);
+        }
+        let address = self.addresses.entry(ip).or_default();
+        if let Some(rate) = self.config.connect_rate {
+            match gcra(rate, address.connect_tat, now) {
+                Ok(tat) => address.connect_tat = Some(tat),
+                Err(_) => return false,
+            }
+        }
+        if self
+            .config
+            .max_per_ip
+            .is_some_and(|max| address.open >= max)
+        {
+            return false;
+        }
+        address.open += 1;
+        true
+    }
+
+    /// Disconnects a client for a policy, telling it why in a last line.
+    fn disconnect(&mut self, conn: ConnId, reason: Reason) {
+        if let Some(why) = reason.notice() {
+            self.reply(conn, &format!("error: disconnected ({why})"));
+        }
+        self.leave(conn, reason);
+        self.disconnect_too_slow();
+    }
+
     fn joined_slot(&self, conn: ConnId) -> Option<usize> {
         let slot = self.slot_of(conn)?;
         (self.conns[slot].state == State::Joined).then_some(slot)
@@ -545,10 +930,14 @@ impl Server {
     /// decides who a line reaches.
     fn deliver(&mut self, audience: Audience, line: Bytes) {
         let max_queue = self.config.max_queue;
+        let soft_queue = self.config.soft_queue;
+        let grace = self.config.soft_queue_grace;
         let Server {
             conns,
             outputs,
             too_slow,
+            clock,
+            timers,
             ..
         } = self;
         let mut push = |conn: &mut Conn| {
@@ -559,6 +948,14 @@ impl Server {
                 return;
             }
             conn.pending += line.len();
+            if conn.pending > soft_queue && conn.over_soft_since.is_none() {
+                if let Some(now) = *clock {
+                    conn.over_soft_since = Some(now);
+                    if let Some(deadline) = now.checked_add(grace) {
+                        arm(timers, conn, deadline);
+                    }
+                }
+            }
             conn.queue.push_back(line.clone());
             if !conn.transmit_signalled {
                 conn.transmit_signalled = true;
@@ -597,6 +994,8 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.state = State::Closing { admitted: true };
+        entry.held = VecDeque::new();
+        entry.eof_pending = false;
         let nick = std::mem::take(&mut entry.nick);
         let flush = match reason {
             Reason::TooSlow => {
@@ -702,6 +1101,20 @@ impl Server {
         if old == new {
             return self.reply(conn, &format!("you are now known as {new}"));
         }
+        let mut nick_tat = None;
+        if let (Some(rate), Some(_), Some(now)) =
+            (self.config.nick_rate, self.conns[slot].limited, self.clock)
+        {
+            match gcra(rate, self.conns[slot].nick_tat, now) {
+                Ok(tat) => nick_tat = Some(tat),
+                Err(ready) => {
+                    let wait = ready.saturating_duration_since(now);
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    let text = format!("error: nick changes too fast, try again in {secs} s");
+                    return self.reply(conn, &text);
+                }
+            }
+        }
         match self.nicks.rename(&old, new, conn) {
             Err(NickError::Invalid) => {
                 let text = format!(
@@ -715,6 +1128,9 @@ impl Server {
             }
             Ok(()) => {
                 self.conns[slot].nick = new.to_owned();
+                if nick_tat.is_some() {
+                    self.conns[slot].nick_tat = nick_tat;
+                }
                 self.reply(conn, &format!("you are now known as {new}"));
                 let notice = render(&["* ", &old, " is now known as ", new]);
                 self.deliver(Audience::AllBut(conn), notice);
@@ -799,4 +1215,34 @@ fn render(parts: &[&str]) -> Bytes {
     }
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// `since + limit`, when both are set.
+fn after(since: Option<Instant>, limit: Option<Duration>) -> Option<Instant> {
+    since
+        .zip(limit)
+        .and_then(|(since, limit)| since.checked_add(limit))
+}
+
+/// Gives `conn` a live entry in `timers` at `deadline` unless it has one
+/// no later.
+fn arm(timers: &mut BinaryHeap<Reverse<(Instant, ConnId)>>, conn: &mut Conn, deadline: Instant) {
+    if conn.timer_at.is_none_or(|at| deadline < at) {
+        conn.timer_at = Some(deadline);
+        timers.push(Reverse((deadline, conn.id)));
+    }
+}
+
+/// The generic cell rate algorithm: whether one more event at `now` fits
+/// `rate`, given the theoretical arrival time `tat` (`None`: full budget).
+/// `Ok` holds the new `tat`, `Err` the time at which it would fit (always
+/// after `now`).
+fn gcra(rate: Rate, tat: Option<Instant>, now: Instant) -> Result<Instant, Instant> {
+    let tat = tat.map_or(now, |tat| tat.max(now));
+    let tolerance = rate.tolerance();
+    if tat.saturating_duration_since(now) <= tolerance {
+        Ok(tat.checked_add(rate.interval).unwrap_or(tat))
+    } else {
+        Err(tat.checked_sub(tolerance).unwrap_or(tat))
+    }
 }

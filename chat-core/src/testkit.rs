@@ -7,17 +7,21 @@
 //! that it is easy to check against the spec by eye; the server must agree
 //! with it byte for byte on what every client receives.
 //!
+//! [`Harness::with_policies`] runs the same driver with the address policies
+//! on (peers that are not loopback, small timeouts and rates): timing makes
+//! the naive model useless there, so it checks the invariants only.
+//!
 //! Every check panics with a description of the broken invariant, which is
 //! how both proptest and libFuzzer report a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeSet, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::{Config, ConnId, Event, HELP, Output, Reason, Server};
+use crate::{Config, ConnId, Event, HELP, Output, Rate, Reason, Server};
 
 /// One step of a simulated session. Client numbers pick among every
 /// connection opened so far (modulo their count), closed ones included, so
@@ -58,7 +62,8 @@ pub enum Step {
         /// Most bytes written.
         max: usize,
     },
-    /// Time passes.
+    /// Time passes. The driver calls `handle_timeout` at every
+    /// `poll_timeout` on the way, exactly then.
     Tick {
         /// How much, in milliseconds.
         millis: u64,
@@ -75,13 +80,84 @@ pub fn small_config() -> Config {
         max_clients: 4,
         max_line: 16,
         max_queue: 300,
+        soft_queue: 300,
+        ..Config::default()
     }
+}
+
+/// Small limits with every policy on, for [`Harness::with_policies`]: a
+/// flood budget of 3 lines, then 2 a second, with 4 more waiting at most;
+/// 5 s to finish a line, 30 s idle; 2 connections open per address, and 3
+/// connects at once, then one per 10 s; 2 nick changes at once, then one
+/// per 2.5 s; a soft output limit of half the (small) queue for 2 s. `max_queue` is below what
+/// [`Config::validate`] accepts, as in [`small_config`].
+pub fn policy_config() -> Config {
+    Config {
+        max_clients: 6,
+        max_line: 16,
+        max_queue: 300,
+        soft_queue: 150,
+        soft_queue_grace: Duration::from_secs(2),
+        flood: Some(Rate {
+            burst: 3,
+            interval: Duration::from_millis(500),
+        }),
+        flood_excess: 4,
+        idle_timeout: Some(Duration::from_secs(30)),
+        line_timeout: Some(Duration::from_secs(5)),
+        max_per_ip: Some(2),
+        connect_rate: Some(Rate {
+            burst: 3,
+            interval: Duration::from_secs(10),
+        }),
+        nick_rate: Some(Rate {
+            burst: 2,
+            interval: Duration::from_millis(2500),
+        }),
+        limit_loopback: false,
+    }
+}
+
+/// The peer of the `index`th connection (from 0) of
+/// [`Harness::with_policies`]: in turn 203.0.113.1, 203.0.113.2, the first
+/// again as `::ffff:203.0.113.1`, 2001:db8::1 and loopback 127.0.0.1, so
+/// that three in five count under one address and one in five is exempt.
+pub fn policy_peer(index: usize) -> SocketAddr {
+    let ip = match index % 5 {
+        0 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)),
+        1 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2)),
+        2 => IpAddr::V6(Ipv4Addr::new(203, 0, 113, 1).to_ipv6_mapped()),
+        3 => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    SocketAddr::new(ip, 10_000 + (index % 50_000) as u16)
+}
+
+/// Input from a client that the driver has not fed yet: it waits in the
+/// socket while the server does not want the client read.
+#[derive(Debug)]
+enum SocketInput {
+    Bytes(Vec<u8>),
+    Eof,
 }
 
 /// What the simulated driver knows about one connection.
 #[derive(Debug, Default)]
 struct SimConn {
     id: Option<ConnId>,
+    peer: Option<SocketAddr>,
+    /// The server welcomed it (it counts against `max_per_ip` until closed).
+    welcomed: bool,
+    /// The server asked to stop reading it (`StopReading`, no `ResumeReading` since).
+    stopped: bool,
+    /// A read was in flight when reading stopped: the next input is fed anyway.
+    read_in_flight: bool,
+    /// Input waiting in the socket while reading is stopped.
+    socket: VecDeque<SocketInput>,
+    /// The client closed its side: nothing can follow.
+    eof_sent: bool,
+    /// That EOF was given to the server.
+    eof_fed: bool,
     /// Every byte written to the client's socket.
     received: Vec<u8>,
     /// Bytes taken with `poll_transmit` and not yet written.
@@ -98,24 +174,55 @@ struct SimConn {
     failed: bool,
 }
 
-/// A server driven by a simulated driver and checked against the reference
-/// model after every step.
+/// A server driven by a simulated driver and checked after every step:
+/// against the reference model ([`Harness::new`]), or for the invariants
+/// alone with the address policies on ([`Harness::with_policies`]).
 #[derive(Debug)]
 pub struct Harness {
     server: Server,
     now: Instant,
     conns: Vec<SimConn>,
-    model: Model,
+    /// The reference model; `None` with the policies on.
+    model: Option<Model>,
 }
 
 impl Harness {
-    /// A harness around a server with `config` and `seed`.
+    /// A harness around a server with `config` and `seed`, checked byte for
+    /// byte against the reference model. Every peer is loopback, so the
+    /// address policies never apply (`config.limit_loopback` is not
+    /// supported here: use [`Harness::with_policies`]).
     pub fn new(config: Config, seed: u64) -> Harness {
         Harness {
             server: Server::new(config.clone(), seed),
             now: Instant::now(),
             conns: Vec::new(),
-            model: Model::new(config),
+            model: Some(Model::new(config)),
+        }
+    }
+
+    /// A harness around a server with `config` (see [`policy_config`]) and
+    /// `seed` whose peers are [`policy_peer`]s, so that the address policies
+    /// apply to most of them. The driver honours `StopReading` (input of a
+    /// stopped client waits in its socket and is fed on `ResumeReading`;
+    /// the first input after a stop was already read and is fed anyway) and
+    /// calls `handle_timeout` at every `poll_timeout` a [`Step::Tick`]
+    /// passes. No model is compared (holds and timeouts change what and
+    /// when clients receive), but after every step and every timeout it
+    /// checks that: every such timeout does something (an output, or a held
+    /// line handled); lines sent are whole and clean; nothing goes to a closed
+    /// connection; output held per client stays within `max_queue`, held
+    /// lines within `flood_excess`, buffered bytes within `max_line + 1`;
+    /// `poll_timeout` is after the last `now`; `StopReading` and
+    /// `ResumeReading` alternate, never follow a `Close`, and reading is
+    /// stopped exactly while lines are held (until EOF); nicks are unique;
+    /// admitted connections stay within `max_clients`, and welcomed ones
+    /// per address within `max_per_ip`.
+    pub fn with_policies(config: Config, seed: u64) -> Harness {
+        Harness {
+            server: Server::new(config, seed),
+            now: Instant::now(),
+            conns: Vec::new(),
+            model: None,
         }
     }
 
@@ -135,13 +242,17 @@ impl Harness {
         match *step {
             Step::Connect => {
                 let index = self.conns.len();
-                let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (index % 50_000) as u16));
+                let peer = match self.model {
+                    Some(_) => SocketAddr::from(([127, 0, 0, 1], 10_000 + (index % 50_000) as u16)),
+                    None => policy_peer(index),
+                };
                 let id = self.server.handle_connect(now, peer);
                 if let Some(last) = self.conns.last().and_then(|c| c.id) {
                     assert!(id > last, "connection ids must increase: {id} after {last}");
                 }
                 self.conns.push(SimConn {
                     id: Some(id),
+                    peer: Some(peer),
                     ..SimConn::default()
                 });
                 let outputs = self.drain_outputs();
@@ -152,23 +263,19 @@ impl Harness {
                     },
                     _ => None,
                 });
-                self.model.connect(nick);
+                if let Some(model) = &mut self.model {
+                    model.connect(nick);
+                }
                 self.act(outputs);
             }
             Step::Bytes { client, ref bytes } => {
                 if let Some(index) = self.pick(client) {
-                    self.server.handle_bytes(now, self.id(index), bytes);
-                    self.model.bytes(index, bytes);
-                    let outputs = self.drain_outputs();
-                    self.act(outputs);
+                    self.receive(index, SocketInput::Bytes(bytes.clone()));
                 }
             }
             Step::Eof { client } => {
                 if let Some(index) = self.pick(client) {
-                    self.server.handle_eof(now, self.id(index));
-                    self.model.eof(index);
-                    let outputs = self.drain_outputs();
-                    self.act(outputs);
+                    self.receive(index, SocketInput::Eof);
                 }
             }
             Step::Close { client } => {
@@ -189,24 +296,93 @@ impl Harness {
                 }
             }
             Step::Tick { millis } => {
-                self.now += Duration::from_millis(millis);
-                if let Some(deadline) = self.server.poll_timeout() {
-                    if deadline <= self.now {
-                        self.server.handle_timeout(self.now);
-                        let outputs = self.drain_outputs();
-                        self.act(outputs);
+                let until = self.now + Duration::from_millis(millis);
+                while let Some(deadline) = self.server.poll_timeout() {
+                    if deadline > until {
+                        break;
                     }
+                    assert!(
+                        deadline > self.now,
+                        "poll_timeout asks for a tick in the past"
+                    );
+                    self.now = deadline;
+                    let held = self.held_lines();
+                    self.server.handle_timeout(deadline);
+                    let outputs = self.drain_outputs();
+                    // Every deadline is real: a wakeup that neither handles
+                    // a held line nor does anything else was not needed.
+                    assert!(
+                        !outputs.is_empty() || self.held_lines() < held,
+                        "handle_timeout at poll_timeout did nothing"
+                    );
+                    self.act(outputs);
+                    self.settle();
+                    self.check();
                 }
+                self.now = until;
             }
             Step::Shutdown => {
                 self.server.handle_shutdown(now);
-                self.model.shutdown();
+                if let Some(model) = &mut self.model {
+                    model.shutdown();
+                }
                 let outputs = self.drain_outputs();
                 self.act(outputs);
             }
         }
         self.settle();
         self.check();
+    }
+
+    /// Input arrives from a client: fed at once, or (policies on) left in
+    /// the socket while the server does not want the client read.
+    fn receive(&mut self, index: usize, input: SocketInput) {
+        let policies = self.model.is_none();
+        let conn = &mut self.conns[index];
+        if policies && !conn.closed {
+            if conn.eof_sent {
+                // Nothing follows an EOF on a real socket.
+                return;
+            }
+            conn.eof_sent = matches!(input, SocketInput::Eof);
+            let in_flight = std::mem::take(&mut conn.read_in_flight);
+            if !conn.socket.is_empty() || (conn.stopped && !in_flight) {
+                conn.socket.push_back(input);
+                return;
+            }
+        }
+        self.feed(index, input);
+    }
+
+    /// Gives input to the server (and the model).
+    fn feed(&mut self, index: usize, input: SocketInput) {
+        let id = self.id(index);
+        match input {
+            SocketInput::Bytes(bytes) => {
+                self.server.handle_bytes(self.now, id, &bytes);
+                if let Some(model) = &mut self.model {
+                    model.bytes(index, &bytes);
+                }
+            }
+            SocketInput::Eof => {
+                self.conns[index].eof_fed = true;
+                self.server.handle_eof(self.now, id);
+                if let Some(model) = &mut self.model {
+                    model.eof(index);
+                }
+            }
+        }
+        let outputs = self.drain_outputs();
+        self.act(outputs);
+    }
+
+    /// Lines held for flood control, all connections together.
+    fn held_lines(&self) -> usize {
+        self.conns
+            .iter()
+            .filter_map(|c| c.id)
+            .filter_map(|id| self.server.held_lines(id))
+            .sum()
     }
 
     fn pick(&self, client: usize) -> Option<usize> {
@@ -263,7 +439,43 @@ impl Harness {
                     );
                     conn.close_requested = Some(flush);
                 }
-                Output::Event(event) => check_event(&event),
+                Output::StopReading(id) | Output::ResumeReading(id) if self.model.is_some() => {
+                    // Peers here are loopback: flood control does not apply.
+                    panic!(
+                        "reading paused or resumed for {id}: no policy applies to loopback peers"
+                    );
+                }
+                Output::StopReading(id) => {
+                    let index = self.index_of(id);
+                    let conn = &mut self.conns[index];
+                    assert!(!conn.stopped, "StopReading for {id} twice in a row");
+                    assert!(
+                        conn.close_requested.is_none(),
+                        "StopReading for {id} after Close"
+                    );
+                    assert!(!conn.closed, "StopReading for {id}, reported closed");
+                    conn.stopped = true;
+                    conn.read_in_flight = true;
+                }
+                Output::ResumeReading(id) => {
+                    let index = self.index_of(id);
+                    let conn = &mut self.conns[index];
+                    assert!(conn.stopped, "ResumeReading for {id} without StopReading");
+                    assert!(
+                        conn.close_requested.is_none(),
+                        "ResumeReading for {id} after Close"
+                    );
+                    assert!(!conn.closed, "ResumeReading for {id}, reported closed");
+                    conn.stopped = false;
+                    conn.read_in_flight = false;
+                }
+                Output::Event(event) => {
+                    check_event(&event);
+                    if let Event::Joined { conn, .. } = *event {
+                        let index = self.index_of(conn);
+                        self.conns[index].welcomed = true;
+                    }
+                }
             }
         }
     }
@@ -287,6 +499,12 @@ impl Harness {
                     busy = true;
                 } else if conn.signalled && !conn.stalled {
                     self.write(index, usize::MAX);
+                    busy = true;
+                } else if !conn.stopped && !conn.socket.is_empty() {
+                    let input = self.conns[index].socket.pop_front();
+                    if let Some(input) = input {
+                        self.feed(index, input);
+                    }
                     busy = true;
                 }
             }
@@ -319,7 +537,9 @@ impl Harness {
         conn.received.extend(conn.in_flight.drain(..written));
         if written > 0 {
             self.server.handle_written(self.now, id, written);
-            self.model.written(index, written);
+            if let Some(model) = &mut self.model {
+                model.written(index, written);
+            }
         }
         let outputs = self.drain_outputs();
         self.act(outputs);
@@ -336,31 +556,96 @@ impl Harness {
         }
         conn.closed = true;
         conn.in_flight.clear();
+        conn.socket.clear();
         self.server.handle_closed(self.now, id);
-        self.model.closed(index);
+        if let Some(model) = &mut self.model {
+            model.closed(index);
+        }
         let outputs = self.drain_outputs();
         self.act(outputs);
     }
 
     /// The invariants that hold after every step.
-    fn check(&self) {
-        let config = self.server.config();
+    fn check(&mut self) {
         if let Some(deadline) = self.server.poll_timeout() {
             assert!(
                 deadline > self.now,
                 "poll_timeout asks for a tick in the past"
             );
         }
-        assert_eq!(
-            self.server.admitted(),
-            self.model.admitted,
-            "admitted count"
-        );
+        match &self.model {
+            Some(model) => self.check_model(model),
+            None => self.check_policies(),
+        }
+    }
+
+    /// With the policies on: the invariants that need no model.
+    fn check_policies(&self) {
+        let config = self.server.config();
+        let admitted = self
+            .conns
+            .iter()
+            .filter(|c| c.welcomed && !c.closed)
+            .count();
+        assert_eq!(self.server.admitted(), admitted, "admitted count");
+        assert!(admitted <= config.max_clients, "max clients");
+        let mut nicks = HashSet::new();
+        let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
+        for (index, conn) in self.conns.iter().enumerate() {
+            let id = self.id(index);
+            check_lines(&conn.received);
+            let nick = self.server.nick(id);
+            if let Some(nick) = nick {
+                assert!(nicks.insert(nick.to_lowercase()), "nick {nick} held twice");
+                assert!(
+                    conn.close_requested.is_none() && !conn.closed,
+                    "{id} is in the chat after a Close"
+                );
+            }
+            let Some(pending) = self.server.pending_bytes(id) else {
+                assert!(conn.closed, "{id} was dropped before handle_closed");
+                continue;
+            };
+            assert!(!conn.closed, "{id} is open after handle_closed");
+            assert!(pending <= config.max_queue, "{id} holds {pending} bytes");
+            let held = self.server.held_lines(id).expect("an open connection");
+            assert!(held <= config.flood_excess, "{id} holds {held} lines");
+            if nick.is_some() && !conn.eof_fed {
+                assert_eq!(
+                    conn.stopped,
+                    held > 0,
+                    "{id}: reading must be stopped exactly while lines are held"
+                );
+            }
+            if let Some(buffered) = self.server.buffered_bytes(id) {
+                assert!(
+                    buffered <= config.max_line + 1,
+                    "{id} buffers {buffered} bytes"
+                );
+            }
+            let ip = conn.peer.map(|peer| peer.ip().to_canonical());
+            if let Some(ip) = ip.filter(|ip| config.limit_loopback || !ip.is_loopback()) {
+                if conn.welcomed && !conn.closed {
+                    *per_address.entry(ip).or_default() += 1;
+                }
+            }
+        }
+        if let Some(max) = config.max_per_ip {
+            for (ip, open) in per_address {
+                assert!(open <= max, "{open} connections open from {ip}");
+            }
+        }
+    }
+
+    /// Without the policies: agreement with the model, byte for byte.
+    fn check_model(&self, model: &Model) {
+        let config = self.server.config();
+        assert_eq!(self.server.admitted(), model.admitted, "admitted count");
         assert!(self.server.admitted() <= config.max_clients, "max clients");
         let mut nicks = HashSet::new();
         for (index, conn) in self.conns.iter().enumerate() {
             let id = self.id(index);
-            let model = &self.model.clients[index];
+            let model = &model.clients[index];
             check_lines(&conn.received);
             let nick = self.server.nick(id);
             assert_eq!(nick, model.nick.as_deref(), "nick of {id}");

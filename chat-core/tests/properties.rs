@@ -1,11 +1,13 @@
 //! Property tests of the whole protocol (protocol.md, all sections): random
 //! sessions checked step by step against the reference model in
-//! `chat_core::testkit`, split invariance of framing, and determinism.
+//! `chat_core::testkit`, sessions with the address policies on checked for
+//! the invariants, split invariance of framing, and determinism. The
+//! policies themselves are checked against an oracle in `policies.rs`.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chat_core::testkit::{Harness, Step, check_lines, small_config};
+use chat_core::testkit::{Harness, Step, check_lines, policy_config, small_config};
 use chat_core::{Bytes, Config, Output, Server};
 use proptest::prelude::*;
 
@@ -59,6 +61,15 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Steps for sessions with the policies on: more short ticks, so that
+/// flood releases and timeouts happen between the other steps.
+fn policy_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        9 => step(),
+        2 => (0..6_000u64).prop_map(|millis| Step::Tick { millis }),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -68,6 +79,23 @@ proptest! {
     #[test]
     fn sessions_agree_with_the_model(seed: u64, steps in prop::collection::vec(step(), 1..60)) {
         let mut harness = Harness::new(small_config(), seed);
+        for step in &steps {
+            harness.step(step);
+        }
+    }
+
+    /// protocol.md, "Address policies" and the soft output limit: with the
+    /// policies on, peers that are not loopback (`Harness::with_policies`),
+    /// every invariant of the harness holds after every step and every
+    /// timeout: clean whole lines, nothing to closed clients, queue, held
+    /// line and buffer limits, `poll_timeout` after `now`, reading stopped
+    /// exactly while lines are held, unique nicks, `max_per_ip`.
+    #[test]
+    fn sessions_with_policies_keep_the_invariants(
+        seed: u64,
+        steps in prop::collection::vec(policy_step(), 1..60),
+    ) {
+        let mut harness = Harness::with_policies(policy_config(), seed);
         for step in &steps {
             harness.step(step);
         }

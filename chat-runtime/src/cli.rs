@@ -1,12 +1,17 @@
 //! The command line all three servers share.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
-use chat_core::{Config, ConfigError};
+use chat_core::{Config, ConfigError, Rate};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-/// The flags of a chat server. Limits default to [`Config::default`].
-#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+const LIMITS: &str = "Limits";
+const POLICIES: &str = "Policies (not applied to loopback peers unless --limit-loopback)";
+
+/// The flags of a chat server. Limits and policies default to
+/// [`Config::default`]; times are in seconds, decimals allowed.
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(
     version,
     after_help = "Join with `nc HOST PORT`; type /help once connected.\n\
@@ -19,19 +24,98 @@ pub struct Cli {
     pub listen: SocketAddr,
 
     /// Most clients in the chat at once; one more is refused with `server full`.
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_clients)]
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_clients, help_heading = LIMITS)]
     pub max_clients: usize,
 
     /// Longest line a client may send, in bytes; longer lines are discarded
     /// with an error.
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_line)]
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_line, help_heading = LIMITS)]
     pub max_line: usize,
 
     /// Most bytes held for one client that does not read; past it the client
     /// is disconnected as `too slow`.
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_queue)]
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_queue, help_heading = LIMITS)]
     pub max_queue: usize,
+
+    /// A client holding more than this many bytes for longer than
+    /// --soft-queue-grace is disconnected as `too slow`. At most --max-queue;
+    /// equal to it turns the soft limit off. [default: half of --max-queue,
+    /// 524288 with the default --max-queue]
+    #[arg(long, value_name = "BYTES", help_heading = LIMITS)]
+    pub soft_queue: Option<usize>,
+
+    /// How long a client may stay over --soft-queue; above 0.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs,
+        allow_negative_numbers = true,
+          default_value_t = Config::default().soft_queue_grace.as_secs_f64(), help_heading = LIMITS)]
+    pub soft_queue_grace: f64,
+
+    /// Lines a client may send at once before flood control holds its lines
+    /// back (and stops reading it); at least 1.
+    #[arg(long, value_name = "LINES", default_value_t = burst(Config::default().flood), help_heading = POLICIES)]
+    pub flood_burst: u32,
+
+    /// Lines a second a client may send beyond the burst; 0 turns flood
+    /// control off.
+    #[arg(long, value_name = "LINES_PER_SEC", value_parser = parse_per_second,
+        allow_negative_numbers = true,
+          default_value_t = per(Config::default().flood, SECOND), help_heading = POLICIES)]
+    pub flood_rate: f64,
+
+    /// Most lines held back by flood control; one more and the client is
+    /// disconnected for `excess flood` (0: as soon as a line is held back).
+    #[arg(long, value_name = "LINES", default_value_t = Config::default().flood_excess, help_heading = POLICIES)]
+    pub flood_excess: usize,
+
+    /// A client that sends nothing for this long is disconnected; 0: never.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs,
+        allow_negative_numbers = true,
+          default_value_t = secs(Config::default().idle_timeout), help_heading = POLICIES)]
+    pub idle_timeout: f64,
+
+    /// A client that leaves a line unfinished for this long is disconnected;
+    /// 0: never.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs,
+        allow_negative_numbers = true,
+          default_value_t = secs(Config::default().line_timeout), help_heading = POLICIES)]
+    pub line_timeout: f64,
+
+    /// Most connections open at once from one IP address; 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_per_ip.unwrap_or(0), help_heading = POLICIES)]
+    pub max_per_ip: usize,
+
+    /// New connections one IP address may open at once before
+    /// --connect-rate applies; at least 1.
+    #[arg(long, value_name = "N", default_value_t = burst(Config::default().connect_rate), help_heading = POLICIES)]
+    pub connect_burst: u32,
+
+    /// New connections a minute one IP address may open beyond the burst;
+    /// 0: no limit.
+    #[arg(long, value_name = "PER_MIN", value_parser = parse_per_minute,
+        allow_negative_numbers = true,
+          default_value_t = per(Config::default().connect_rate, MINUTE), help_heading = POLICIES)]
+    pub connect_rate: f64,
+
+    /// Nick changes a client may make at once before --nick-rate applies;
+    /// at least 1.
+    #[arg(long, value_name = "N", default_value_t = burst(Config::default().nick_rate), help_heading = POLICIES)]
+    pub nick_burst: u32,
+
+    /// Nick changes a minute a client may make beyond the burst; 0: no limit.
+    #[arg(long, value_name = "PER_MIN", value_parser = parse_per_minute,
+        allow_negative_numbers = true,
+          default_value_t = per(Config::default().nick_rate, MINUTE), help_heading = POLICIES)]
+    pub nick_rate: f64,
+
+    /// Apply these policies to loopback peers too. They are exempt by
+    /// default, so that local use and benchmarks are never throttled.
+    #[arg(long, help_heading = POLICIES)]
+    pub limit_loopback: bool,
 }
+
+/// Rate units, in seconds.
+const SECOND: f64 = 1.0;
+const MINUTE: f64 = 60.0;
 
 /// Why the command line was refused, or what to print instead of running.
 #[derive(Debug)]
@@ -63,14 +147,107 @@ impl Cli {
 
     /// The limits the flags ask for, if they can work together.
     pub fn config(&self) -> Result<Config, CliError> {
+        let bad_rate = |name| CliError::Config(ConfigError::BadRate(name));
+        let bad_time = |name| CliError::Config(ConfigError::ZeroTime(name));
+        let rate = |name, burst, count, unit| {
+            interval(count, unit)
+                .map(|interval| interval.map(|interval| Rate { burst, interval }))
+                .map_err(|_| bad_rate(name))
+        };
         let config = Config {
             max_clients: self.max_clients,
             max_line: self.max_line,
             max_queue: self.max_queue,
+            // Half, as in the defaults, so that a lower --max-queue alone
+            // keeps a soft limit rather than failing validation.
+            soft_queue: self.soft_queue.unwrap_or(self.max_queue / 2),
+            soft_queue_grace: duration(self.soft_queue_grace)
+                .map_err(|_| bad_time("soft queue grace"))?
+                .ok_or_else(|| bad_time("soft queue grace"))?,
+            flood: rate("flood", self.flood_burst, self.flood_rate, SECOND)?,
+            flood_excess: self.flood_excess,
+            idle_timeout: duration(self.idle_timeout).map_err(|_| bad_time("idle timeout"))?,
+            line_timeout: duration(self.line_timeout).map_err(|_| bad_time("line timeout"))?,
+            max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
+            connect_rate: rate(
+                "connect rate",
+                self.connect_burst,
+                self.connect_rate,
+                MINUTE,
+            )?,
+            nick_rate: rate("nick rate", self.nick_burst, self.nick_rate, MINUTE)?,
+            limit_loopback: self.limit_loopback,
         };
         config.validate().map_err(CliError::Config)?;
         Ok(config)
     }
+}
+
+/// A burst as a flag's default: the rate's, or 1 if it is off.
+fn burst(rate: Option<Rate>) -> u32 {
+    rate.map_or(1, |rate| rate.burst)
+}
+
+/// A rate as a flag's default: how many per `unit` seconds, 0 if off.
+fn per(rate: Option<Rate>, unit: f64) -> f64 {
+    rate.map_or(0.0, |rate| unit / rate.interval.as_secs_f64())
+}
+
+/// A time as a flag's default, in seconds, 0 if off.
+fn secs(time: Option<Duration>) -> f64 {
+    time.map_or(0.0, |time| time.as_secs_f64())
+}
+
+/// A number of seconds as a duration; `None` for 0 (off).
+fn duration(secs: f64) -> Result<Option<Duration>, String> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err("expected a number of seconds, 0 or more".to_owned());
+    }
+    if secs == 0.0 {
+        return Ok(None);
+    }
+    Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| "too long".to_owned())
+}
+
+/// The time to earn one more at `count` per `unit` seconds; `None` for 0
+/// (no limit).
+fn interval(count: f64, unit: f64) -> Result<Option<Duration>, String> {
+    if count.is_nan() || count < 0.0 {
+        return Err("expected a rate, 0 or more".to_owned());
+    }
+    if count == 0.0 {
+        return Ok(None);
+    }
+    match Duration::try_from_secs_f64(unit / count) {
+        Ok(interval) if !interval.is_zero() => Ok(Some(interval)),
+        Ok(_) => Err("too high a rate".to_owned()),
+        Err(_) => Err("too low a rate (0 turns the limit off)".to_owned()),
+    }
+}
+
+fn parse_number(text: &str) -> Result<f64, String> {
+    text.parse()
+        .map_err(|_| "expected a number, e.g. 5 or 0.5".to_owned())
+}
+
+/// Seconds, 0 or more, decimals allowed.
+fn parse_secs(text: &str) -> Result<f64, String> {
+    let secs = parse_number(text)?;
+    duration(secs).map(|_| secs)
+}
+
+/// A rate per second, 0 or more, decimals allowed.
+fn parse_per_second(text: &str) -> Result<f64, String> {
+    let count = parse_number(text)?;
+    interval(count, SECOND).map(|_| count)
+}
+
+/// A rate per minute, 0 or more, decimals allowed.
+fn parse_per_minute(text: &str) -> Result<f64, String> {
+    let count = parse_number(text)?;
+    interval(count, MINUTE).map(|_| count)
 }
 
 /// An IP address and port, or a host name and port resolved now (first address).
@@ -116,6 +293,19 @@ mod tests {
             "--max-line",
             "100",
             "--max-queue=100000",
+            "--soft-queue=60000",
+            "--soft-queue-grace=2.5",
+            "--flood-burst=10",
+            "--flood-rate=0.5",
+            "--flood-excess=7",
+            "--idle-timeout=600",
+            "--line-timeout=1.25",
+            "--max-per-ip=4",
+            "--connect-burst=3",
+            "--connect-rate=30",
+            "--nick-burst=2",
+            "--nick-rate=6",
+            "--limit-loopback",
         ])
         .unwrap();
         assert_eq!(cli.listen.port(), 0);
@@ -125,9 +315,63 @@ mod tests {
             Config {
                 max_clients: 3,
                 max_line: 100,
-                max_queue: 100_000
+                max_queue: 100_000,
+                soft_queue: 60_000,
+                soft_queue_grace: Duration::from_millis(2500),
+                flood: Some(Rate {
+                    burst: 10,
+                    interval: Duration::from_secs(2)
+                }),
+                flood_excess: 7,
+                idle_timeout: Some(Duration::from_secs(600)),
+                line_timeout: Some(Duration::from_millis(1250)),
+                max_per_ip: Some(4),
+                connect_rate: Some(Rate {
+                    burst: 3,
+                    interval: Duration::from_secs(2)
+                }),
+                nick_rate: Some(Rate {
+                    burst: 2,
+                    interval: Duration::from_secs(10)
+                }),
+                limit_loopback: true,
             }
         );
+    }
+
+    #[test]
+    fn zero_turns_policies_off() {
+        let cli = parse(&[
+            "--flood-rate=0",
+            "--idle-timeout=0",
+            "--line-timeout=0",
+            "--max-per-ip=0",
+            "--connect-rate=0",
+            "--nick-rate=0",
+            // Bursts of disabled rates do not matter.
+            "--flood-burst=0",
+        ])
+        .unwrap();
+        let config = cli.config().unwrap();
+        assert_eq!(
+            (
+                config.flood,
+                config.idle_timeout,
+                config.line_timeout,
+                config.max_per_ip,
+                config.connect_rate,
+                config.nick_rate
+            ),
+            (None, None, None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn the_soft_queue_follows_the_max_queue() {
+        let cli = parse(&["--max-queue", "100000"]).unwrap();
+        assert_eq!(cli.config().unwrap().soft_queue, 50_000);
+        let cli = parse(&["--max-queue", "100000", "--soft-queue", "100000"]).unwrap();
+        assert_eq!(cli.config().unwrap().soft_queue, 100_000);
     }
 
     #[test]
@@ -143,6 +387,15 @@ mod tests {
             &["--max-line", "-1"],
             &["--listen", "nowhere"],
             &["--bogus"],
+            &["--line-timeout", "-1"],
+            &["--idle-timeout", "NaN"],
+            &["--soft-queue-grace", "inf"],
+            &["--line-timeout", "1e30"],
+            &["--flood-rate", "-0.5"],
+            &["--flood-rate", "1e-30"],
+            &["--nick-rate", "1e30"],
+            &["--connect-rate", "ten"],
+            &["--flood-burst", "-1"],
         ] {
             match parse(args) {
                 Err(CliError::Clap(e)) => assert_ne!(e.kind(), ErrorKind::DisplayHelp, "{args:?}"),
@@ -163,6 +416,23 @@ mod tests {
             cli.config(),
             Err(CliError::Config(ConfigError::QueueTooSmall { .. }))
         ));
+        for (args, error) in [
+            (
+                &["--soft-queue", "2000000"][..],
+                ConfigError::SoftQueueAboveHard,
+            ),
+            (
+                &["--soft-queue-grace", "0"],
+                ConfigError::ZeroTime("soft queue grace"),
+            ),
+            (&["--flood-burst", "0"], ConfigError::BadRate("flood")),
+            (&["--nick-burst", "0"], ConfigError::BadRate("nick rate")),
+        ] {
+            match parse(args).unwrap().config() {
+                Err(CliError::Config(e)) => assert_eq!(e, error, "{args:?}"),
+                other => panic!("{args:?} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The one [`Server`] of a process, and what the driver knows of each
-//! connection: turns the core's outputs into wake-ups, socket shutdowns and
-//! log lines.
+//! connection: turns the core's outputs into wake-ups, paused readers,
+//! socket shutdowns and log lines, and runs the core's timer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -25,6 +25,9 @@ pub(crate) struct Link<S> {
     pub(crate) stream: S,
     /// Wakes the writer: there is output, or the connection is closing.
     pub(crate) notify: Notify,
+    /// Wakes a reader that waits while the core has stopped reading (see
+    /// [`Hub::received`]): reading resumed, or the connection is closing.
+    pub(crate) resume: Notify,
 }
 
 /// Which task of a connection is done.
@@ -89,6 +92,11 @@ struct Entry<S> {
     aborted: bool,
     /// A writer is running (lazy writers only; otherwise it always is).
     writing: bool,
+    /// The core asked not to read the socket (`Output::StopReading`).
+    paused: bool,
+    /// The reader saw the client close its side. The core may still have
+    /// lines of it to handle, so the connection stays until its `Close`.
+    eof: bool,
 }
 
 impl<S: AsFd> Entry<S> {
@@ -104,6 +112,13 @@ impl<S: AsFd> Entry<S> {
         }
     }
 
+    /// Lets a paused reader read again.
+    fn resume(&mut self, after: &mut After<S>) {
+        if std::mem::take(&mut self.paused) {
+            after.wake.extend(self.link.resume.notify());
+        }
+    }
+
     /// Shuts the socket down, which ends a blocked read or write on it, and
     /// tells the writer to stop.
     fn abort(&mut self, now: Instant, after: &mut After<S>) {
@@ -112,8 +127,10 @@ impl<S: AsFd> Entry<S> {
             self.closing.get_or_insert(now);
             // Fails only if the peer is already gone, which is the goal.
             let _ = SockRef::from(&self.link.stream).shutdown(Shutdown::Both);
-            // A waiting writer must see it; a lazy one is not waiting.
+            // A waiting writer must see it; a lazy one is not waiting. A
+            // paused reader must read, to meet the shut-down socket and end.
             after.wake.extend(self.link.notify.notify());
+            self.resume(after);
         }
     }
 }
@@ -124,6 +141,12 @@ struct State<S> {
     conns: HashMap<ConnId, Entry<S>>,
     /// Writers run only while there is output (see `Runtime::LAZY_WRITERS`).
     lazy: bool,
+    /// When each flushing close runs out of time, in order (closes start in
+    /// time order); entries of connections gone or aborted are stale.
+    flush_limits: VecDeque<(Instant, ConnId)>,
+    /// When the timer (see [`Hub::tick`]) next wakes on its own; `None`: only
+    /// when notified. A call that makes a deadline earlier notifies it.
+    timer_wake: Option<Instant>,
 }
 
 impl<S: AsFd> State<S> {
@@ -145,15 +168,78 @@ impl<S: AsFd> State<S> {
                     let Some(entry) = self.conns.get_mut(&conn) else {
                         continue;
                     };
+                    // The core ignores its input from now on; reading it
+                    // drains the socket, so closing it sends no reset that
+                    // could destroy the goodbye line.
+                    entry.resume(after);
                     if flush {
-                        entry.closing.get_or_insert(now);
+                        if entry.closing.is_none() {
+                            entry.closing = Some(now);
+                            self.flush_limits.push_back((now + FLUSH_LIMIT, conn));
+                        }
                         entry.wake(self.lazy, after);
                     } else {
                         entry.abort(now, after);
+                        self.reap(conn, now);
+                    }
+                }
+                Output::StopReading(conn) => {
+                    // A closing connection is read to its end regardless.
+                    let open = self.conns.get_mut(&conn);
+                    if let Some(entry) = open.filter(|entry| entry.closing.is_none()) {
+                        entry.paused = true;
+                    }
+                }
+                Output::ResumeReading(conn) => {
+                    if let Some(entry) = self.conns.get_mut(&conn) {
+                        entry.resume(after);
                     }
                 }
                 Output::Event(event) => after.events.push(*event),
             }
+        }
+    }
+
+    /// Forgets the connection and tells the core it is closed, if it is
+    /// closing and none of its tasks runs any more.
+    fn reap(&mut self, conn: ConnId, now: Instant) {
+        if self
+            .conns
+            .get(&conn)
+            .is_some_and(|entry| entry.running == 0 && entry.closing.is_some())
+        {
+            self.conns.remove(&conn);
+            self.server.handle_closed(now, conn);
+        }
+    }
+
+    /// Aborts the flushing closes whose time is up.
+    fn expire_flushes(&mut self, now: Instant, after: &mut After<S>) {
+        while let Some(&(limit, conn)) = self.flush_limits.front() {
+            if limit > now {
+                break;
+            }
+            self.flush_limits.pop_front();
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                entry.abort(now, after);
+                self.reap(conn, now);
+            }
+        }
+    }
+
+    /// The earliest of the core's timer and the flush limits.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        // Drop stale limits, so that they cause no needless wake-up.
+        while let Some(&(_, conn)) = self.flush_limits.front() {
+            if self.conns.get(&conn).is_some_and(|entry| !entry.aborted) {
+                break;
+            }
+            self.flush_limits.pop_front();
+        }
+        let flush = self.flush_limits.front().map(|&(limit, _)| limit);
+        match (self.server.poll_timeout(), flush) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -165,6 +251,8 @@ pub(crate) struct Hub<S> {
     state: Mutex<State<S>>,
     /// Signalled when the last connection is closed.
     idle: Condvar,
+    /// Signalled when a deadline comes before `State::timer_wake`.
+    timer: Condvar,
 }
 
 impl<S: AsFd> Hub<S> {
@@ -175,8 +263,11 @@ impl<S: AsFd> Hub<S> {
                 server: Server::new(config, seed),
                 conns: HashMap::new(),
                 lazy,
+                flush_limits: VecDeque::new(),
+                timer_wake: None,
             }),
             idle: Condvar::new(),
+            timer: Condvar::new(),
         }
     }
 
@@ -193,12 +284,34 @@ impl<S: AsFd> Hub<S> {
         f: impl FnOnce(&mut State<S>, Instant, &mut After<S>) -> T,
     ) -> T {
         let mut state = self.lock();
+        // Taken under the lock, so the core sees time move forward only.
         let now = Instant::now();
         let value = f(&mut state, now, after);
-        state.dispatch(now, after);
-        drop(state);
-        after.run();
+        self.release(state, now, after);
         value
+    }
+
+    /// Dispatches the outputs of the calls made under `state`, signals the
+    /// timer and `wait_idle` if they should know, releases the lock, then
+    /// does the wake-ups and logging.
+    fn release(&self, mut state: MutexGuard<'_, State<S>>, now: Instant, after: &mut After<S>) {
+        state.dispatch(now, after);
+        let next = state.next_deadline();
+        let earlier = next.is_some_and(|at| state.timer_wake.is_none_or(|wake| at < wake));
+        if earlier {
+            state.timer_wake = next;
+        }
+        let idle = state.conns.is_empty();
+        drop(state);
+        // The timer and `wait_idle` check under the lock before they wait,
+        // so signalling after releasing it loses nothing.
+        if earlier {
+            self.timer.notify_one();
+        }
+        if idle {
+            self.idle.notify_all();
+        }
+        after.run();
     }
 
     /// Takes new connections in, under one lock; their readers and writers
@@ -216,6 +329,7 @@ impl<S: AsFd> Hub<S> {
                         id,
                         stream,
                         notify: Notify::default(),
+                        resume: Notify::default(),
                     });
                     // The reader, and the writer unless it starts lazily.
                     let running = if state.lazy { 1 } else { 2 };
@@ -225,6 +339,8 @@ impl<S: AsFd> Hub<S> {
                         closing: None,
                         aborted: false,
                         writing: !state.lazy,
+                        paused: false,
+                        eof: false,
                     };
                     state.conns.insert(id, entry);
                     link
@@ -233,16 +349,34 @@ impl<S: AsFd> Hub<S> {
         })
     }
 
-    /// Bytes read from the connection.
-    pub(crate) fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After<S>) {
-        self.with(after, |state, now, _| {
-            state.server.handle_bytes(now, link.id, bytes)
-        });
+    /// Bytes read from the connection. Returns whether the core wants no
+    /// more read for now: the reader then waits for `link.resume` and reads
+    /// again once [`Hub::paused`] says so.
+    pub(crate) fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After<S>) -> bool {
+        self.with(after, |state, now, after| {
+            state.server.handle_bytes(now, link.id, bytes);
+            // Dispatched here, so that a `StopReading` this caused counts.
+            state.dispatch(now, after);
+            state.conns.get(&link.id).is_some_and(|entry| entry.paused)
+        })
+    }
+
+    /// Whether the core still wants the connection's socket left unread.
+    /// A resume notify may be stale (several before one wait count once),
+    /// so a woken reader asks this before reading.
+    pub(crate) fn paused(&self, link: &Link<S>) -> bool {
+        let state = self.lock();
+        state.conns.get(&link.id).is_some_and(|entry| entry.paused)
     }
 
     /// The client closed its side.
     pub(crate) fn eof(&self, link: &Link<S>, after: &mut After<S>) {
-        self.with(after, |state, now, _| state.server.handle_eof(now, link.id));
+        self.with(after, |state, now, _| {
+            if let Some(entry) = state.conns.get_mut(&link.id) {
+                entry.eof = true;
+            }
+            state.server.handle_eof(now, link.id);
+        });
     }
 
     /// Reports `written` bytes (of what an earlier call gave) as written,
@@ -272,8 +406,8 @@ impl<S: AsFd> Hub<S> {
             } else if entry.closing.is_some() {
                 Next::Done
             } else if state.lazy {
-                // The reader still runs (else the entry would be aborted),
-                // so this is never the last task of the connection.
+                // Possibly the last task, if the reader ended on EOF: the
+                // entry then stays until the core's `Close` starts a writer.
                 entry.writing = false;
                 entry.running -= 1;
                 Next::Idle
@@ -291,50 +425,57 @@ impl<S: AsFd> Hub<S> {
     }
 
     /// One task of the connection is done. When the writer is done, or the
-    /// reader is and no flushing close is under way (the socket failed), the
-    /// other task is stopped too; when both are done, the core is told the
-    /// connection is closed.
+    /// reader is on a read error with no flushing close under way, the other
+    /// task is stopped too. A reader done on EOF stops nothing: the core
+    /// may still handle lines of the client, and closes it after them. Once
+    /// the connection is closing and no task runs, the core is told it is
+    /// closed.
     pub(crate) fn finished(&self, link: &Link<S>, half: Half, after: &mut After<S>) {
         self.with(after, |state, now, after| {
             let Some(entry) = state.conns.get_mut(&link.id) else {
                 return;
             };
-            if half == Half::Writer || entry.closing.is_none() {
+            if half == Half::Writer || (entry.closing.is_none() && !entry.eof) {
                 entry.abort(now, after);
             }
             entry.running -= 1;
-            if entry.running == 0 {
-                state.conns.remove(&link.id);
-                state.server.handle_closed(now, link.id);
-                if state.conns.is_empty() {
-                    self.idle.notify_all();
-                }
-            }
+            state.reap(link.id, now);
         });
     }
 
-    /// Runs the core's timer if it is due and stops flushes that took too
-    /// long; returns how long to wait before calling again.
-    pub(crate) fn tick(&self, after: &mut After<S>) -> Duration {
-        const MAX_WAIT: Duration = Duration::from_millis(250);
-        self.with(after, |state, now, after| {
-            if state.server.poll_timeout().is_some_and(|at| at <= now) {
-                state.server.handle_timeout(now);
+    /// Waits until the core's timer or a flushing close's time limit is
+    /// due, exactly, then runs the one and aborts the other. Waits without
+    /// a limit while neither is pending; a call that makes a deadline earlier
+    /// than the one waited for wakes it (see [`Hub::release`]).
+    pub(crate) fn tick(&self, after: &mut After<S>) {
+        let mut state = self.lock();
+        let now = loop {
+            let now = Instant::now();
+            let next = state.next_deadline();
+            if next.is_some_and(|at| at <= now) {
+                break now;
             }
-            for entry in state.conns.values_mut() {
-                if entry
-                    .closing
-                    .is_some_and(|since| now.saturating_duration_since(since) >= FLUSH_LIMIT)
-                {
-                    entry.abort(now, after);
+            state.timer_wake = next;
+            state = match next {
+                Some(at) => {
+                    self.timer
+                        .wait_timeout(state, at.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
                 }
-            }
-            let until_timer = state
-                .server
-                .poll_timeout()
-                .map(|at| at.saturating_duration_since(now));
-            until_timer.map_or(MAX_WAIT, |wait| wait.min(MAX_WAIT))
-        })
+                None => self
+                    .timer
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        };
+        // Running: nothing needs to wake it until it waits again.
+        state.timer_wake = Some(now);
+        if state.server.poll_timeout().is_some_and(|at| at <= now) {
+            state.server.handle_timeout(now);
+        }
+        state.expire_flushes(now, after);
+        self.release(state, now, after);
     }
 
     /// Tells every client the server is shutting down and closes them all,
@@ -360,5 +501,146 @@ fn log_event(event: Event) {
         Event::Rejected { conn, peer, reason } => info!(%conn, %peer, %reason, "rejected"),
         Event::Renamed { conn, from, to } => info!(%conn, %from, %to, "renamed"),
         Event::Left { conn, nick, reason } => info!(%conn, %nick, %reason, "left"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::net::{TcpListener, TcpStream};
+    use std::pin::pin;
+    use std::task::Context;
+
+    /// Flood control on loopback: one line at once, then one per `INTERVAL`.
+    const INTERVAL: Duration = Duration::from_millis(50);
+
+    fn hub(lazy: bool, flood_excess: usize) -> Arc<Hub<TcpStream>> {
+        let config = Config {
+            flood: Some(chat_core::Rate {
+                burst: 1,
+                interval: INTERVAL,
+            }),
+            flood_excess,
+            limit_loopback: true,
+            ..Config::default()
+        };
+        Arc::new(Hub::new(config, 7, lazy))
+    }
+
+    /// Connects a client; returns the server side's link and the client.
+    fn connect(
+        hub: &Hub<TcpStream>,
+        after: &mut After<TcpStream>,
+    ) -> (Arc<Link<TcpStream>>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = listener.accept().unwrap();
+        let link = hub.connect(std::iter::once(accepted), after).remove(0);
+        (link, client)
+    }
+
+    /// What `chat_runtime::settle` does, with blocking writes.
+    fn settle(hub: &Hub<TcpStream>, after: &mut After<TcpStream>) {
+        let mut chunks = Vec::new();
+        while let Some(link) = after.flush.pop() {
+            let mut written = 0;
+            while hub.take(&link, written, &mut chunks, after) == Next::Write {
+                written = chunks.iter().map(|c| c.len()).sum();
+                for chunk in chunks.drain(..) {
+                    (&link.stream).write_all(&chunk).unwrap();
+                }
+            }
+            if hub
+                .lock()
+                .conns
+                .get(&link.id)
+                .is_some_and(|e| e.closing.is_some())
+            {
+                hub.finished(&link, Half::Writer, after);
+            }
+        }
+    }
+
+    fn resumed(link: &Link<TcpStream>) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        pin!(link.resume.wait()).poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_flooding_reader_pauses_until_its_lines_are_handled() {
+        let hub = hub(false, 100);
+        let mut after = After::default();
+        let (link, _client) = connect(&hub, &mut after);
+        let start = Instant::now();
+        assert!(hub.received(&link, b"a\nb\nc\n", &mut after));
+        assert!(hub.paused(&link) && !resumed(&link));
+        // b, then c, each when it is due: the timer sleeps until then.
+        let mut ticks = 0;
+        while hub.paused(&link) {
+            hub.tick(&mut after);
+            ticks += 1;
+        }
+        assert!(start.elapsed() >= 2 * INTERVAL, "{:?}", start.elapsed());
+        assert!(ticks <= 2, "{ticks} ticks");
+        assert!(resumed(&link));
+    }
+
+    #[test]
+    fn closing_releases_a_paused_reader() {
+        let hub = hub(false, 1);
+        let mut after = After::default();
+        let (link, _client) = connect(&hub, &mut after);
+        assert!(hub.received(&link, b"a\nb\n", &mut after));
+        // Two held lines is one too many: the core closes the connection.
+        assert!(!hub.received(&link, b"c\n", &mut after));
+        assert!(!hub.paused(&link) && resumed(&link));
+        assert!(hub.lock().conns[&link.id].closing.is_some());
+    }
+
+    #[test]
+    fn eof_waits_for_held_lines_with_lazy_writers() {
+        let hub = hub(true, 100);
+        let mut after = After::default();
+        let (link, _client) = connect(&hub, &mut after);
+        settle(&hub, &mut after);
+        assert!(hub.received(&link, b"a\nb\n", &mut after));
+        hub.eof(&link, &mut after);
+        hub.finished(&link, Half::Reader, &mut after);
+        settle(&hub, &mut after);
+        {
+            // No task runs, yet the connection stays for its held line.
+            let state = hub.lock();
+            let entry = &state.conns[&link.id];
+            assert_eq!(
+                (entry.running, entry.closing, entry.aborted),
+                (0, None, false)
+            );
+        }
+        // b is handled, then the core closes the connection, which starts
+        // a writer; when that is done the connection is gone.
+        hub.tick(&mut after);
+        assert_eq!(after.flush.len(), 1);
+        settle(&hub, &mut after);
+        assert!(hub.wait_idle(Duration::ZERO));
+    }
+
+    #[test]
+    fn the_timer_wakes_for_an_earlier_deadline() {
+        let hub = hub(false, 100);
+        let (sender, ticked) = std::sync::mpsc::channel();
+        let timer = hub.clone();
+        // Nothing is pending: it waits without a limit.
+        std::thread::spawn(move || {
+            timer.tick(&mut After::default());
+            let _ = sender.send(Instant::now());
+        });
+        std::thread::sleep(INTERVAL);
+        let mut after = After::default();
+        let (link, _client) = connect(&hub, &mut after);
+        let start = Instant::now();
+        assert!(hub.received(&link, b"a\nb\n", &mut after));
+        let at = ticked.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(at >= start + INTERVAL / 2, "{:?}", at - start);
     }
 }

@@ -12,11 +12,25 @@
 //! so a client that does not read delays nobody (the core drops it once its
 //! queue is full).
 //!
+//! Pausing: when the core says `StopReading` (a client over its flood
+//! budget), the reader hands over what it has read and then waits, without
+//! reading, until `ResumeReading` or the connection's close, so that the
+//! client's input stays in the socket and TCP slows the client down.
+//!
+//! Timers: one thread sleeps exactly until the core's next deadline
+//! (`poll_timeout`) or the next flush limit, whichever comes first, and not
+//! at all while neither is pending; a call that moves a deadline earlier
+//! wakes it. A thread rather than a task, so it works the same on every
+//! runtime (the blocking driver's sleep cannot be interrupted).
+//!
 //! Closing: on a flushing close the writer writes what is left (bounded by
 //! one second, after which the socket is shut down anyway), then shuts the
 //! socket down, which ends the reader; on a dropping close the socket is shut
-//! down at once, which ends both. When both tasks are done the core is told
-//! the connection is closed, exactly once.
+//! down at once, which ends both. A client that closes its side (EOF) stays
+//! until the core closes it, which may be after it has handled lines the
+//! client sent faster than flood control lets through. When the connection
+//! is closing and its tasks are done, the core is told it is closed,
+//! exactly once.
 //!
 //! Shutdown: SIGINT or SIGTERM tells every client `* server shutting down`,
 //! waits up to a second for their output to be flushed, then exits with 0.
@@ -74,7 +88,9 @@ pub trait Runtime: 'static {
     /// runtime first if it needs one.
     fn block_on<F: Future>(future: F) -> io::Result<F::Output>;
 
-    /// Runs `task` concurrently with the caller, on its own.
+    /// Runs `task` concurrently with the caller, on its own. With
+    /// [`Runtime::LAZY_WRITERS`] it is also called from the timer and
+    /// signal threads, which are not the runtime's.
     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()>;
 
     /// Makes a bound and listening std socket this runtime's listener.
@@ -197,7 +213,7 @@ async fn serve<R: Runtime>(addr: SocketAddr, config: chat_core::Config) -> io::R
     // Before announcing the address, so that a signal sent as soon as it is
     // seen already shuts down cleanly.
     watch_signals::<R>(hub.clone())?;
-    R::spawn(timer::<R>(hub.clone()))?;
+    start_timer::<R>(hub.clone())?;
     info!(%local, "listening");
     let mut stdout = io::stdout().lock();
     // Whoever started us may not read stdout; serving matters more.
@@ -318,7 +334,8 @@ fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
     }
 }
 
-/// Feeds what the client sends to the core until it closes or fails.
+/// Feeds what the client sends to the core until it closes or fails,
+/// pausing while the core asks it to.
 async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>) {
     // Most clients send little: start small and grow for those that fill it.
     let mut buf = vec![0; SMALL_READ_BUFFER];
@@ -331,10 +348,15 @@ async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>
                 break;
             }
             Ok(len) => {
-                hub.received(&link, &buf[..len], &mut after);
+                let mut paused = hub.received(&link, &buf[..len], &mut after);
                 settle::<R>(&hub, &mut after);
                 if len == buf.len() && len < READ_BUFFER {
                     buf.resize(READ_BUFFER, 0);
+                }
+                // Released by `ResumeReading`, or by the connection closing.
+                while paused {
+                    link.resume.wait().await;
+                    paused = hub.paused(&link);
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -445,15 +467,19 @@ fn coalesce<'a>(buf: &mut Vec<u8>, mut rest: &'a [Bytes]) -> &'a [Bytes] {
     rest
 }
 
-/// Runs the core's timers and bounds flushing closes, for as long as the
-/// process runs.
-async fn timer<R: Runtime>(hub: Arc<Hub<R::Stream>>) {
-    let mut after = After::default();
-    loop {
-        let wait = hub.tick(&mut after);
-        settle::<R>(&hub, &mut after);
-        R::sleep(wait).await;
-    }
+/// Starts the thread that runs the core's timers and bounds flushing
+/// closes, for as long as the process runs (see [`Hub::tick`]).
+fn start_timer<R: Runtime>(hub: Arc<Hub<R::Stream>>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("timer".into())
+        .spawn(move || {
+            let mut after = After::default();
+            loop {
+                hub.tick(&mut after);
+                settle::<R>(&hub, &mut after);
+            }
+        })?;
+    Ok(())
 }
 
 /// On the first SIGINT or SIGTERM, shuts the server down: every client is

@@ -1,11 +1,12 @@
-//! protocol.md, "Limits and policies": `--max-clients` and `--max-queue`.
+//! protocol.md, "Limits and policies": `--max-clients`, `--max-queue` and
+//! the soft output limit (`--soft-queue`, `--soft-queue-grace`).
 
 use std::path::Path;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::clients;
-use crate::{Client, ServerProcess, TIMEOUT, join, sync};
+use super::{clients, labelled};
+use crate::{Client, Received, ServerProcess, TIMEOUT, join, sync};
 
 /// Limits and policies (`--max-clients 3`): a fourth client gets
 /// `* error: server full` and EOF, and nobody hears of it; once one client
@@ -123,4 +124,102 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
         "server RSS grew from {before} to {after} bytes (sent {} bytes)",
         sent * LINE
     );
+}
+
+/// Limits and policies (`--soft-queue 262144 --soft-queue-grace 2`, with a
+/// hard `--max-queue` no client here can reach): while one client sends a
+/// burst of several MiB, a client that reads nothing until the burst is sent
+/// goes over the soft limit, then reads it all within the grace and stays; a
+/// client that never reads is disconnected, not before the grace, and the
+/// others see `* NICK left (too slow)`.
+///
+/// The server's queue for a client is what the kernel buffers do not hold,
+/// so the burst is the soft limit plus a bound on those buffers
+/// ([`kernel_buffer_bound`]) plus 1 MiB: both non-reading clients are then
+/// surely over the soft limit. The hard limit is twice the burst, more than
+/// any client is ever sent, so only the soft limit can drop anyone.
+pub fn limits_soft_queue_grace(binary: &Path) {
+    const LINE: usize = 1024;
+    const SOFT: usize = 256 * 1024;
+    const GRACE: Duration = Duration::from_secs(2);
+    let lines = (SOFT + kernel_buffer_bound() + (1 << 20)).div_ceil(LINE);
+    let hard = 2 * lines * LINE;
+    let server = ServerProcess::start_with(
+        binary,
+        &[
+            "--soft-queue",
+            &SOFT.to_string(),
+            "--soft-queue-grace",
+            &GRACE.as_secs().to_string(),
+            "--max-queue",
+            &hard.to_string(),
+        ],
+    );
+    let [mut a, mut bursty] = labelled(&server, ["A", "B"]);
+    let mut stuck = join(server.addr(), "S", &mut [&mut a, &mut bursty]);
+    sync(&mut a, &mut [&mut bursty, &mut stuck]);
+
+    let mut burst = Vec::with_capacity(lines * LINE);
+    for i in 0..lines {
+        let head = format!("{i:08} ");
+        burst.extend_from_slice(head.as_bytes());
+        burst.resize(burst.len() + LINE - head.len() - 1, b'b');
+        burst.push(b'\n');
+    }
+    let start = Instant::now();
+    a.send(&burst);
+    let sent = start.elapsed();
+    let prefix = format!("{}: ", a.nick());
+    for i in 0..lines {
+        let line = match bursty.receive(TIMEOUT) {
+            Received::Line(line) => String::from_utf8(line).expect("UTF-8"),
+            other => panic!(
+                "B: {other:?} after {i} of {lines} lines, {:?} after the burst began \
+                 (sent in {sent:?}, grace {GRACE:?}): a client that catches up within \
+                 the grace must stay",
+                start.elapsed()
+            ),
+        };
+        let body = line
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
+        assert!(
+            body.starts_with(&format!("{i:08} ")) && body.len() == LINE - 1,
+            "B: expected line {i} complete, got one starting {:?}",
+            &body[..body.len().min(20)]
+        );
+    }
+    let caught_up = start.elapsed();
+
+    let too_slow = format!("* {} left (too slow)", stuck.nick());
+    a.expect_line(&too_slow);
+    let dropped = start.elapsed();
+    assert!(
+        dropped >= GRACE,
+        "S was dropped {dropped:?} after the burst began, before the grace of {GRACE:?} \
+         (B caught up after {caught_up:?})"
+    );
+    bursty.expect_line(&too_slow);
+    sync(&mut a, &mut [&mut bursty]);
+    sync(&mut bursty, &mut [&mut a]);
+    let got = stuck.drain_until_closed(TIMEOUT);
+    assert!(
+        got < lines,
+        "S read {got} of {lines} lines, then was closed"
+    );
+}
+
+/// An upper bound on the chat bytes the kernel holds for one connection
+/// that has not read: the server's send buffer (autotuned at most to the
+/// third field of `tcp_wmem`; the servers do not set `SO_SNDBUF`) and the
+/// client's receive buffer (the second field of `tcp_rmem`: it grows only as
+/// the client reads). Linux defaults if those cannot be read.
+fn kernel_buffer_bound() -> usize {
+    let field = |name: &str, index: usize, default: usize| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(index)?.parse().ok())
+            .unwrap_or(default)
+    };
+    field("tcp_wmem", 2, 4 << 20) + field("tcp_rmem", 1, 128 << 10)
 }

@@ -10,6 +10,7 @@ mod framing;
 mod limits;
 mod lines;
 mod nicknames;
+mod policies;
 mod sanitizing;
 mod session;
 
@@ -18,16 +19,28 @@ pub use framing::*;
 pub use limits::*;
 pub use lines::*;
 pub use nicknames::*;
+pub use policies::*;
 pub use sanitizing::*;
 pub use session::*;
 
-use crate::{Client, ServerProcess, join_all};
+use crate::{Client, ServerProcess, join, join_all};
 
 /// `N` clients joined one after the other (see [`join_all`]).
 fn clients<const N: usize>(server: &ServerProcess) -> [Client; N] {
     join_all(server.addr(), N)
         .try_into()
         .expect("join_all gives N clients")
+}
+
+/// Clients joined one after the other (see [`join`]), with these labels.
+fn labelled<const N: usize>(server: &ServerProcess, labels: [&str; N]) -> [Client; N] {
+    let mut clients: Vec<Client> = Vec::with_capacity(N);
+    for label in labels {
+        let mut existing: Vec<&mut Client> = clients.iter_mut().collect();
+        let client = join(server.addr(), label, &mut existing);
+        clients.push(client);
+    }
+    clients.try_into().expect("N clients")
 }
 
 /// A deterministic pseudo-random generator (xorshift64*), so that a failing
