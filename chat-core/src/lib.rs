@@ -71,6 +71,7 @@
 mod config;
 pub mod framing;
 pub mod nick;
+mod outbox;
 mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;

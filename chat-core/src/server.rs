@@ -13,6 +13,7 @@ use rand_core::{RngCore, SeedableRng};
 use crate::config::{Config, Rate};
 use crate::framing::{Frame, LineFramer, sanitize};
 use crate::nick::{self, NickError, NickRegistry};
+use crate::outbox::{Inbox, LOG_LINES, Log};
 
 /// Identifies one connection for its whole life. Assigned by the server in
 /// increasing order and never reused, so a late input for a closed
@@ -23,9 +24,6 @@ use crate::nick::{self, NickError, NickRegistry};
 /// connections (never reused: 2^40 of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
-
-/// Queue capacity (in lines) a connection keeps once its queue is drained.
-const RETAINED_QUEUE: usize = 16;
 
 /// Entries in `Server::addresses` before the first sweep of unused ones.
 const MIN_ADDRESS_SWEEP: usize = 1024;
@@ -203,8 +201,9 @@ struct Conn {
     state: State,
     nick: String,
     framer: LineFramer,
-    /// Lines not yet handed to the driver.
-    queue: VecDeque<Bytes>,
+    /// Lines not yet handed to the driver: its place in the shared log and
+    /// its private lines.
+    inbox: Inbox,
     /// Bytes queued or handed to the driver and not yet reported written.
     pending: usize,
     /// An `Output::Transmit` is out and `poll_transmit` has not been called since.
@@ -254,7 +253,7 @@ impl Conn {
             state: State::Free,
             nick: String::new(),
             framer: LineFramer::new(0),
-            queue: VecDeque::new(),
+            inbox: Inbox::default(),
             pending: 0,
             transmit_signalled: false,
             limited: None,
@@ -287,6 +286,8 @@ pub struct Server {
     /// having joined, until the driver reports them closed.
     admitted: usize,
     outputs: VecDeque<Output>,
+    /// Broadcast lines not yet read by every connection.
+    log: Log,
     /// Clients that went over their output limit during a delivery; they are
     /// disconnected once the delivery is done, oldest id first.
     too_slow: BTreeSet<ConnId>,
@@ -317,6 +318,7 @@ impl Server {
             nicks: NickRegistry::default(),
             admitted: 0,
             outputs: VecDeque::new(),
+            log: Log::new(LOG_LINES),
             too_slow: BTreeSet::new(),
             shutting_down: false,
             clock: None,
@@ -324,6 +326,15 @@ impl Server {
             addresses: HashMap::new(),
             addresses_sweep_at: MIN_ADDRESS_SWEEP,
         }
+    }
+
+    /// For tests: empties the shared log of broadcast lines every `lines`
+    /// lines rather than every 1024, so that short sessions go through that
+    /// path often, with clients at every point of reading it.
+    #[cfg(feature = "testkit")]
+    pub fn with_log_lines(mut self, lines: usize) -> Server {
+        self.log = Log::new(lines);
+        self
     }
 
     /// The configuration the server runs with.
@@ -390,9 +401,11 @@ impl Server {
             framer: LineFramer::new(self.config.max_line),
             limited: if refusal.is_none() { limited } else { None },
             last_input: Some(now),
+            inbox: self.log.inbox(),
             ..Conn::free(id)
         };
         if let Some(reason) = refusal {
+            self.conns[slot].inbox.stop(&self.log);
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
                 Reason::TooManyFromAddress => "* error: too many connections from your address",
@@ -584,18 +597,7 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.transmit_signalled = false;
-        let mut moved = 0;
-        out.reserve(entry.queue.len());
-        for chunk in entry.queue.drain(..) {
-            moved += chunk.len();
-            out.push(chunk);
-        }
-        // A burst (a storm of joins, say) must not leave every idle client
-        // holding a queue sized for it.
-        if entry.queue.capacity() > RETAINED_QUEUE {
-            entry.queue = VecDeque::new();
-        }
-        moved
+        self.log.drain(conn, &mut entry.inbox, out)
     }
 
     /// When to call [`Server::handle_timeout`] next: the earliest deadline
@@ -932,22 +934,26 @@ impl Server {
         let max_queue = self.config.max_queue;
         let soft_queue = self.config.soft_queue;
         let grace = self.config.soft_queue_grace;
+        let len = line.len();
         let Server {
             conns,
             outputs,
             too_slow,
             clock,
             timers,
+            log,
             ..
         } = self;
+        // Counts the line against the client's limits and wakes its writer;
+        // false if it goes over `max_queue` (the line is not for it then).
         let mut push = |conn: &mut Conn| {
-            if conn.pending + line.len() > max_queue {
+            if conn.pending + len > max_queue {
                 if conn.state == State::Joined {
                     too_slow.insert(conn.id);
                 }
-                return;
+                return false;
             }
-            conn.pending += line.len();
+            conn.pending += len;
             if conn.pending > soft_queue && conn.over_soft_since.is_none() {
                 if let Some(now) = *clock {
                     conn.over_soft_since = Some(now);
@@ -956,25 +962,55 @@ impl Server {
                     }
                 }
             }
-            conn.queue.push_back(line.clone());
             if !conn.transmit_signalled {
                 conn.transmit_signalled = true;
                 outputs.push_back(Output::Transmit(conn.id));
             }
+            true
         };
         match audience {
-            Audience::AllBut(sender) => conns
-                .iter_mut()
-                .filter(|c| c.state == State::Joined && c.id != sender)
-                .for_each(push),
+            Audience::AllBut(sender) => {
+                // Stored once; a client over its limit is disconnected
+                // before anything more is sent to it.
+                log.push(sender, line);
+                conns
+                    .iter_mut()
+                    .filter(|c| c.state == State::Joined && c.id != sender)
+                    .for_each(|c| {
+                        push(c);
+                    });
+                if log.is_full() {
+                    self.trim_log();
+                }
+            }
             Audience::One(conn) => {
                 if let Some(entry) = conns.get_mut(conn.slot()) {
-                    if entry.id == conn && entry.state != State::Free {
-                        push(entry);
+                    if entry.id == conn && entry.state != State::Free && push(entry) {
+                        entry.inbox.push(log, line);
                     }
                 }
             }
         }
+    }
+
+    /// Drops the lines of the shared log that nobody needs any more, after
+    /// moving what a client far behind still needs into its private queue:
+    /// the log never holds more than [`LOG_LINES`] lines, however slowly
+    /// some client reads, and a batch of lines that everyone has still to
+    /// read (joins being announced) is not copied.
+    fn trim_log(&mut self) {
+        let mut from = self.log.end();
+        for conn in &mut self.conns {
+            if conn.state == State::Free {
+                continue;
+            }
+            if self.log.lags(&conn.inbox) {
+                self.log.detach(conn.id, &mut conn.inbox);
+            } else if let Some(needs) = self.log.needs_from(&conn.inbox) {
+                from = from.min(needs);
+            }
+        }
+        self.log.trim(from);
     }
 
     /// Disconnects the clients that went over their output limit, telling the
@@ -994,13 +1030,14 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.state = State::Closing { admitted: true };
+        entry.inbox.stop(&self.log);
         entry.held = VecDeque::new();
         entry.eof_pending = false;
         let nick = std::mem::take(&mut entry.nick);
         let flush = match reason {
             Reason::TooSlow => {
                 // It is not reading: drop what it holds rather than flush it.
-                entry.queue.clear();
+                entry.inbox.discard(&self.log);
                 entry.pending = 0;
                 Some(false)
             }

@@ -193,7 +193,7 @@ impl Harness {
     /// supported here: use [`Harness::with_policies`]).
     pub fn new(config: Config, seed: u64) -> Harness {
         Harness {
-            server: Server::new(config.clone(), seed),
+            server: Server::new(config.clone(), seed).with_log_lines(3),
             now: Instant::now(),
             conns: Vec::new(),
             model: Some(Model::new(config)),
@@ -219,7 +219,7 @@ impl Harness {
     /// per address within `max_per_ip`.
     pub fn with_policies(config: Config, seed: u64) -> Harness {
         Harness {
-            server: Server::new(config, seed),
+            server: Server::new(config, seed).with_log_lines(3),
             now: Instant::now(),
             conns: Vec::new(),
             model: None,
@@ -306,13 +306,13 @@ impl Harness {
                         "poll_timeout asks for a tick in the past"
                     );
                     self.now = deadline;
-                    let held = self.held_lines();
+                    let held = self.input_held();
                     self.server.handle_timeout(deadline);
                     let outputs = self.drain_outputs();
                     // Every deadline is real: a wakeup that neither handles
                     // a held line nor does anything else was not needed.
                     assert!(
-                        !outputs.is_empty() || self.held_lines() < held,
+                        !outputs.is_empty() || self.input_held() < held,
                         "handle_timeout at poll_timeout did nothing"
                     );
                     self.act(outputs);
@@ -377,11 +377,19 @@ impl Harness {
     }
 
     /// Lines held for flood control, all connections together.
-    fn held_lines(&self) -> usize {
+    /// Input the server holds, over all connections: lines waiting for
+    /// flood control, and bytes of unterminated lines (each a line's worth
+    /// more, so that a last line moving from the framer to the waiting
+    /// lines at EOF counts as progress).
+    fn input_held(&self) -> usize {
         self.conns
             .iter()
             .filter_map(|c| c.id)
-            .filter_map(|id| self.server.held_lines(id))
+            .map(|id| {
+                let held = self.server.held_lines(id).unwrap_or(0);
+                let buffered = self.server.buffered_bytes(id).unwrap_or(0);
+                2 * held + usize::from(buffered > 0)
+            })
             .sum()
     }
 

@@ -731,7 +731,7 @@ struct Sim {
 impl Sim {
     fn new(config: Config, seed: u64) -> Sim {
         Sim {
-            server: Server::new(config.clone(), seed),
+            server: Server::new(config.clone(), seed).with_log_lines(3),
             base: Instant::now(),
             now: 0,
             clients: Vec::new(),

@@ -69,10 +69,9 @@ impl chat_runtime::Runtime for Std {
         thread::sleep(duration);
     }
 
-    // Two threads per client would hit the kernel's limit on memory maps
-    // (each thread maps a stack and a signal stack) near 8000 clients.
-    const LAZY_WRITERS: bool = true;
-
+    // Writers are lazy (the default): two threads per client would hit the
+    // kernel's limit on memory maps (each thread maps a stack and a signal
+    // stack) near 8000 clients.
     fn try_write(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         SockRef::from(stream).send_with_flags(buf, libc::MSG_DONTWAIT)
     }

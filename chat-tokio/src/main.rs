@@ -56,6 +56,10 @@ impl chat_runtime::Runtime for Tokio {
     async fn sleep(duration: Duration) {
         tokio::time::sleep(duration).await;
     }
+
+    fn try_write(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        stream.try_write(buf)
+    }
 }
 
 fn main() -> ExitCode {
