@@ -8,7 +8,8 @@
 //! `cargo test -p chat-core --test fuzz_corpus write_seeds -- --ignored`);
 //! `seeds_are_up_to_date` keeps the files and the cases in step, and catches
 //! a change in `arbitrary`'s format, which would silently change what the
-//! `server` seeds mean.
+//! `server` and `policies` seeds mean; `policy_seeds_reach_their_policy`
+//! checks that each named `policies` seed still gets where its name says.
 
 #[path = "../../fuzz/src/targets.rs"]
 mod targets;
@@ -17,7 +18,7 @@ use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use targets::{Name, NamePart, NickOp, Op, Piece, Session};
+use targets::{Name, NamePart, NickOp, Op, Piece, PolicySession, Session, Tuning};
 
 /// A fuzz target's body.
 type Target = fn(&[u8]);
@@ -26,6 +27,7 @@ type Target = fn(&[u8]);
 const TARGETS: &[(&str, Target)] = &[
     ("framing", targets::framing),
     ("server", targets::server),
+    ("policies", targets::policies),
     ("nick", targets::nick),
     ("sanitize", targets::sanitize),
 ];
@@ -83,6 +85,11 @@ fn framing_corpus() {
 #[test]
 fn server_corpus() {
     replay("server", targets::server);
+}
+
+#[test]
+fn policies_corpus() {
+    replay("policies", targets::policies);
 }
 
 #[test]
@@ -445,6 +452,238 @@ fn server_seeds() -> Vec<(&'static str, Session)> {
     ]
 }
 
+/// A named `policies` case and what it must make some clients receive:
+/// `(client, text)`, the client by connect order.
+struct PolicySeed {
+    name: &'static str,
+    input: PolicySession,
+    expect: &'static [(usize, &'static str)],
+}
+
+fn tick(millis: u32) -> Op {
+    Op::Tick { millis }
+}
+
+fn stall(client: u8, stalled: bool) -> Op {
+    Op::Stall { client, stalled }
+}
+
+/// The named `policies` cases, with `testkit::policy_config()` (an all-zero
+/// [`Tuning`]) unless said otherwise: a flood budget of 3 lines, then one
+/// per 500 ms, 4 held at most; 5 s per line, 30 s idle; 2 open per address,
+/// 3 connects per address at once, then one per 10 s; 2 nick changes, then
+/// one per 2.5 s; 150 bytes for 2 s over the soft limit. Peers go 203.0.113.1,
+/// .2, `::ffff:203.0.113.1`, `2001:db8::1`, loopback, and round again.
+fn policy_seeds() -> Vec<PolicySeed> {
+    let seed = |name, seed, tuning, ops, expect| PolicySeed {
+        name,
+        input: PolicySession {
+            tuning,
+            session: Session { seed, ops },
+        },
+        expect,
+    };
+    let plain = Tuning::default();
+    vec![
+        seed(
+            // 5 lines at once: 3 pass, 2 wait (reading stops), and a line
+            // sent meanwhile waits in the socket until they have gone out.
+            "flood-held-released",
+            1,
+            plain,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                send(0, text("l1\nl2\nl3\nl4\nl5\n")),
+                tick(400),
+                send(0, text("l6\n")),
+                tick(300),
+                send(0, text("l7\n")),
+                tick(2000),
+                send(1, text("/who\n")),
+            ],
+            &[(1, ": l5\n"), (1, ": l7\n")],
+        ),
+        seed(
+            // 7 lines at once: 3 pass and 4 wait, exactly `flood_excess`
+            // (kept); the next line read, the 5th waiting, is one too many.
+            "excess-flood",
+            2,
+            plain,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                send(0, text("1\n2\n3\n4\n5\n6\n7\n")),
+                send(0, text("8\n")),
+                tick(3000),
+            ],
+            &[
+                (0, "* error: disconnected (excess flood)\n"),
+                (1, ": 3\n* "),
+                (1, " left (excess flood)\n"),
+            ],
+        ),
+        seed(
+            // A byte every 1.5 s never finishes the line: out after 5 s.
+            "slowloris-trickle",
+            3,
+            plain,
+            [Op::Connect, Op::Connect]
+                .into_iter()
+                .chain((0..5).flat_map(|_| [send(0, text("x")), tick(1500)]))
+                .collect(),
+            &[
+                (0, "* error: disconnected (incomplete line timeout)\n"),
+                (1, " left (incomplete line timeout)\n"),
+            ],
+        ),
+        seed(
+            // #0 never speaks (out at 30 s); #1 speaks at 20 s (out at 50 s).
+            "idle-timeout",
+            4,
+            plain,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                tick(20_000),
+                send(1, text("still here\n")),
+                tick(15_000),
+                tick(20_000),
+            ],
+            &[
+                (0, "* error: disconnected (idle)\n"),
+                (1, " left (idle)\n"),
+                (1, "* error: disconnected (idle)\n"),
+            ],
+        ),
+        seed(
+            // #5 is the third from 203.0.113.1 (#2 came as ::ffff:...):
+            // refused by max_per_ip; #7, the fourth attempt in 10 s, by the
+            // connect rate; #10 gets in once #0 has closed and 10 s passed.
+            "per-ip-refusal-and-readmission",
+            5,
+            plain,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                Op::Connect,
+                Op::Connect,
+                Op::Connect,
+                Op::Connect,
+                Op::Close { client: 0 },
+                Op::Connect,
+                Op::Connect,
+                tick(10_000),
+                Op::Close { client: 3 },
+                Op::Close { client: 4 },
+                Op::Connect,
+                Op::Connect,
+                Op::Connect,
+                send(10, text("/who\n")),
+            ],
+            &[
+                (5, "* error: too many connections from your address\n"),
+                (6, "* welcome"),
+                (7, "* error: too many connections from your address\n"),
+                (10, "* welcome"),
+            ],
+        ),
+        seed(
+            // Two changes pass, the third is too fast, and passes 2.5 s later.
+            "nick-rate",
+            6,
+            plain,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                send(0, vec![tok("/nick "), tok("bob"), tok("\n")]),
+                send(0, text("/nick ann\n/nick cy\n")),
+                tick(2500),
+                send(0, text("/nick cy\n")),
+            ],
+            &[
+                (0, "* error: nick changes too fast, try again in 3 s\n"),
+                (1, "* ann is now known as cy\n"),
+            ],
+        ),
+        seed(
+            // #1 reads nothing: 7 chat lines of 23 bytes (3 at once, then
+            // at the flood rate) put it over 150 bytes, and 2 s later it is
+            // dropped as too slow, far below the 300-byte hard limit.
+            "soft-limit-stalled-reader",
+            7,
+            plain,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                Op::Connect,
+                stall(1, true),
+                send(0, lines(7, 16)),
+                tick(2000),
+                tick(2500),
+                send(2, text("/who\n")),
+            ],
+            &[(2, " left (too slow)\n")],
+        ),
+        seed(
+            // EOF with 3 lines waiting and a last unterminated one: they go
+            // out at the flood rate, then the client leaves.
+            "eof-while-lines-wait",
+            8,
+            plain,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                send(0, text("e1\ne2\ne3\ne4\ne5\ne6\ntail")),
+                Op::Eof { client: 0 },
+                tick(1200),
+                send(0, text("ignored\n")),
+                tick(1200),
+            ],
+            &[(1, ": e6\n"), (1, ": tail\n* ")],
+        ),
+        seed(
+            // The other end of every list: 1 line, then one per 100 ms,
+            // none held; 1 s per line, 2 s idle; 1 per address, loopback
+            // too; 1 connect and 1 nick change per second; 40 bytes over 300 ms.
+            "tight-limits",
+            9,
+            Tuning {
+                flood_burst: 1,
+                flood_interval: 1,
+                flood_excess: 1,
+                line_timeout: 1,
+                idle_timeout: 1,
+                max_per_ip: 1,
+                connect_rate: 1,
+                nick_rate: 1,
+                soft_queue: 1,
+                soft_grace: 1,
+                limit_loopback: 1,
+            },
+            vec![
+                Op::Connect,
+                Op::Connect,
+                Op::Connect,
+                send(0, text("a\n")),
+                tick(150),
+                send(0, text("b\nc\n")),
+                send(1, text("/nick x\n")),
+                tick(150),
+                send(1, text("/nick y\n")),
+                send(1, text("half")),
+                tick(1500),
+                Op::Connect,
+            ],
+            &[
+                (0, "* error: disconnected (excess flood)\n"),
+                (1, "* error: nick changes too fast, try again in 1 s\n"),
+                (2, "* error: too many connections from your address\n"),
+            ],
+        ),
+    ]
+}
+
 fn nick_seeds() -> Vec<(&'static str, Vec<NickOp>)> {
     let pool = |index: u8| Name(vec![NamePart::Pool(index)]);
     vec![
@@ -587,9 +826,14 @@ fn sanitize_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Every named seed, as target and file name with its bytes.
-fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut all = Vec::new();
-    all.extend(framing_seeds().into_iter().map(|(n, b)| ("framing", n, b)));
+    let named = |target, name: &str, bytes| (target, name.to_owned(), bytes);
+    all.extend(
+        framing_seeds()
+            .into_iter()
+            .map(|(n, b)| named("framing", n, b)),
+    );
     for (name, session) in server_seeds() {
         let bytes = session.encode();
         assert_eq!(
@@ -597,7 +841,22 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             session,
             "server seed {name} does not round-trip: has arbitrary's format changed?"
         );
-        all.push(("server", name, bytes));
+        all.push(named("server", name, bytes));
+        // Every `server` case again, with the policies on.
+        let input = PolicySession {
+            tuning: Tuning::default(),
+            session,
+        };
+        all.push(named("policies", &format!("server-{name}"), input.encode()));
+    }
+    for PolicySeed { name, input, .. } in policy_seeds() {
+        let bytes = input.encode();
+        assert_eq!(
+            PolicySession::decode(&bytes),
+            input,
+            "policies seed {name} does not round-trip: has arbitrary's format changed?"
+        );
+        all.push(named("policies", name, bytes));
     }
     for (name, ops) in nick_seeds() {
         let bytes = targets::encode_nick_ops(&ops);
@@ -606,20 +865,63 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             ops,
             "nick seed {name} does not round-trip: has arbitrary's format changed?"
         );
-        all.push(("nick", name, bytes));
+        all.push(named("nick", name, bytes));
     }
     all.extend(
         sanitize_seeds()
             .into_iter()
-            .map(|(n, b)| ("sanitize", n, b)),
+            .map(|(n, b)| named("sanitize", n, b)),
     );
     all
+}
+
+/// An all-zero (or missing) `policies` header is `testkit::policy_config()`,
+/// and every value a header picks is one the server accepts but for the
+/// small `max_queue` it shares with `policy_config`.
+#[test]
+fn tunings_are_policy_config_and_valid() {
+    use chat_core::testkit::policy_config;
+    assert_eq!(Tuning::default().config(), policy_config());
+    assert_eq!(PolicySession::decode(&[]).tuning, Tuning::default());
+    for byte in 0..=u8::MAX {
+        let tuning = Tuning::from_bytes(&[byte; targets::TUNING_BYTES]);
+        assert_eq!(Tuning::from_bytes(&tuning.to_bytes()), tuning);
+        assert!(tuning.config().soft_queue <= tuning.config().max_queue);
+        let config = chat_core::Config {
+            max_queue: chat_core::Config::default().max_queue,
+            ..tuning.config()
+        };
+        assert_eq!(config.validate(), Ok(()), "{tuning:?}");
+    }
+}
+
+/// Each named `policies` seed gets where its name says (a policy changed
+/// under it would leave it testing nothing in particular): every expected
+/// text is in what that client received.
+#[test]
+fn policy_seeds_reach_their_policy() {
+    for PolicySeed {
+        name,
+        input,
+        expect,
+    } in policy_seeds()
+    {
+        let harness = input.run();
+        let received = harness.received();
+        for &(client, text) in expect {
+            let got = String::from_utf8_lossy(received[client]);
+            assert!(
+                got.contains(text),
+                "policies seed {name}: #{client} did not receive {text:?}; it received\n{got}"
+            );
+        }
+    }
 }
 
 #[test]
 fn seeds_are_up_to_date() {
     for (target, name, bytes) in seeds() {
-        let path = fuzz_dir().join("seeds").join(target).join(name);
+        let path = fuzz_dir().join("seeds").join(target).join(&name);
         let on_disk = fs::read(&path).unwrap_or_else(|e| {
             panic!(
                 "{}: {e}; run `cargo test -p chat-core --test fuzz_corpus write_seeds -- --ignored`",
@@ -642,12 +944,14 @@ fn write_seeds() {
     for (target, name, bytes) in seeds() {
         let dir = fuzz_dir().join("seeds").join(target);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let path = dir.join(name);
+        let path = dir.join(&name);
         fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
 
-/// Prints what a `server` or `nick` input decodes to, for reading a crash:
+/// Prints what a `server`, `policies` or `nick` input decodes to, for
+/// reading a crash (and, for `policies`, what every client received if the
+/// input passes):
 /// `FUZZ_INPUT=path cargo test -p chat-core --test fuzz_corpus show_input -- --ignored --nocapture`
 /// (the target is taken from the path's parent directory name).
 #[test]
@@ -655,6 +959,13 @@ fn write_seeds() {
 fn show_input() {
     let Some(path) = std::env::var_os("FUZZ_INPUT").map(PathBuf::from) else {
         panic!("set FUZZ_INPUT to an input file");
+    };
+    // `cargo test` runs in chat-core/: a relative path is taken from the
+    // repository root, where the docs' commands run.
+    let path = if path.is_relative() {
+        fuzz_dir().join("..").join(path)
+    } else {
+        path
     };
     let data = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let target = path
@@ -668,6 +979,22 @@ fn show_input() {
             println!("seed {}", session.seed);
             for op in &session.ops {
                 println!("{:?}", op.to_step());
+            }
+        }
+        "policies" => {
+            let input = PolicySession::decode(&data);
+            println!("{:?}", input.tuning);
+            println!("{:#?}", input.tuning.config());
+            println!("seed {}", input.session.seed);
+            for step in input.steps() {
+                println!("{step:?}");
+            }
+            // What each client received, up to the failure if there is one.
+            let run = panic::catch_unwind(|| input.run());
+            if let Ok(harness) = run {
+                for (index, received) in harness.received().into_iter().enumerate() {
+                    println!("#{index} received {:?}", String::from_utf8_lossy(received));
+                }
             }
         }
         "nick" => {

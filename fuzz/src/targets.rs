@@ -13,13 +13,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use chat_core::framing::{self, Frame, LineFramer};
 use chat_core::nick::{self, NickError, NickRegistry};
 use chat_core::testkit::{self, Harness, Step};
-use chat_core::{Bytes, Config, ConnId, Output, Server};
+use chat_core::{Bytes, Config, ConnId, Output, Rate, Server};
 
 // ---------------------------------------------------------------------------
 // framing
@@ -450,6 +450,223 @@ pub fn server(data: &[u8]) {
     for op in &session.ops {
         harness.step(&op.to_step());
     }
+}
+
+// ---------------------------------------------------------------------------
+// policies
+
+/// How many bytes of a `policies` input pick the configuration: the
+/// [`Tuning`] header, before the `server`-format session.
+pub const TUNING_BYTES: usize = 11;
+
+/// In `policies`, a tick lasts `millis % POLICY_TICK_SPAN` milliseconds
+/// (only the low 16 bits count): up to 65.5 s, past every timeout of
+/// [`Tuning`], so that a random tick is a useful one, while a long wait is
+/// a few ticks. The `server` target takes the whole `u32`.
+pub const POLICY_TICK_SPAN: u32 = 1 << 16;
+
+/// The policy values of a `policies` input, one byte each, in this order at
+/// the start of the input. Each byte picks from its table below, modulo the
+/// table's length; every table starts with `testkit::policy_config`'s value,
+/// so an all-zero (or missing) header is `policy_config()` itself. `max_line`
+/// (16), `max_queue` (300) and `max_clients` (6) are `policy_config`'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Flood burst: [`FLOOD_BURST`].
+    pub flood_burst: u8,
+    /// Time to earn one more line: [`FLOOD_INTERVAL_MS`].
+    pub flood_interval: u8,
+    /// Most lines held: [`FLOOD_EXCESS`].
+    pub flood_excess: u8,
+    /// Incomplete line timeout: [`LINE_TIMEOUT_S`].
+    pub line_timeout: u8,
+    /// Idle timeout: [`IDLE_TIMEOUT_S`].
+    pub idle_timeout: u8,
+    /// Connections open per address: [`MAX_PER_IP`].
+    pub max_per_ip: u8,
+    /// Connect rate per address: [`CONNECT_RATE`].
+    pub connect_rate: u8,
+    /// Nick changes: [`NICK_RATE`].
+    pub nick_rate: u8,
+    /// Soft output limit: [`SOFT_QUEUE`].
+    pub soft_queue: u8,
+    /// Time allowed over the soft limit: [`SOFT_GRACE_MS`].
+    pub soft_grace: u8,
+    /// Apply the policies to loopback peers too: no, yes.
+    pub limit_loopback: u8,
+}
+
+/// Lines at once.
+pub const FLOOD_BURST: &[u32] = &[3, 1, 2, 5];
+/// Milliseconds to earn one more line; `None`: flood control off.
+pub const FLOOD_INTERVAL_MS: &[Option<u64>] = &[Some(500), Some(100), Some(1000), Some(3000), None];
+/// Most lines held before `excess flood`.
+pub const FLOOD_EXCESS: &[usize] = &[4, 0, 1, 2, 10];
+/// Seconds to finish a line; `None`: no limit.
+pub const LINE_TIMEOUT_S: &[Option<u64>] = &[Some(5), Some(1), Some(2), Some(15), None];
+/// Seconds of silence before `idle`; `None`: no limit.
+pub const IDLE_TIMEOUT_S: &[Option<u64>] = &[Some(30), Some(2), Some(8), Some(60), None];
+/// Connections open at once per address; `None`: no limit.
+pub const MAX_PER_IP: &[Option<usize>] = &[Some(2), Some(1), Some(3), None];
+/// Connects per address: burst, then one per so many milliseconds.
+pub const CONNECT_RATE: &[Option<(u32, u64)>] = &[
+    Some((3, 10_000)),
+    Some((1, 1000)),
+    Some((2, 3000)),
+    Some((8, 500)),
+    None,
+];
+/// Nick changes: burst, then one per so many milliseconds.
+pub const NICK_RATE: &[Option<(u32, u64)>] =
+    &[Some((2, 2500)), Some((1, 1000)), Some((3, 5000)), None];
+/// Bytes held before the soft limit's grace starts; 300 is `max_queue`
+/// (no soft limit).
+pub const SOFT_QUEUE: &[usize] = &[150, 40, 100, 300];
+/// Milliseconds allowed over the soft limit.
+pub const SOFT_GRACE_MS: &[u64] = &[2000, 300, 1000, 5000];
+
+/// `table[pick % table.len()]`.
+fn pick<T: Copy>(table: &[T], pick: u8) -> T {
+    table[usize::from(pick) % table.len()]
+}
+
+fn rate(burst: u32, millis: u64) -> Rate {
+    Rate {
+        burst,
+        interval: Duration::from_millis(millis),
+    }
+}
+
+impl Tuning {
+    /// Reads the header: the first [`TUNING_BYTES`] bytes, zeros for any
+    /// that are missing.
+    #[must_use]
+    pub fn from_bytes(header: &[u8]) -> Tuning {
+        let mut b = [0; TUNING_BYTES];
+        let len = header.len().min(TUNING_BYTES);
+        b[..len].copy_from_slice(&header[..len]);
+        Tuning {
+            flood_burst: b[0],
+            flood_interval: b[1],
+            flood_excess: b[2],
+            line_timeout: b[3],
+            idle_timeout: b[4],
+            max_per_ip: b[5],
+            connect_rate: b[6],
+            nick_rate: b[7],
+            soft_queue: b[8],
+            soft_grace: b[9],
+            limit_loopback: b[10],
+        }
+    }
+
+    /// The header that [`Tuning::from_bytes`] reads back as `self`.
+    #[must_use]
+    pub fn to_bytes(self) -> [u8; TUNING_BYTES] {
+        [
+            self.flood_burst,
+            self.flood_interval,
+            self.flood_excess,
+            self.line_timeout,
+            self.idle_timeout,
+            self.max_per_ip,
+            self.connect_rate,
+            self.nick_rate,
+            self.soft_queue,
+            self.soft_grace,
+            self.limit_loopback,
+        ]
+    }
+
+    /// `testkit::policy_config()` with the values picked.
+    #[must_use]
+    pub fn config(self) -> Config {
+        let burst = pick(FLOOD_BURST, self.flood_burst);
+        Config {
+            flood: pick(FLOOD_INTERVAL_MS, self.flood_interval).map(|ms| rate(burst, ms)),
+            flood_excess: pick(FLOOD_EXCESS, self.flood_excess),
+            line_timeout: pick(LINE_TIMEOUT_S, self.line_timeout).map(Duration::from_secs),
+            idle_timeout: pick(IDLE_TIMEOUT_S, self.idle_timeout).map(Duration::from_secs),
+            max_per_ip: pick(MAX_PER_IP, self.max_per_ip),
+            connect_rate: pick(CONNECT_RATE, self.connect_rate).map(|(b, ms)| rate(b, ms)),
+            nick_rate: pick(NICK_RATE, self.nick_rate).map(|(b, ms)| rate(b, ms)),
+            soft_queue: pick(SOFT_QUEUE, self.soft_queue),
+            soft_queue_grace: Duration::from_millis(pick(SOFT_GRACE_MS, self.soft_grace)),
+            limit_loopback: pick(&[false, true], self.limit_loopback),
+            ..testkit::policy_config()
+        }
+    }
+}
+
+/// A decoded `policies` input: the [`Tuning`] header, then a session in the
+/// `server` target's format, decoded by the same [`Session::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySession {
+    /// The configuration picked.
+    pub tuning: Tuning,
+    /// The server's seed and the operations.
+    pub session: Session,
+}
+
+impl PolicySession {
+    /// Decodes a `policies` input: [`TUNING_BYTES`] of [`Tuning`], then a
+    /// [`Session`]. Never fails.
+    #[must_use]
+    pub fn decode(data: &[u8]) -> PolicySession {
+        let (header, rest) = data.split_at(data.len().min(TUNING_BYTES));
+        PolicySession {
+            tuning: Tuning::from_bytes(header),
+            session: Session::decode(rest),
+        }
+    }
+
+    /// The bytes [`PolicySession::decode`] turns back into this input.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        [&self.tuning.to_bytes()[..], &self.session.encode()].concat()
+    }
+
+    /// The harness steps: [`Op::to_step`], but a tick is cut to
+    /// [`POLICY_TICK_SPAN`].
+    #[must_use]
+    pub fn steps(&self) -> Vec<Step> {
+        let step = |op: &Op| match *op {
+            Op::Tick { millis } => Step::Tick {
+                millis: (millis % POLICY_TICK_SPAN).into(),
+            },
+            _ => op.to_step(),
+        };
+        self.session.ops.iter().map(step).collect()
+    }
+
+    /// Runs the session in `Harness::with_policies`, which checks every
+    /// invariant after every step and every timeout; returns the harness.
+    #[must_use]
+    pub fn run(&self) -> Harness {
+        let config = self.tuning.config();
+        let mut harness = Harness::with_policies(config, self.session.seed.into());
+        for step in self.steps() {
+            harness.step(&step);
+        }
+        harness
+    }
+}
+
+/// `policies`: a session of the same [`Op`]s as `server`, with every address
+/// policy on (flood control holding lines and stopping reads, excess flood,
+/// incomplete-line and idle timeouts, connections per address and connect
+/// rate, nick rate, the soft output limit), values picked by the input's
+/// [`Tuning`] header, peers rotating over IPv4, IPv4-mapped IPv6, IPv6 and
+/// loopback addresses (`testkit::policy_peer`), run by
+/// `Harness::with_policies`. There is no reference model there; the harness
+/// checks its invariants after every step and at every deadline a tick
+/// passes: clean whole lines, nothing sent to a closed connection, queue,
+/// held-line and buffer limits, every timeout doing something and none in
+/// the past, `StopReading`/`ResumeReading` alternating and reading stopped
+/// exactly while lines are held, unique nicks, `max_clients` and
+/// `max_per_ip`.
+pub fn policies(data: &[u8]) {
+    let _ = PolicySession::decode(data).run();
 }
 
 // ---------------------------------------------------------------------------
