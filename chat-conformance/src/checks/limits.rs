@@ -66,7 +66,6 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
     /// late that earlier batches were written (a few batches may count
     /// against B for a moment after B has read them).
     const WINDOW: usize = 8;
-    const LINE: usize = 1024;
     /// Guard: the slow client must be gone before this much was sent.
     const MAX_BYTES: usize = 64 << 20;
     const SLACK: u64 = 16 << 20;
@@ -87,10 +86,7 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
         );
         let mut batch = Vec::with_capacity(WINDOW * LINE);
         for i in sent..sent + WINDOW {
-            let head = format!("{i:08} ");
-            batch.extend_from_slice(head.as_bytes());
-            batch.resize(batch.len() + LINE - head.len() - 1, b'q');
-            batch.push(b'\n');
+            push_numbered(&mut batch, i, b'q');
         }
         a.send(&batch);
         for i in sent..sent + WINDOW {
@@ -101,14 +97,7 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
                     gone = true;
                     continue;
                 }
-                let body = line
-                    .strip_prefix(&prefix)
-                    .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
-                assert!(
-                    body.starts_with(&format!("{i:08} ")) && body.len() == LINE - 1,
-                    "B: expected line {i} complete, got one starting {:?}",
-                    &body[..body.len().min(20)]
-                );
+                expect_numbered(&line, &prefix, i);
                 break;
             }
         }
@@ -139,7 +128,6 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
 /// surely over the soft limit. The hard limit is twice the burst, more than
 /// any client is ever sent, so only the soft limit can drop anyone.
 pub fn limits_soft_queue_grace(binary: &Path) {
-    const LINE: usize = 1024;
     const SOFT: usize = 256 * 1024;
     const GRACE: Duration = Duration::from_secs(2);
     let lines = (SOFT + kernel_buffer_bound() + (1 << 20)).div_ceil(LINE);
@@ -161,10 +149,7 @@ pub fn limits_soft_queue_grace(binary: &Path) {
 
     let mut burst = Vec::with_capacity(lines * LINE);
     for i in 0..lines {
-        let head = format!("{i:08} ");
-        burst.extend_from_slice(head.as_bytes());
-        burst.resize(burst.len() + LINE - head.len() - 1, b'b');
-        burst.push(b'\n');
+        push_numbered(&mut burst, i, b'b');
     }
     let start = Instant::now();
     a.send(&burst);
@@ -180,14 +165,7 @@ pub fn limits_soft_queue_grace(binary: &Path) {
                 start.elapsed()
             ),
         };
-        let body = line
-            .strip_prefix(&prefix)
-            .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
-        assert!(
-            body.starts_with(&format!("{i:08} ")) && body.len() == LINE - 1,
-            "B: expected line {i} complete, got one starting {:?}",
-            &body[..body.len().min(20)]
-        );
+        expect_numbered(&line, &prefix, i);
     }
     let caught_up = start.elapsed();
 
@@ -222,4 +200,29 @@ fn kernel_buffer_bound() -> usize {
             .unwrap_or(default)
     };
     field("tcp_wmem", 2, 4 << 20) + field("tcp_rmem", 1, 128 << 10)
+}
+
+/// Bytes of each numbered line the output-limit checks send, LF included.
+const LINE: usize = 1024;
+
+/// Appends line `i` of a numbered stream: its number, then `fill` up to
+/// [`LINE`] bytes with the LF.
+fn push_numbered(out: &mut Vec<u8>, i: usize, fill: u8) {
+    let head = format!("{i:08} ");
+    out.extend_from_slice(head.as_bytes());
+    out.resize(out.len() + LINE - head.len() - 1, fill);
+    out.push(b'\n');
+}
+
+/// Checks that B received line `i` of a numbered stream whole, after the
+/// sender's `prefix`.
+fn expect_numbered(line: &str, prefix: &str, i: usize) {
+    let body = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
+    assert!(
+        body.starts_with(&format!("{i:08} ")) && body.len() == LINE - 1,
+        "B: expected line {i} complete, got one starting {:?}",
+        &body[..body.len().min(20)]
+    );
 }

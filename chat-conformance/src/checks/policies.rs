@@ -20,6 +20,27 @@ use crate::{Client, Received, ServerProcess, TIMEOUT, join, join_all, marker, sy
 const TOO_MANY: &str = "* error: too many connections from your address";
 
 /// Starts `binary --limit-loopback EXTRA...`.
+/// Flood control in the flood checks: `--flood-burst` and `--flood-rate`.
+const BURST: usize = 5;
+const RATE: f64 = 20.0;
+
+/// A server with `--limit-loopback`, flood control at [`BURST`] and
+/// [`RATE`], and `excess` as `--flood-excess`.
+fn start_flood(binary: &Path, excess: usize) -> ServerProcess {
+    let (burst, rate, excess) = (BURST.to_string(), RATE.to_string(), excess.to_string());
+    start_limited(
+        binary,
+        &[
+            "--flood-burst",
+            &burst,
+            "--flood-rate",
+            &rate,
+            "--flood-excess",
+            &excess,
+        ],
+    )
+}
+
 fn start_limited(binary: &Path, extra: &[&str]) -> ServerProcess {
     let mut args = vec!["--limit-loopback"];
     args.extend_from_slice(extra);
@@ -69,20 +90,8 @@ fn expect_refused(addr: SocketAddr, label: &str) {
 /// at 20 a second, none lost, in order; meanwhile a line of another client
 /// passes ahead of the flooder's last line, and nobody is disconnected.
 pub fn limits_flood_control_delays_only_the_flooder(binary: &Path) {
-    const BURST: usize = 5;
-    const RATE: f64 = 20.0;
     const LINES: usize = 40;
-    let server = start_limited(
-        binary,
-        &[
-            "--flood-burst",
-            "5",
-            "--flood-rate",
-            "20",
-            "--flood-excess",
-            "1000",
-        ],
-    );
+    let server = start_flood(binary, 1000);
     let [mut f, mut c, mut o] = labelled(&server, ["F", "C", "O"]);
     let nf = f.nick().to_owned();
     let flood = |i: usize| format!("{nf}: flood {i:02} of {LINES}");
@@ -135,20 +144,8 @@ pub fn limits_flood_control_delays_only_the_flooder(binary: &Path) {
 /// waiting: not more than the limit) and then EOF stays until all 15 are
 /// handled at the rate, and leaves without a reason.
 pub fn limits_excess_flood_disconnects(binary: &Path) {
-    const BURST: usize = 5;
-    const RATE: f64 = 20.0;
     const EXCESS: usize = 10;
-    let server = start_limited(
-        binary,
-        &[
-            "--flood-burst",
-            "5",
-            "--flood-rate",
-            "20",
-            "--flood-excess",
-            "10",
-        ],
-    );
+    let server = start_flood(binary, EXCESS);
     let [mut f, mut o] = labelled(&server, ["F", "O"]);
     let nf = f.nick().to_owned();
     let start = Instant::now();
