@@ -177,11 +177,12 @@ run_case() {
         fi
         note="${note#; }"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$server" "$label" "$(kv "$result" clients)" "$(kv "$result" senders)" \
         "$(kv "$result" deliveries_per_sec)" "$(kv "$result" lost)" \
         "$(kv "$result" p50_us)" "$(kv "$result" p99_us)" "$(kv "$result" p999_us)" \
-        "$(kv "$result" rss_per_conn_bytes)" "$rc" "$note" >>"$ROWS"
+        "$(kv "$result" rss_per_conn_bytes)" "$rc" "$note" \
+        "$(kv "$result" arrival_p99_us)" >>"$ROWS"
     # Let sockets of the previous case close before the next one.
     sleep 1
 }
@@ -254,8 +255,8 @@ done
 {
     echo "# chat server comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores$([ "$QUICK" = 1 ] && echo ", QUICK=1"))"
     echo
-    echo "| server | scenario | N | S | deliveries/s | ratio vs Go | lost | p50 (ms) | p99 (ms) | p99.9 (ms) | RSS/conn (B) | notes |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| server | scenario | N | S | deliveries/s | ratio vs Go | lost | p50 (ms) | p99 (ms) | p99.9 (ms) | p99 arrival (ms) | RSS/conn (B) | notes |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     awk -F'\t' '
         function ms(v) { return v == "-" ? "-" : sprintf("%.2f", v / 1000) }
         { row[NR] = $0; if ($1 == "go") go[$2] = $5 }
@@ -266,13 +267,15 @@ done
                 if (f[2] ~ /^idle/) dps = "-"
                 else if ((f[2] in go) && go[f[2]] + 0 > 0 && dps != "-")
                     ratio = sprintf("%.2f", dps / go[f[2]])
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-                    f[1], f[2], f[3], f[4], dps, ratio, f[6], ms(f[7]), ms(f[8]), ms(f[9]), f[10], f[12]
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                    f[1], f[2], f[3], f[4], dps, ratio, f[6], ms(f[7]), ms(f[8]), ms(f[9]), ms(f[13]), f[10], f[12]
             }
         }' "$ROWS"
     echo
     echo "fanout/scale: closed loop, at most $WINDOW lines in flight per sender (latency is then"
     echo "mostly queueing); paced: $PACED_RATE lines/s per sender, latency from the scheduled send time."
+    echo "Latency until a client read the line; \"arrival\": until it reached the client's socket (kernel"
+    echo "receive timestamp), without the time the load generator took to get to reading it."
     echo "64-byte lines except slow (512 B). The Go server prints every message to stdout (/dev/null here)."
 } | tee "$OUT"
 log "table written to $OUT; raw logs in $LOGS"

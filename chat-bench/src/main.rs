@@ -3,10 +3,16 @@
 //! with a prefix such as `NICK: `).
 //!
 //! It measures deliveries per second, loss, duplication, reordering and
-//! latency (from the send time, or the scheduled send time in open loop),
-//! the server's memory per idle connection, and how the server treats
-//! clients that never read. A summary goes to stderr and one
+//! latency, the server's memory per idle connection, and how the server
+//! treats clients that never read. A summary goes to stderr and one
 //! `RESULT key=value ...` line to stdout.
+//!
+//! Latency runs from the send time (in open loop: the time the line was
+//! due) to two ends: when a receiving client read the line (`p99_us`), and
+//! when it arrived in that client's socket, by the kernel's receive
+//! timestamp (`arrival_p99_us`). The second leaves out how long the
+//! generator, which shares the machine's cores with the server, took to get
+//! to reading; both count how late the generator sent (`send_lag_p99_us`).
 #![forbid(unsafe_code)]
 
 mod lines;
@@ -88,9 +94,10 @@ struct LoadArgs {
     /// Bytes per line, LF included (B, at least 47).
     #[arg(long, short = 'b', default_value_t = 64)]
     size: usize,
-    /// Open loop: lines per second per sender on a fixed schedule; latency is
-    /// measured from the scheduled time. Default: closed loop, as fast as
-    /// the server takes them.
+    /// Open loop: lines per second per sender on a fixed schedule (the
+    /// senders evenly out of phase, all on one thread with a precise clock);
+    /// latency is measured from when each line was due. Default: closed
+    /// loop, as fast as the server takes them.
     #[arg(long)]
     rate: Option<f64>,
     /// Lines sent during the first this many ms are excluded from latency.

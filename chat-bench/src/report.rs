@@ -56,8 +56,15 @@ pub struct Report {
     pub reader_disconnects: usize,
     /// Seconds from the first send to the last delivery.
     pub secs: f64,
-    /// Latency from (scheduled) send to receipt.
+    /// Latency from (scheduled) send until a receiving client read the line.
     pub latency: Option<Latency>,
+    /// Latency from (scheduled) send until the line arrived in a receiving
+    /// client's socket (kernel receive timestamp): without the time the
+    /// generator took to get to reading it.
+    pub arrival: Option<Latency>,
+    /// Open loop: how late lines left the generator, after when they were
+    /// due (counted in both latencies).
+    pub send_lag: Option<Latency>,
     /// Slow clients the server disconnected; `None` if there were none.
     pub slow_disconnected: Option<usize>,
     /// Server RSS (KiB) before connecting, at its peak, and at the end.
@@ -102,10 +109,12 @@ impl Report {
         fn opt<T: ToString>(v: Option<T>) -> String {
             v.map_or_else(|| "-".to_owned(), |v| v.to_string())
         }
-        let lat =
-            |f: fn(&Latency) -> f64| opt(self.latency.as_ref().map(|l| format!("{:.1}", f(l))));
+        let us = |l: &Option<Latency>, f: fn(&Latency) -> f64| {
+            opt(l.as_ref().map(|l| format!("{:.1}", f(l))))
+        };
+        let lat = |f| us(&self.latency, f);
         let mut s = String::from("RESULT");
-        let kv: [(&str, String); 27] = [
+        let kv: [(&str, String); 32] = [
             ("scenario", self.scenario.to_owned()),
             ("clients", self.clients.to_string()),
             ("senders", self.senders.to_string()),
@@ -127,6 +136,11 @@ impl Report {
             ("p99_us", lat(|l| l.p99_us)),
             ("p999_us", lat(|l| l.p999_us)),
             ("max_us", lat(|l| l.max_us)),
+            ("arrival_p50_us", us(&self.arrival, |l| l.p50_us)),
+            ("arrival_p99_us", us(&self.arrival, |l| l.p99_us)),
+            ("arrival_p999_us", us(&self.arrival, |l| l.p999_us)),
+            ("send_lag_p99_us", us(&self.send_lag, |l| l.p99_us)),
+            ("send_lag_max_us", us(&self.send_lag, |l| l.max_us)),
             ("slow_disconnected", opt(self.slow_disconnected)),
             ("rss_before_kib", opt(self.rss_before_kib)),
             ("rss_peak_kib", opt(self.rss_peak_kib)),
@@ -209,12 +223,19 @@ impl Report {
             self.connect_failures,
             self.reader_disconnects
         );
-        if let Some(l) = &self.latency {
-            let _ = writeln!(
-                s,
-                "latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us ({} samples)",
-                l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples
-            );
+        let lines = [
+            ("latency to read", &self.latency),
+            ("latency to arrival", &self.arrival),
+            ("send lag", &self.send_lag),
+        ];
+        for (what, l) in lines {
+            if let Some(l) = l {
+                let _ = writeln!(
+                    s,
+                    "{what}: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us ({} samples)",
+                    l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples
+                );
+            }
         }
         if let Some(d) = self.slow_disconnected {
             let _ = writeln!(

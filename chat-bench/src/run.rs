@@ -1,23 +1,28 @@
 //! Running a scenario: connect, synchronise, send, receive, account.
 
+mod pacer;
+
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, sleep_until, timeout};
+use tokio::time::{sleep, timeout};
 
 use crate::lines::LineBuf;
 use crate::report::{Latency, Report};
 use crate::token::{LineTemplate, MIN_LINE_LEN, SYNC_SENDER, TokenParser};
 use crate::tracker::SeqTracker;
+use pacer::Paced;
 
 /// Number of shared latency histograms (readers pick one by index).
 const HIST_SHARDS: usize = 8;
@@ -113,11 +118,13 @@ struct Shared {
     clients: usize,
     senders: usize,
     lines: u32,
+    /// Bytes per line, LF included.
+    size: usize,
     delivered: AtomicU64,
     synced: AtomicUsize,
     /// Lines sent before this (ns since `start`) are not sampled.
     measure_from_ns: AtomicU64,
-    hists: Vec<Mutex<Histogram<u64>>>,
+    hists: Vec<Mutex<LatencyHists>>,
     /// Flow control for closed-loop windows: at `receiver * senders +
     /// sender`, how many of the sender's lines (a prefix) the receiver got;
     /// `u32::MAX` for a sender itself and for receivers that are gone.
@@ -130,18 +137,64 @@ impl Shared {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn merge_samples(&self, shard: usize, samples: &mut Vec<u64>) {
+    fn merge_samples(&self, shard: usize, samples: &mut Vec<Sample>) {
         if samples.is_empty() {
             return;
         }
         let mut h = self.hists[shard % HIST_SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for &s in samples.iter() {
-            h.saturating_record(s);
+        for s in samples.iter() {
+            h.read.saturating_record(s.read_ns);
+            if let Some(arrived) = s.arrived_ns {
+                h.arrived.saturating_record(arrived);
+            }
         }
         samples.clear();
     }
+}
+
+/// The latency of one delivery, from when the line was sent (or due).
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Until the receiving client read it.
+    read_ns: u64,
+    /// Until it arrived in the receiving client's socket, by the kernel's
+    /// receive timestamp, which leaves out how long the generator took to
+    /// get to reading it; `None` if the kernel gave no timestamp.
+    arrived_ns: Option<u64>,
+}
+
+/// Latency histograms (ns) of one shard, see [`Sample`].
+#[derive(Debug)]
+struct LatencyHists {
+    read: Histogram<u64>,
+    arrived: Histogram<u64>,
+}
+
+impl LatencyHists {
+    fn new() -> Result<Self, SetupError> {
+        let new = || {
+            Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
+                .map_err(|e| SetupError(format!("histogram: {e}")))
+        };
+        Ok(LatencyHists {
+            read: new()?,
+            arrived: new()?,
+        })
+    }
+}
+
+/// Percentiles of a histogram of nanoseconds; `None` if it is empty.
+fn latency(h: &Histogram<u64>) -> Option<Latency> {
+    let us = |ns: u64| ns as f64 / 1e3;
+    (!h.is_empty()).then(|| Latency {
+        p50_us: us(h.value_at_quantile(0.5)),
+        p99_us: us(h.value_at_quantile(0.99)),
+        p999_us: us(h.value_at_quantile(0.999)),
+        max_us: us(h.max()),
+        samples: h.len(),
+    })
 }
 
 /// What one reading client saw.
@@ -159,7 +212,7 @@ struct ReaderStats {
 
 /// Reads and accounts everything client `me` receives until `stop`.
 async fn reader(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     me: usize,
     buf_size: usize,
     ctx: Arc<Shared>,
@@ -168,7 +221,7 @@ async fn reader(
     let parser = TokenParser::new(ctx.run);
     let mut lb = LineBuf::new(buf_size);
     let mut trackers = vec![SeqTracker::default(); ctx.senders];
-    let mut samples: Vec<u64> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
     let mut st = ReaderStats::default();
     let mut synced = me == 0;
     let windowed = !ctx.acked.is_empty();
@@ -179,16 +232,19 @@ async fn reader(
         let res = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = rd.read(lb.spare()) => r,
+            r = read_stamped(&rd, lb.spare()) => r,
         };
-        match res {
-            Ok(0) | Err(_) => {
+        let now = ctx.now_ns();
+        let arrived = match res {
+            Ok((0, _)) | Err(_) => {
                 st.disconnected = true;
                 break;
             }
-            Ok(n) => lb.commit(n),
-        }
-        let now = ctx.now_ns();
+            Ok((n, age)) => {
+                lb.commit(n);
+                age.map(|age| now.saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(0)))
+            }
+        };
         let measure_from = ctx.measure_from_ns.load(Relaxed);
         let mut new = 0u64;
         lb.drain_lines(|line| {
@@ -226,7 +282,10 @@ async fn reader(
                 touched.push(sender);
             }
             if tok.sent_ns >= measure_from {
-                samples.push(now.saturating_sub(tok.sent_ns).max(1));
+                samples.push(Sample {
+                    read_ns: now.saturating_sub(tok.sent_ns).max(1),
+                    arrived_ns: arrived.map(|at| at.saturating_sub(tok.sent_ns).max(1)),
+                });
             }
         });
         if new > 0 {
@@ -260,13 +319,51 @@ async fn reader(
     st
 }
 
-/// Sends client `idx`'s lines: as fast as possible, or on a fixed schedule.
+/// Reads once into `buf`, like `read`; also returns how long ago the kernel
+/// received the newest byte read (its `SO_TIMESTAMPNS` receive timestamp),
+/// if it gave one.
+async fn read_stamped(rd: &OwnedReadHalf, buf: &mut [u8]) -> io::Result<(usize, Option<Duration>)> {
+    let stream: &TcpStream = rd.as_ref();
+    loop {
+        stream.readable().await?;
+        match stream.try_io(Interest::READABLE, || recv_stamped(stream, buf)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            result => return result,
+        }
+    }
+}
+
+fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<Duration>)> {
+    let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::empty(),
+    )?;
+    let received = msg.cmsgs()?.find_map(|cmsg| match cmsg {
+        ControlMessageOwned::ScmTimestampns(ts) => Some(Duration::from(ts)),
+        _ => None,
+    });
+    // Both on the real-time clock, read within microseconds of each other,
+    // so its adjustments do not matter.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok();
+    Ok((
+        msg.bytes,
+        received.zip(now).map(|(at, now)| now.saturating_sub(at)),
+    ))
+}
+
+/// Sends client `idx`'s lines as fast as the server takes them (closed
+/// loop), at most `cfg.window` ahead of the slowest reader if set.
 async fn sender(
     mut wr: OwnedWriteHalf,
     idx: usize,
     cfg: Arc<Config>,
     ctx: Arc<Shared>,
-    send_start_ns: u64,
     mut stop: watch::Receiver<bool>,
 ) -> (OwnedWriteHalf, Option<io::Error>) {
     let sender_id = u32::try_from(idx).unwrap_or(u32::MAX - 1);
@@ -275,15 +372,6 @@ async fn sender(
     };
     let per_batch = (cfg.write_batch / cfg.size).max(1);
     let mut buf = Vec::with_capacity(per_batch * cfg.size);
-    // Open loop: line i of this sender is due at start + offset + i*interval;
-    // senders are phase-shifted so they do not all fire at once.
-    let interval_ns = cfg.rate.map(|r| 1e9 / r);
-    let offset_ns = interval_ns.map_or(0.0, |i| i * idx as f64 / cfg.senders.max(1) as f64);
-    let due = |seq: u32| -> u64 {
-        interval_ns.map_or(0, |i| {
-            send_start_ns + (offset_ns + i * f64::from(seq)) as u64
-        })
-    };
     let mut seq = 0u32;
     // Lines of this sender that every reader has received (window only).
     let mut all_acked = 0u32;
@@ -310,20 +398,8 @@ async fn sender(
         }
         let now = ctx.now_ns();
         while seq < cfg.lines && buf.len() / cfg.size < room {
-            let t = if interval_ns.is_some() { due(seq) } else { now };
-            if t > now {
-                break;
-            }
-            buf.extend_from_slice(tpl.render(seq, t));
+            buf.extend_from_slice(tpl.render(seq, now));
             seq += 1;
-        }
-        if buf.is_empty() {
-            let at = ctx.start + Duration::from_nanos(due(seq));
-            tokio::select! {
-                biased;
-                _ = stop.changed() => break,
-                () = sleep_until(at.into()) => continue,
-            }
         }
         let res = tokio::select! {
             biased;
@@ -366,6 +442,8 @@ async fn connect_batch(
         let err = match r {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                // Without it latency is only measured to the read.
+                let _ = setsockopt(&s, sockopt::ReceiveTimestampns, &true);
                 streams.push(s);
                 continue;
             }
@@ -469,9 +547,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         .ok_or_else(|| SetupError(format!("{} resolves to no address", cfg.addr)))?;
     let mut hists = Vec::with_capacity(HIST_SHARDS);
     for _ in 0..HIST_SHARDS {
-        let h = Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
-            .map_err(|e| SetupError(format!("histogram: {e}")))?;
-        hists.push(Mutex::new(h));
+        hists.push(Mutex::new(LatencyHists::new()?));
     }
     let ctx = Arc::new(Shared {
         start,
@@ -479,6 +555,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         clients: cfg.clients,
         senders: cfg.senders,
         lines: cfg.lines,
+        size: cfg.size,
         delivered: AtomicU64::new(0),
         synced: AtomicUsize::new(0),
         measure_from_ns: AtomicU64::new(u64::MAX),
@@ -642,22 +719,14 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         let warmup_ns = u64::try_from(cfg.warmup.as_nanos()).unwrap_or(0);
         let first_send = send_start.saturating_sub(warmup_ns);
         report.secs = last_delivery_ns.saturating_sub(first_send) as f64 / 1e9;
-        let mut all = Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, 3)
-            .map_err(|e| SetupError(format!("histogram: {e}")))?;
+        let mut all = LatencyHists::new()?;
         for h in &ctx.hists {
             let h = h.lock().unwrap_or_else(PoisonError::into_inner);
-            let _ = all.add(&*h);
+            let _ = all.read.add(&h.read);
+            let _ = all.arrived.add(&h.arrived);
         }
-        if !all.is_empty() {
-            let us = |ns: u64| ns as f64 / 1e3;
-            report.latency = Some(Latency {
-                p50_us: us(all.value_at_quantile(0.5)),
-                p99_us: us(all.value_at_quantile(0.99)),
-                p999_us: us(all.value_at_quantile(0.999)),
-                max_us: us(all.max()),
-                samples: all.len(),
-            });
-        }
+        report.latency = latency(&all.read);
+        report.arrival = latency(&all.arrived);
         report.rss_after_kib = cfg.pid.and_then(read_rss_kib);
     }
     if let Some(s) = sampler {
@@ -686,17 +755,30 @@ async fn run_load(
     ctx.measure_from_ns
         .store(send_start_ns.saturating_add(warmup_ns), Relaxed);
     let mut senders = JoinSet::new();
-    for (idx, slot) in writers.iter_mut().enumerate().take(cfg.senders) {
-        if let Some(wr) = slot.take() {
-            let fut = sender(
-                wr,
-                idx,
-                cfg.clone(),
-                ctx.clone(),
-                send_start_ns,
-                stop_tx.subscribe(),
-            );
-            senders.spawn(async move { (idx, fut.await) });
+    let mut pacer = None;
+    if let Some(rate) = cfg.rate {
+        let mut paced: Vec<Paced> = (writers.iter_mut().enumerate().take(cfg.senders))
+            .filter_map(|(idx, slot)| {
+                let wr = slot.take()?;
+                Some(Paced {
+                    idx,
+                    wr,
+                    error: None,
+                })
+            })
+            .collect();
+        let (lines, ctx, stop) = (cfg.lines, ctx.clone(), stop_tx.subscribe());
+        let handle = tokio::runtime::Handle::current();
+        pacer = Some(tokio::task::spawn_blocking(move || {
+            let lag = pacer::pace(&mut paced, rate, lines, &ctx, send_start_ns, &stop, &handle);
+            (paced, lag)
+        }));
+    } else {
+        for (idx, slot) in writers.iter_mut().enumerate().take(cfg.senders) {
+            if let Some(wr) = slot.take() {
+                let fut = sender(wr, idx, cfg.clone(), ctx.clone(), stop_tx.subscribe());
+                senders.spawn(async move { (idx, fut.await) });
+            }
         }
     }
     let tick = Duration::from_millis(50);
@@ -763,6 +845,19 @@ async fn run_load(
     };
     if timeout(Duration::from_secs(2), collect).await.is_err() {
         senders.abort_all();
+    }
+    if let Some(pacer) = pacer {
+        // It sees the stop within its longest sleep or wait.
+        if let Ok((paced, lag)) = pacer.await {
+            report.send_lag = lag.as_ref().and_then(latency);
+            for p in paced {
+                if let Some(e) = p.error {
+                    send_errors += 1;
+                    eprintln!("sender {}: write failed: {e}", p.idx);
+                }
+                writers[p.idx] = Some(p.wr);
+            }
+        }
     }
     if send_errors > 0 && report.stop_reason.is_none() {
         report.stop_reason = Some(format!("{send_errors} senders failed to write"));
