@@ -138,6 +138,7 @@ macro_rules! conformance_suite {
             limits_max_clients,
             limits_slow_reader_is_disconnected,
             limits_soft_queue_grace,
+            limits_held_lines_reach_everyone_while_a_socket_fills,
             limits_flood_control_delays_only_the_flooder,
             limits_excess_flood_disconnects,
             limits_incomplete_line_timeout,

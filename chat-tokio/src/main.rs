@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -12,6 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The tokio runtime, as `chat_runtime` uses it.
 struct Tokio;
+
+/// The runtime started by [`Tokio::block_on`]. `tokio::spawn` works only on
+/// the runtime's own threads, and tasks are also started from the timer and
+/// signal threads.
+static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
 
 impl chat_runtime::Runtime for Tokio {
     type Listener = TcpListener;
@@ -21,11 +27,18 @@ impl chat_runtime::Runtime for Tokio {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
+        let handle = RUNTIME.get_or_init(|| runtime.handle().clone());
+        if handle.id() != runtime.handle().id() {
+            return Err(io::Error::other("a tokio runtime was already started"));
+        }
         Ok(runtime.block_on(future))
     }
 
     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()> {
-        tokio::spawn(task);
+        let runtime = RUNTIME
+            .get()
+            .ok_or_else(|| io::Error::other("the tokio runtime is not started"))?;
+        runtime.spawn(task);
         Ok(())
     }
 
@@ -67,4 +80,27 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_NAME"),
         "A line-based TCP chat server (tokio). Join with `nc HOST PORT`.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_runtime::Runtime as _;
+
+    #[test]
+    fn tasks_start_from_threads_outside_the_runtime() {
+        let ran = Tokio::block_on(async {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let outside = std::thread::spawn(move || {
+                Tokio::spawn(async move {
+                    let _ = sender.send(());
+                })
+            });
+            let spawned = outside.join().map_err(|_| "the spawning thread panicked");
+            (spawned, receiver.await.is_ok())
+        });
+        let (spawned, ran) = ran.expect("runtime");
+        spawned.expect("spawn").expect("spawn");
+        assert!(ran, "the task did not run");
+    }
 }
