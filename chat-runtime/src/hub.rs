@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -253,6 +254,9 @@ pub(crate) struct Hub<S> {
     idle: Condvar,
     /// Signalled when a deadline comes before `State::timer_wake`.
     timer: Condvar,
+    /// Tasks started to share writes that are not done (see
+    /// `Runtime::SHARE_WRITES`).
+    pub(crate) sharing: AtomicUsize,
 }
 
 impl<S: AsFd> Hub<S> {
@@ -268,6 +272,7 @@ impl<S: AsFd> Hub<S> {
             }),
             idle: Condvar::new(),
             timer: Condvar::new(),
+            sharing: AtomicUsize::new(0),
         }
     }
 

@@ -46,7 +46,8 @@ use std::io::{self, IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_core::Bytes;
@@ -62,12 +63,17 @@ const READ_BUFFER: usize = 64 * 1024;
 const RETAINED_BUFFER: usize = 1024;
 /// Read buffer of a client that sends little, in bytes; it doubles, up to
 /// [`READ_BUFFER`], each time a read fills it.
-const SMALL_READ_BUFFER: usize = 128;
+const SMALL_READ_BUFFER: usize = 64;
 /// Most bytes one write takes. Output is a stream of short lines, each its
 /// own chunk; copying them into one buffer and writing that measured about
 /// twice as fast as a vectored write of the chunks, whose per-segment cost
 /// in the kernel dominates for ~100-byte segments.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// Connections one task writes to when [`Runtime::SHARE_WRITES`] splits a
+/// list; small, so that a preempted thread holds back few clients.
+const SHARE_PART: usize = 4;
+/// Most tasks started by [`Runtime::SHARE_WRITES`] that run at once.
+const MAX_SHARING: usize = 16;
 /// Most connections taken in under one lock of the hub.
 const ACCEPT_BATCH: usize = 128;
 /// Pause after a failed accept (out of file descriptors, say), so the error
@@ -133,6 +139,22 @@ pub trait Runtime: 'static {
     /// 147 KB to about 2 KB per client (docs/performance.md), with the same
     /// throughput. `false` keeps a writer task per connection.
     const LAZY_WRITERS: bool = true;
+
+    /// Whether output for many connections at once (a chat line to
+    /// everyone) is written by several tasks: the task that produced it
+    /// keeps [`SHARE_PART`] connections and hands the rest, that many per
+    /// task, to new tasks, so that idle workers steal them and all cores
+    /// write. Only while fewer than [`MAX_SHARING`] such tasks run: beyond
+    /// that the producer writes the rest itself, which keeps it from running
+    /// ahead of its clients (a burst of joins would otherwise leave readers
+    /// behind the shared log, in private queues).
+    ///
+    /// For a runtime whose spawn is cheap and whose idle workers take
+    /// spawned tasks. On tokio it took the paced p99 latency from about
+    /// 5 ms to 3 ms (docs/performance.md); on async-std and on the blocking
+    /// driver (where a task is a thread) it made latency worse, so they
+    /// write a whole list in the task that produced it (the default).
+    const SHARE_WRITES: bool = false;
 
     /// Writes from `buf` without waiting; `WouldBlock` when the socket takes
     /// nothing now. Used with [`Runtime::LAZY_WRITERS`]. The default polls
@@ -300,6 +322,9 @@ fn start_writer<R: Runtime>(
 /// queued, without blocking, and starts a writer for what the socket does
 /// not take. A no-op otherwise. Call after every hub call.
 fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
+    if R::SHARE_WRITES {
+        share::<R>(hub, &mut after.flush);
+    }
     let mut chunks = Vec::new();
     let mut buf = Vec::new();
     while let Some(link) = after.flush.pop() {
@@ -337,6 +362,37 @@ fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
             }
         }
     }
+}
+
+/// Hands parts of `flush` to new tasks (see [`Runtime::SHARE_WRITES`]),
+/// leaving the caller at least [`SHARE_PART`] connections to write.
+fn share<R: Runtime>(hub: &Arc<Hub<R::Stream>>, flush: &mut Vec<Arc<Link<R::Stream>>>) {
+    while flush.len() > SHARE_PART && hub.sharing.load(Relaxed) < MAX_SHARING {
+        hub.sharing.fetch_add(1, Relaxed);
+        // Shared with the task, so that the caller can take the part back
+        // if the task cannot be started.
+        let part = Arc::new(Mutex::new(flush.split_off(flush.len() - SHARE_PART)));
+        let (task_hub, task_part) = (hub.clone(), part.clone());
+        let task = async move {
+            let mut after = After::default();
+            after.flush = std::mem::take(&mut *lock(&task_part));
+            settle::<R>(&task_hub, &mut after);
+            task_hub.sharing.fetch_sub(1, Relaxed);
+        };
+        if let Err(error) = R::spawn(task) {
+            warn!("cannot start a task to write: {error}");
+            flush.append(&mut lock(&part));
+            hub.sharing.fetch_sub(1, Relaxed);
+            return;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing in this crate panics while holding one of these.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Feeds what the client sends to the core until it closes or fails,

@@ -23,6 +23,9 @@ impl chat_runtime::Runtime for Tokio {
     type Listener = TcpListener;
     type Stream = TcpStream;
 
+    // Its idle workers steal spawned tasks: a broadcast's writes spread.
+    const SHARE_WRITES: bool = true;
+
     fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
