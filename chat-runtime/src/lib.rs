@@ -572,6 +572,69 @@ fn watch_signals<R: Runtime>(hub: Arc<Hub<R::Stream>>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead as _, BufReader};
+    use std::net::{TcpListener, TcpStream};
+
+    /// Blocking std sockets, and no task can be started: what [`settle`]
+    /// must cope with when [`Runtime::SHARE_WRITES`] cannot spawn.
+    struct NoSpawn;
+
+    impl Runtime for NoSpawn {
+        type Listener = TcpListener;
+        type Stream = TcpStream;
+        const SHARE_WRITES: bool = true;
+
+        fn block_on<F: Future>(_: F) -> io::Result<F::Output> {
+            Err(io::Error::other("not in these tests"))
+        }
+        fn spawn<F: Future<Output = ()> + Send + 'static>(_: F) -> io::Result<()> {
+            Err(io::Error::other("no tasks here"))
+        }
+        fn listener(listener: TcpListener) -> io::Result<TcpListener> {
+            Ok(listener)
+        }
+        async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+            listener.accept()
+        }
+        async fn read(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+            io::Read::read(&mut stream, buf)
+        }
+        async fn write(mut stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+            io::Write::write(&mut stream, buf)
+        }
+        async fn sleep(duration: Duration) {
+            std::thread::sleep(duration);
+        }
+    }
+
+    #[test]
+    fn writes_that_cannot_be_shared_are_written_by_the_caller() {
+        let hub = Arc::new(Hub::new(chat_core::Config::default(), 7, true));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients: Vec<TcpStream> = (0..4 * SHARE_PART)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let accepted = clients.iter().map(|_| listener.accept().unwrap());
+        let mut after = After::default();
+        let links = hub.connect(accepted.collect::<Vec<_>>().into_iter(), &mut after);
+        settle::<NoSpawn>(&hub, &mut after);
+        hub.received(&links[0], b"hello\n", &mut after);
+        assert!(after.flush.len() > SHARE_PART, "a broadcast to share");
+        settle::<NoSpawn>(&hub, &mut after);
+        assert!(after.flush.is_empty());
+        assert_eq!(hub.sharing.load(Relaxed), 0);
+        for client in &clients[1..] {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let got_it = BufReader::new(client)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.ends_with(": hello"));
+            assert!(got_it, "a client did not get the line");
+        }
+    }
 
     #[test]
     fn coalesce_fills_up_to_the_limit() {
