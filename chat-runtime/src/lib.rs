@@ -9,7 +9,9 @@
 //! it (the sender's reader, for a chat line), copied into one buffer (up to
 //! 64 KiB a write); only when a socket does not take all of it at once does
 //! the connection get a writer task, which ends once its output is written
-//! (see [`Runtime::LAZY_WRITERS`]). All tasks share one `Mutex<Server>` (the
+//! (see [`Runtime::LAZY_WRITERS`]). On tokio a chat line's writes to many
+//! clients are split among several tasks, so that both cores write (see
+//! [`Runtime::SHARE_WRITES`]). All tasks share one `Mutex<Server>` (the
 //! hub) and hold it only for the core's own work: socket I/O, wake-ups and
 //! logging happen after it is released, so a client that does not read
 //! delays nobody (the core drops it once its queue is full).
