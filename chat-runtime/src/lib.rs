@@ -144,9 +144,9 @@ pub trait Runtime: 'static {
 
     /// Whether output for many connections at once (a chat line to
     /// everyone) is written by several tasks: the task that produced it
-    /// keeps [`SHARE_PART`] connections and hands the rest, that many per
-    /// task, to new tasks, so that idle workers steal them and all cores
-    /// write. Only while fewer than [`MAX_SHARING`] such tasks run: beyond
+    /// keeps a few connections (`SHARE_PART`) and hands the rest, that many
+    /// per task, to new tasks, so that idle workers steal them and all cores
+    /// write. Only while few such tasks run (`MAX_SHARING`): beyond
     /// that the producer writes the rest itself, which keeps it from running
     /// ahead of its clients (a burst of joins would otherwise leave readers
     /// behind the shared log, in private queues).
