@@ -24,8 +24,6 @@ pub(crate) const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 pub(crate) struct Link<S> {
     pub(crate) id: ConnId,
     pub(crate) stream: S,
-    /// Wakes the writer: there is output, or the connection is closing.
-    pub(crate) notify: Notify,
     /// Wakes a reader that waits while the core has stopped reading (see
     /// [`Hub::received`]): reading resumed, or the connection is closing.
     pub(crate) resume: Notify,
@@ -43,10 +41,8 @@ pub(crate) enum Half {
 pub(crate) enum Next {
     /// Write the chunks it was given.
     Write,
-    /// Nothing to write: wait to be notified.
-    Wait,
-    /// Nothing to write, and the writer is released: with lazy writers it
-    /// ends, and the next output starts another.
+    /// Nothing to write, and the writer is released: it ends, and the next
+    /// output starts another.
     Idle,
     /// The connection is closing and all that should be written was.
     Done,
@@ -59,8 +55,8 @@ pub(crate) enum Next {
 pub(crate) struct After<S> {
     wake: Vec<Waker>,
     events: Vec<Event>,
-    /// Connections with output and no writer (lazy writers only): the
-    /// caller writes to them without blocking, see `chat_runtime::settle`.
+    /// Connections with output and no writer: the caller writes to them
+    /// without blocking, see `chat_runtime::settle`.
     pub(crate) flush: Vec<Arc<Link<S>>>,
 }
 
@@ -91,7 +87,7 @@ struct Entry<S> {
     /// Nothing more is to be written: the core dropped the output, or the
     /// socket failed or was shut down.
     aborted: bool,
-    /// A writer is running (lazy writers only; otherwise it always is).
+    /// A writer is running, or the connection is in some task's `flush`.
     writing: bool,
     /// The core asked not to read the socket (`Output::StopReading`).
     paused: bool,
@@ -101,12 +97,10 @@ struct Entry<S> {
 }
 
 impl<S: AsFd> Entry<S> {
-    /// Gets the writer going: wakes it, or with lazy writers hands the
-    /// connection to the caller to write to if no writer is running.
-    fn wake(&mut self, lazy: bool, after: &mut After<S>) {
-        if !lazy {
-            after.wake.extend(self.link.notify.notify());
-        } else if !self.writing && !self.aborted {
+    /// Hands the connection to the caller to write to, unless a writer is
+    /// running (it takes the new output too) or nothing is to be written.
+    fn wake(&mut self, after: &mut After<S>) {
+        if !self.writing && !self.aborted {
             self.writing = true;
             self.running += 1;
             after.flush.push(self.link.clone());
@@ -120,17 +114,14 @@ impl<S: AsFd> Entry<S> {
         }
     }
 
-    /// Shuts the socket down, which ends a blocked read or write on it, and
-    /// tells the writer to stop.
+    /// Shuts the socket down, which ends a blocked read or write on it.
     fn abort(&mut self, now: Instant, after: &mut After<S>) {
         if !self.aborted {
             self.aborted = true;
             self.closing.get_or_insert(now);
             // Fails only if the peer is already gone, which is the goal.
             let _ = SockRef::from(&self.link.stream).shutdown(Shutdown::Both);
-            // A waiting writer must see it; a lazy one is not waiting. A
-            // paused reader must read, to meet the shut-down socket and end.
-            after.wake.extend(self.link.notify.notify());
+            // A paused reader must read, to meet the shut-down socket and end.
             self.resume(after);
         }
     }
@@ -140,8 +131,6 @@ impl<S: AsFd> Entry<S> {
 struct State<S> {
     server: Server,
     conns: HashMap<ConnId, Entry<S>>,
-    /// Writers run only while there is output (see `Runtime::LAZY_WRITERS`).
-    lazy: bool,
     /// When each flushing close runs out of time, in order (closes start in
     /// time order); entries of connections gone or aborted are stale.
     flush_limits: VecDeque<(Instant, ConnId)>,
@@ -157,7 +146,7 @@ impl<S: AsFd> State<S> {
             match output {
                 Output::Transmit(conn) => {
                     if let Some(entry) = self.conns.get_mut(&conn) {
-                        entry.wake(self.lazy, after);
+                        entry.wake(after);
                     }
                 }
                 Output::Close {
@@ -178,7 +167,7 @@ impl<S: AsFd> State<S> {
                             entry.closing = Some(now);
                             self.flush_limits.push_back((now + FLUSH_LIMIT, conn));
                         }
-                        entry.wake(self.lazy, after);
+                        entry.wake(after);
                     } else {
                         entry.abort(now, after);
                         self.reap(conn, now);
@@ -260,13 +249,11 @@ pub(crate) struct Hub<S> {
 }
 
 impl<S: AsFd> Hub<S> {
-    /// `lazy`: see `Runtime::LAZY_WRITERS`.
-    pub(crate) fn new(config: Config, seed: u64, lazy: bool) -> Hub<S> {
+    pub(crate) fn new(config: Config, seed: u64) -> Hub<S> {
         Hub {
             state: Mutex::new(State {
                 server: Server::new(config, seed),
                 conns: HashMap::new(),
-                lazy,
                 flush_limits: VecDeque::new(),
                 timer_wake: None,
             }),
@@ -333,17 +320,15 @@ impl<S: AsFd> Hub<S> {
                     let link = Arc::new(Link {
                         id,
                         stream,
-                        notify: Notify::default(),
                         resume: Notify::default(),
                     });
-                    // The reader, and the writer unless it starts lazily.
-                    let running = if state.lazy { 1 } else { 2 };
                     let entry = Entry {
                         link: link.clone(),
-                        running,
+                        // The reader; a writer only while there is output.
+                        running: 1,
                         closing: None,
                         aborted: false,
-                        writing: !state.lazy,
+                        writing: false,
                         paused: false,
                         eof: false,
                     };
@@ -410,14 +395,12 @@ impl<S: AsFd> Hub<S> {
                 Next::Write
             } else if entry.closing.is_some() {
                 Next::Done
-            } else if state.lazy {
+            } else {
                 // Possibly the last task, if the reader ended on EOF: the
                 // entry then stays until the core's `Close` starts a writer.
                 entry.writing = false;
                 entry.running -= 1;
                 Next::Idle
-            } else {
-                Next::Wait
             }
         })
     }
@@ -520,7 +503,7 @@ mod tests {
     /// Flood control on loopback: one line at once, then one per `INTERVAL`.
     const INTERVAL: Duration = Duration::from_millis(50);
 
-    fn hub(lazy: bool, flood_excess: usize) -> Arc<Hub<TcpStream>> {
+    fn hub(flood_excess: usize) -> Arc<Hub<TcpStream>> {
         let config = Config {
             flood: Some(chat_core::Rate {
                 burst: 1,
@@ -530,7 +513,7 @@ mod tests {
             limit_loopback: true,
             ..Config::default()
         };
-        Arc::new(Hub::new(config, 7, lazy))
+        Arc::new(Hub::new(config, 7))
     }
 
     /// Connects a client; returns the server side's link and the client.
@@ -574,7 +557,7 @@ mod tests {
 
     #[test]
     fn a_flooding_reader_pauses_until_its_lines_are_handled() {
-        let hub = hub(false, 100);
+        let hub = hub(100);
         let mut after = After::default();
         let (link, _client) = connect(&hub, &mut after);
         let start = Instant::now();
@@ -593,7 +576,7 @@ mod tests {
 
     #[test]
     fn closing_releases_a_paused_reader() {
-        let hub = hub(false, 1);
+        let hub = hub(1);
         let mut after = After::default();
         let (link, _client) = connect(&hub, &mut after);
         assert!(hub.received(&link, b"a\nb\n", &mut after));
@@ -604,8 +587,8 @@ mod tests {
     }
 
     #[test]
-    fn eof_waits_for_held_lines_with_lazy_writers() {
-        let hub = hub(true, 100);
+    fn eof_waits_for_held_lines() {
+        let hub = hub(100);
         let mut after = After::default();
         let (link, _client) = connect(&hub, &mut after);
         settle(&hub, &mut after);
@@ -632,7 +615,7 @@ mod tests {
 
     #[test]
     fn the_timer_wakes_for_an_earlier_deadline() {
-        let hub = hub(false, 100);
+        let hub = hub(100);
         let (sender, ticked) = std::sync::mpsc::channel();
         let timer = hub.clone();
         // Nothing is pending: it waits without a limit.

@@ -8,8 +8,10 @@
 //! the core. Output is written without blocking by whichever task produced
 //! it (the sender's reader, for a chat line), copied into one buffer (up to
 //! 64 KiB a write); only when a socket does not take all of it at once does
-//! the connection get a writer task, which ends once its output is written
-//! (see [`Runtime::LAZY_WRITERS`]). On tokio a chat line's writes to many
+//! the connection get a writer task, which ends once its output is written:
+//! an idle client costs one task and holds no write buffer (with a writer
+//! task per connection, 10000 idle clients on tokio took 147 KB each rather
+//! than about 2 KB; docs/performance.md). On tokio a chat line's writes to many
 //! clients are split among several tasks, so that both cores write (see
 //! [`Runtime::SHARE_WRITES`]). All tasks share one `Mutex<Server>` (the
 //! hub) and hold it only for the core's own work: socket I/O, wake-ups and
@@ -61,8 +63,6 @@ use hub::{After, FLUSH_LIMIT, Half, Hub, Link, Next};
 
 /// Most bytes one read takes, so one busy client's turn is bounded.
 const READ_BUFFER: usize = 64 * 1024;
-/// Buffer capacity a waiting writer keeps, in bytes.
-const RETAINED_BUFFER: usize = 1024;
 /// Read buffer of a client that sends little, in bytes; it doubles, up to
 /// [`READ_BUFFER`], each time a read fills it.
 const SMALL_READ_BUFFER: usize = 64;
@@ -98,9 +98,9 @@ pub trait Runtime: 'static {
     /// runtime first if it needs one.
     fn block_on<F: Future>(future: F) -> io::Result<F::Output>;
 
-    /// Runs `task` concurrently with the caller, on its own. With
-    /// [`Runtime::LAZY_WRITERS`] it is also called from the timer and
-    /// signal threads, which are not the runtime's.
+    /// Runs `task` concurrently with the caller, on its own. It is also
+    /// called from the timer and signal threads, which are not the
+    /// runtime's.
     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()>;
 
     /// Makes a bound and listening std socket this runtime's listener.
@@ -132,16 +132,6 @@ pub trait Runtime: 'static {
     /// Writes from `buf` once; returns how many bytes it took.
     fn write(stream: &Self::Stream, buf: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
 
-    /// Whether a connection's writer task runs only while the connection has
-    /// output (the default, used by all three drivers). Output is then first
-    /// written without blocking by whichever task produced it, and a writer
-    /// is started only for what the socket does not take at once: an idle
-    /// client costs one task, not two, and holds no write buffer. Measured
-    /// with 10000 idle clients on tokio, this took the server's memory from
-    /// 147 KB to about 2 KB per client (docs/performance.md), with the same
-    /// throughput. `false` keeps a writer task per connection.
-    const LAZY_WRITERS: bool = true;
-
     /// Whether output for many connections at once (a chat line to
     /// everyone) is written by several tasks: the task that produced it
     /// keeps a few connections (`SHARE_PART`) and hands the rest, that many
@@ -159,8 +149,7 @@ pub trait Runtime: 'static {
     const SHARE_WRITES: bool = false;
 
     /// Writes from `buf` without waiting; `WouldBlock` when the socket takes
-    /// nothing now. Used with [`Runtime::LAZY_WRITERS`]. The default polls
-    /// [`Runtime::write`] once.
+    /// nothing now. The default polls [`Runtime::write`] once.
     fn try_write(stream: &Self::Stream, buf: &[u8]) -> io::Result<usize> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match std::pin::pin!(Self::write(stream, buf)).poll(&mut cx) {
@@ -238,7 +227,7 @@ async fn serve<R: Runtime>(addr: SocketAddr, config: chat_core::Config) -> io::R
     let local = listener.local_addr()?;
     let listener = R::listener(listener)?;
     let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), local);
-    let hub = Arc::new(Hub::new(config, seed, R::LAZY_WRITERS));
+    let hub = Arc::new(Hub::new(config, seed));
     // Before announcing the address, so that a signal sent as soon as it is
     // seen already shuts down cleanly.
     watch_signals::<R>(hub.clone())?;
@@ -283,7 +272,7 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Takes accepted connections in (emptying `accepted`) and starts the
-/// reader and writer of each.
+/// reader of each.
 fn start<R: Runtime>(hub: &Arc<Hub<R::Stream>>, accepted: &mut Vec<(R::Stream, SocketAddr)>) {
     for (stream, peer) in accepted.iter() {
         // Lines are small and should leave at once, not wait for an ACK.
@@ -296,9 +285,6 @@ fn start<R: Runtime>(hub: &Arc<Hub<R::Stream>>, accepted: &mut Vec<(R::Stream, S
         if let Err(error) = R::spawn(reader::<R>(hub.clone(), link.clone())) {
             warn!(conn = %link.id, "cannot start a reader: {error}");
             hub.finished(&link, Half::Reader, &mut after);
-        }
-        if !R::LAZY_WRITERS {
-            start_writer::<R>(hub, &link, Vec::new(), 0, &mut after);
         }
     }
     settle::<R>(hub, &mut after);
@@ -320,9 +306,9 @@ fn start_writer<R: Runtime>(
     }
 }
 
-/// Lazy writers: writes what the connections handed over in `after` have
-/// queued, without blocking, and starts a writer for what the socket does
-/// not take. A no-op otherwise. Call after every hub call.
+/// Writes what the connections handed over in `after` have queued, without
+/// blocking, and starts a writer for what the socket does not take. Call
+/// after every hub call.
 fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
     if R::SHARE_WRITES {
         share::<R>(hub, &mut after.flush);
@@ -334,7 +320,7 @@ fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
         loop {
             match hub.take(&link, written, &mut chunks, after) {
                 Next::Write => {}
-                Next::Wait | Next::Idle => break,
+                Next::Idle => break,
                 Next::Done => {
                     hub.finished(&link, Half::Writer, after);
                     break;
@@ -434,9 +420,10 @@ async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>
     settle::<R>(&hub, &mut after);
 }
 
-/// Writes the core's output for one client whenever there is some, until
-/// the connection closes (or, with lazy writers, until it has none), first
-/// `chunks` with `unreported` bytes of earlier ones written but not reported.
+/// Writes the core's output for one client until it has none left or the
+/// connection closes: first `chunks`, with `unreported` bytes of earlier
+/// ones written but not reported. Started by [`settle`] for what a socket
+/// did not take at once.
 async fn writer<R: Runtime>(
     hub: Arc<Hub<R::Stream>>,
     link: Arc<Link<R::Stream>>,
@@ -463,17 +450,6 @@ async fn writer<R: Runtime>(
         settle::<R>(&hub, &mut after);
         match next {
             Next::Write => {}
-            Next::Wait => {
-                // Idle clients are most clients: hold no buffers sized for
-                // a past burst while waiting.
-                if buf.capacity() > RETAINED_BUFFER {
-                    buf = Vec::new();
-                }
-                if chunks.capacity() > RETAINED_BUFFER / 32 {
-                    chunks = Vec::new();
-                }
-                link.notify.wait().await;
-            }
             // Released by the hub: the next output starts a new writer.
             Next::Idle => return,
             Next::Done => break,
@@ -611,7 +587,7 @@ mod tests {
 
     #[test]
     fn writes_that_cannot_be_shared_are_written_by_the_caller() {
-        let hub = Arc::new(Hub::new(chat_core::Config::default(), 7, true));
+        let hub = Arc::new(Hub::new(chat_core::Config::default(), 7));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let clients: Vec<TcpStream> = (0..4 * SHARE_PART)

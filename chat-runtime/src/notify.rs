@@ -1,4 +1,4 @@
-//! Waking a connection's writer, or its paused reader, on any executor.
+//! Waking a connection's paused reader, on any executor.
 
 use std::future::poll_fn;
 use std::sync::{Mutex, PoisonError};
