@@ -80,7 +80,8 @@ impl<S> After<S> {
 #[derive(Debug)]
 struct Entry<S> {
     link: Arc<Link<S>>,
-    /// Reader and writer tasks still running.
+    /// Reader and writer tasks still running; a connection handed to a
+    /// task's `flush` counts as its writer.
     running: u8,
     /// Since when the core wants the connection closed.
     closing: Option<Instant>,
@@ -470,6 +471,12 @@ impl<S: AsFd> Hub<S> {
     /// flushing.
     pub(crate) fn shutdown(&self, after: &mut After<S>) {
         self.with(after, |state, now, _| state.server.handle_shutdown(now));
+    }
+
+    /// What the core holds for the connection: see `Server::pending_bytes`.
+    #[cfg(test)]
+    pub(crate) fn pending_bytes(&self, link: &Link<S>) -> Option<usize> {
+        self.lock().server.pending_bytes(link.id)
     }
 
     /// Waits until no connection is left or `limit` has passed; true if none is left.

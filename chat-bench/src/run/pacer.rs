@@ -7,7 +7,9 @@
 //! millisecond late. All paced senders therefore run on one OS thread that
 //! sleeps on the OS clock (tens of microseconds late) and writes without
 //! blocking; how late each line actually left is measured and reported as
-//! the send lag.
+//! the send lag. A sender whose socket is full (the server stopped reading
+//! it) holds the others back too; their lines are then late, and counted
+//! so, since latency runs from when they were due.
 
 use std::io;
 use std::sync::Arc;
