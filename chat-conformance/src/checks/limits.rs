@@ -221,6 +221,7 @@ pub fn limits_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
         push_numbered(&mut burst, i, b'h', LEN);
     }
     // Written from another thread: the server reads it only at the rate.
+    let start = Instant::now();
     let mut writer = a.try_clone_stream();
     let sending = thread::spawn(move || std::io::Write::write_all(&mut writer, &burst));
     let prefix = format!("{}: ", a.nick());
@@ -231,6 +232,13 @@ pub fn limits_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
         };
         expect_numbered(&line, &prefix, i, LEN);
     }
+    // Not before the rate allows: the lines did go through flood control.
+    let took = start.elapsed();
+    let bound = Duration::from_millis(lines as u64 - 1);
+    assert!(
+        took >= bound,
+        "{lines} lines in {took:?}, faster than the rate allows ({bound:?})"
+    );
     sending.join().expect("writer thread").expect("A's write");
     sync(&mut b, &mut [&mut a]);
     server.assert_running();
