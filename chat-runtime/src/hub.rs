@@ -266,7 +266,7 @@ impl<S: AsFd> Hub<S> {
 
     fn lock(&self) -> MutexGuard<'_, State<S>> {
         // A panic elsewhere leaves the core consistent between calls.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 
     /// Runs `f` on the state with the lock held, dispatches the outputs it

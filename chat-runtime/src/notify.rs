@@ -1,7 +1,7 @@
 //! Waking a connection's paused reader, on any executor.
 
 use std::future::poll_fn;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::task::{Poll, Waker};
 
 /// A wake-up flag for one waiting task: [`Notify::notify`] before
@@ -24,7 +24,7 @@ impl Notify {
     /// caller wakes it once it has released its own locks, so that the wake
     /// (possibly a syscall) is not done inside them.
     pub(crate) fn notify(&self) -> Option<Waker> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::lock(&self.state);
         state.notified = true;
         state.waiter.take()
     }
@@ -32,7 +32,7 @@ impl Notify {
     /// Completes once the flag is set, and clears it.
     pub(crate) async fn wait(&self) {
         poll_fn(|cx| {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = crate::lock(&self.state);
             if std::mem::take(&mut state.notified) {
                 return Poll::Ready(());
             }
