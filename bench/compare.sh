@@ -11,6 +11,9 @@
 #   BENCH_TIMEOUT=120                 chat-bench --timeout-secs for each case
 #   SEEDS_DIR=../shared/seeds         where the Go article lives
 #   NO_BUILD=1                        skip `cargo build --release --workspace`
+#   SCENARIOS="fanout paced scale idle slow"  scenarios to run, in this order
+#   BIN_DIR=target/release            where chat-tokio and the others are (for
+#                                     comparing two builds with one chat-bench)
 # Each server is started once, runs all scenarios, and is stopped (SIGTERM,
 # then SIGKILL). Raw chat-bench output goes to target/bench-logs/.
 set -euo pipefail
@@ -25,6 +28,8 @@ SERVER_ARGS="${SERVER_ARGS:---max-clients 20000}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-120}"
 SEEDS_DIR="${SEEDS_DIR:-$ROOT/../shared/seeds}"
 GO_PORT=12345
+SCENARIOS="${SCENARIOS:-fanout paced scale idle slow}"
+BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
 BENCH="$ROOT/target/release/chat-bench"
 LOGS="$ROOT/target/bench-logs"
 
@@ -123,7 +128,7 @@ start_server() {
         wait_port "$GO_PORT" || { log "the Go server did not start"; stop_server; return 1; }
         return 0
     fi
-    local bin="$ROOT/target/release/chat-$name"
+    local bin="$BIN_DIR/chat-$name"
     if [ ! -x "$bin" ]; then
         log "$bin not found: skipping $name"
         return 1
@@ -213,29 +218,44 @@ total_deliveries() {
     fi
 }
 
+# Whether scenario $1 is in $SCENARIOS.
+wanted() {
+    case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac
+}
+
 run_server() {
     local s="$1" total m n
     total="$(total_deliveries "$s")"
     m=$((total / (FANOUT_S * (FANOUT_N - 1))))
-    run_case "$s" fanout fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
-    run_case "$s" paced fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$PACED_M" -b 64 --rate "$PACED_RATE"
-    for n in $SCALE_NS; do
-        m=$((total / (FANOUT_S * (n - 1))))
-        [ "$m" -ge 20 ] || m=20
-        run_case "$s" "scale-$n" fanout -n "$n" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
-    done
+    if wanted fanout; then
+        run_case "$s" fanout fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
+    fi
+    if wanted paced; then
+        run_case "$s" paced fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$PACED_M" -b 64 --rate "$PACED_RATE"
+    fi
+    if wanted scale; then
+        for n in $SCALE_NS; do
+            m=$((total / (FANOUT_S * (n - 1))))
+            [ "$m" -ge 20 ] || m=20
+            run_case "$s" "scale-$n" fanout -n "$n" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
+        done
+    fi
     # The memory scenarios get a fresh server each: RSS left over from the
     # large fan-outs above would be counted against them.
-    restart_server "$s" || return 0
-    run_case "$s" "idle-$IDLE_N" idle -n "$IDLE_N"
-    restart_server "$s" || return 0
-    # The same load as slow without the never-reading clients, for its p99.
-    run_case "$s" slow-baseline fanout -n "$SLOW_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 \
-        --window "$SLOW_WINDOW" --quiet-secs 5
-    restart_server "$s" || return 0
-    # Last: the Go server stalls for good once a client stops reading.
-    run_case "$s" slow slow -n "$SLOW_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 --slow "$SLOW_K" \
-        --window "$SLOW_WINDOW" --quiet-secs 5
+    if wanted idle; then
+        restart_server "$s" || return 0
+        run_case "$s" "idle-$IDLE_N" idle -n "$IDLE_N"
+    fi
+    if wanted slow; then
+        restart_server "$s" || return 0
+        # The same load as slow without the never-reading clients, for its p99.
+        run_case "$s" slow-baseline fanout -n "$SLOW_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 \
+            --window "$SLOW_WINDOW" --quiet-secs 5
+        restart_server "$s" || return 0
+        # Last: the Go server stalls for good once a client stops reading.
+        run_case "$s" slow slow -n "$SLOW_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 --slow "$SLOW_K" \
+            --window "$SLOW_WINDOW" --quiet-secs 5
+    fi
 }
 
 restart_server() {
