@@ -9,9 +9,9 @@
 //! it (the sender's reader, for a chat line), copied into one buffer (up to
 //! 64 KiB a write); only when a socket does not take all of it at once does
 //! the connection get a writer task, which ends once its output is written:
-//! an idle client costs one task and holds no write buffer (with a writer
-//! task per connection, 10000 idle clients on tokio took 169 KB each rather
-//! than about 2 KB; docs/performance.md). On tokio a chat line's writes to many
+//! an idle client costs one task and holds no write buffer, since a writer
+//! task per connection costs far more memory than the reader alone
+//! (docs/performance.md). On tokio a chat line's writes to many
 //! clients are split among several tasks, so that both cores write (see
 //! [`Runtime::SHARE_WRITES`]). All tasks share one `Mutex<Server>` (the
 //! hub) and hold it only for the core's own work: socket I/O, wake-ups and
@@ -68,9 +68,9 @@ const READ_BUFFER: usize = 64 * 1024;
 /// [`READ_BUFFER`], each time a read fills it.
 const SMALL_READ_BUFFER: usize = 64;
 /// Most bytes one write takes. Output is a stream of short lines, each its
-/// own chunk; copying them into one buffer and writing that measured about
-/// twice as fast as a vectored write of the chunks, whose per-segment cost
-/// in the kernel dominates for ~100-byte segments.
+/// own chunk; copying them into one buffer and writing that is faster than
+/// a vectored write of the chunks, whose per-segment cost in the kernel
+/// dominates for ~100-byte segments.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// Connections one task writes to when [`Runtime::SHARE_WRITES`] splits a
 /// list; small, so that a preempted thread holds back few clients.

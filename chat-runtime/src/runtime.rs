@@ -62,10 +62,11 @@ pub trait Runtime: 'static {
     /// behind the shared log, in private queues).
     ///
     /// For a runtime whose spawn is cheap and whose idle workers take
-    /// spawned tasks. On tokio it took the paced p99 latency from 5.2 ms to
-    /// 3.4–3.9 ms (docs/performance.md); on async-std and on the blocking
-    /// driver (where a task is a thread) it made latency worse, so they
-    /// write a whole list in the task that produced it (the default).
+    /// spawned tasks: on tokio it lowers the latency of a busy chat, since
+    /// both cores write; on async-std and on the blocking driver (where a
+    /// task is a thread) starting tasks costs more than it saves, so they
+    /// write a whole list in the task that produced it (the default). The
+    /// figures are in docs/performance.md.
     const SHARE_WRITES: bool = false;
 
     /// Writes from `buf` without waiting; `WouldBlock` when the socket takes
