@@ -57,7 +57,7 @@ pub(crate) struct After<S> {
     events: Vec<Event>,
     /// Connections with output and no writer: the caller writes to them
     /// without blocking, see `chat_runtime::settle`.
-    pub(crate) flush: Vec<Arc<Link<S>>>,
+    pub(crate) to_write: Vec<Arc<Link<S>>>,
 }
 
 impl<S> Default for After<S> {
@@ -65,7 +65,7 @@ impl<S> Default for After<S> {
         After {
             wake: Vec::new(),
             events: Vec::new(),
-            flush: Vec::new(),
+            to_write: Vec::new(),
         }
     }
 }
@@ -77,34 +77,32 @@ impl<S> After<S> {
     }
 }
 
+/// What the hub knows of one connection; it is forgotten once it is
+/// closing and neither of its tasks runs.
 #[derive(Debug)]
-struct Entry<S> {
+struct Conn<S> {
     link: Arc<Link<S>>,
-    /// Reader and writer tasks still running; a connection handed to a
-    /// task's `flush` counts as its writer.
-    running: u8,
-    /// Since when the core wants the connection closed.
-    closing: Option<Instant>,
+    /// The reader runs. It ends on EOF, on a failed read, or when the
+    /// socket is shut down.
+    reading: bool,
+    /// A writer runs, or the connection is in some task's `to_write`.
+    writing: bool,
+    /// The core wants the connection closed.
+    closing: bool,
     /// Nothing more is to be written: the core dropped the output, or the
     /// socket failed or was shut down.
     aborted: bool,
-    /// A writer is running, or the connection is in some task's `flush`.
-    writing: bool,
     /// The core asked not to read the socket (`Output::StopReading`).
     paused: bool,
-    /// The reader saw the client close its side. The core may still have
-    /// lines of it to handle, so the connection stays until its `Close`.
-    eof: bool,
 }
 
-impl<S: AsFd> Entry<S> {
+impl<S: AsFd> Conn<S> {
     /// Hands the connection to the caller to write to, unless a writer is
     /// running (it takes the new output too) or nothing is to be written.
     fn wake(&mut self, after: &mut After<S>) {
         if !self.writing && !self.aborted {
             self.writing = true;
-            self.running += 1;
-            after.flush.push(self.link.clone());
+            after.to_write.push(self.link.clone());
         }
     }
 
@@ -116,10 +114,10 @@ impl<S: AsFd> Entry<S> {
     }
 
     /// Shuts the socket down, which ends a blocked read or write on it.
-    fn abort(&mut self, now: Instant, after: &mut After<S>) {
+    fn abort(&mut self, after: &mut After<S>) {
         if !self.aborted {
             self.aborted = true;
-            self.closing.get_or_insert(now);
+            self.closing = true;
             // Fails only if the peer is already gone, which is the goal.
             let _ = SockRef::from(&self.link.stream).shutdown(Shutdown::Both);
             // A paused reader must read, to meet the shut-down socket and end.
@@ -131,7 +129,7 @@ impl<S: AsFd> Entry<S> {
 #[derive(Debug)]
 struct State<S> {
     server: Server,
-    conns: HashMap<ConnId, Entry<S>>,
+    conns: HashMap<ConnId, Conn<S>>,
     /// When each flushing close runs out of time, in order (closes start in
     /// time order); entries of connections gone or aborted are stale.
     flush_limits: VecDeque<(Instant, ConnId)>,
@@ -164,20 +162,19 @@ impl<S: AsFd> State<S> {
                     // could destroy the goodbye line.
                     entry.resume(after);
                     if flush {
-                        if entry.closing.is_none() {
-                            entry.closing = Some(now);
+                        if !std::mem::replace(&mut entry.closing, true) {
                             self.flush_limits.push_back((now + FLUSH_LIMIT, conn));
                         }
                         entry.wake(after);
                     } else {
-                        entry.abort(now, after);
+                        entry.abort(after);
                         self.reap(conn, now);
                     }
                 }
                 Output::StopReading(conn) => {
                     // A closing connection is read to its end regardless.
                     let open = self.conns.get_mut(&conn);
-                    if let Some(entry) = open.filter(|entry| entry.closing.is_none()) {
+                    if let Some(entry) = open.filter(|entry| !entry.closing) {
                         entry.paused = true;
                     }
                 }
@@ -197,7 +194,7 @@ impl<S: AsFd> State<S> {
         if self
             .conns
             .get(&conn)
-            .is_some_and(|entry| entry.running == 0 && entry.closing.is_some())
+            .is_some_and(|entry| entry.closing && !entry.reading && !entry.writing)
         {
             self.conns.remove(&conn);
             self.server.handle_closed(now, conn);
@@ -212,7 +209,7 @@ impl<S: AsFd> State<S> {
             }
             self.flush_limits.pop_front();
             if let Some(entry) = self.conns.get_mut(&conn) {
-                entry.abort(now, after);
+                entry.abort(after);
                 self.reap(conn, now);
             }
         }
@@ -323,15 +320,14 @@ impl<S: AsFd> Hub<S> {
                         stream,
                         resume: Notify::default(),
                     });
-                    let entry = Entry {
+                    let entry = Conn {
                         link: link.clone(),
-                        // The reader; a writer only while there is output.
-                        running: 1,
-                        closing: None,
-                        aborted: false,
+                        // A writer only while there is output.
+                        reading: true,
                         writing: false,
+                        closing: false,
+                        aborted: false,
                         paused: false,
-                        eof: false,
                     };
                     state.conns.insert(id, entry);
                     link
@@ -360,13 +356,18 @@ impl<S: AsFd> Hub<S> {
         state.conns.get(&link.id).is_some_and(|entry| entry.paused)
     }
 
-    /// The client closed its side.
+    /// The client closed its side, and the reader ends. That stops
+    /// nothing: the core may still handle lines of the client, and closes
+    /// it after them.
     pub(crate) fn eof(&self, link: &Link<S>, after: &mut After<S>) {
-        self.with(after, |state, now, _| {
-            if let Some(entry) = state.conns.get_mut(&link.id) {
-                entry.eof = true;
-            }
+        self.with(after, |state, now, after| {
             state.server.handle_eof(now, link.id);
+            // Dispatched first, so that a `Close` this caused counts.
+            state.dispatch(now, after);
+            if let Some(entry) = state.conns.get_mut(&link.id) {
+                entry.reading = false;
+                state.reap(link.id, now);
+            }
         });
     }
 
@@ -394,13 +395,12 @@ impl<S: AsFd> Hub<S> {
             state.server.poll_transmit(link.id, chunks);
             if !chunks.is_empty() {
                 Next::Write
-            } else if entry.closing.is_some() {
+            } else if entry.closing {
                 Next::Done
             } else {
                 // Possibly the last task, if the reader ended on EOF: the
                 // entry then stays until the core's `Close` starts a writer.
                 entry.writing = false;
-                entry.running -= 1;
                 Next::Idle
             }
         })
@@ -413,21 +413,23 @@ impl<S: AsFd> Hub<S> {
         });
     }
 
-    /// One task of the connection is done. When the writer is done, or the
-    /// reader is on a read error with no flushing close under way, the other
-    /// task is stopped too. A reader done on EOF stops nothing: the core
-    /// may still handle lines of the client, and closes it after them. Once
-    /// the connection is closing and no task runs, the core is told it is
-    /// closed.
+    /// One task of the connection is done, other than a reader on EOF (see
+    /// [`Hub::eof`]). When the writer is done, or the reader is on a read
+    /// error with no flushing close under way, the other task is stopped
+    /// too. Once the connection is closing and no task runs, the core is
+    /// told it is closed.
     pub(crate) fn finished(&self, link: &Link<S>, half: Half, after: &mut After<S>) {
         self.with(after, |state, now, after| {
             let Some(entry) = state.conns.get_mut(&link.id) else {
                 return;
             };
-            if half == Half::Writer || (entry.closing.is_none() && !entry.eof) {
-                entry.abort(now, after);
+            if half == Half::Writer || !entry.closing {
+                entry.abort(after);
             }
-            entry.running -= 1;
+            match half {
+                Half::Reader => entry.reading = false,
+                Half::Writer => entry.writing = false,
+            }
             state.reap(link.id, now);
         });
     }
@@ -538,7 +540,7 @@ mod tests {
     /// What `chat_runtime::settle` does, with blocking writes.
     fn settle(hub: &Hub<TcpStream>, after: &mut After<TcpStream>) {
         let mut chunks = Vec::new();
-        while let Some(link) = after.flush.pop() {
+        while let Some(link) = after.to_write.pop() {
             let mut written = 0;
             while hub.take(&link, written, &mut chunks, after) == Next::Write {
                 written = chunks.iter().map(|c| c.len()).sum();
@@ -546,12 +548,7 @@ mod tests {
                     (&link.stream).write_all(&chunk).unwrap();
                 }
             }
-            if hub
-                .lock()
-                .conns
-                .get(&link.id)
-                .is_some_and(|e| e.closing.is_some())
-            {
+            if hub.lock().conns.get(&link.id).is_some_and(|e| e.closing) {
                 hub.finished(&link, Half::Writer, after);
             }
         }
@@ -590,7 +587,7 @@ mod tests {
         // Two held lines is one too many: the core closes the connection.
         assert!(!hub.received(&link, b"c\n", &mut after));
         assert!(!hub.paused(&link) && resumed(&link));
-        assert!(hub.lock().conns[&link.id].closing.is_some());
+        assert!(hub.lock().conns[&link.id].closing);
     }
 
     #[test]
@@ -601,21 +598,20 @@ mod tests {
         settle(&hub, &mut after);
         assert!(hub.received(&link, b"a\nb\n", &mut after));
         hub.eof(&link, &mut after);
-        hub.finished(&link, Half::Reader, &mut after);
         settle(&hub, &mut after);
         {
             // No task runs, yet the connection stays for its held line.
             let state = hub.lock();
-            let entry = &state.conns[&link.id];
+            let conn = &state.conns[&link.id];
             assert_eq!(
-                (entry.running, entry.closing, entry.aborted),
-                (0, None, false)
+                (conn.reading, conn.writing, conn.closing, conn.aborted),
+                (false, false, false, false)
             );
         }
         // b is handled, then the core closes the connection, which starts
         // a writer; when that is done the connection is gone.
         hub.tick(&mut after);
-        assert_eq!(after.flush.len(), 1);
+        assert_eq!(after.to_write.len(), 1);
         settle(&hub, &mut after);
         assert!(hub.wait_idle(Duration::ZERO));
     }

@@ -235,11 +235,11 @@ fn start_writer<R: Runtime>(
 /// after every hub call.
 fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
     if R::SHARE_WRITES {
-        share::<R>(hub, &mut after.flush);
+        share::<R>(hub, &mut after.to_write);
     }
     let mut chunks = Vec::new();
     let mut buf = Vec::new();
-    while let Some(link) = after.flush.pop() {
+    while let Some(link) = after.to_write.pop() {
         let mut written = 0;
         loop {
             match hub.take(&link, written, &mut chunks, after) {
@@ -276,12 +276,12 @@ fn settle<R: Runtime>(hub: &Arc<Hub<R::Stream>>, after: &mut After<R::Stream>) {
     }
 }
 
-/// Hands parts of `flush` to new tasks (see [`Runtime::SHARE_WRITES`]),
+/// Hands parts of `to_write` to new tasks (see [`Runtime::SHARE_WRITES`]),
 /// leaving the caller the last 1 to [`SHARE_PART`] connections to write
 /// (more once [`MAX_SHARING`] tasks run).
-fn share<R: Runtime>(hub: &Arc<Hub<R::Stream>>, flush: &mut Vec<Arc<Link<R::Stream>>>) {
+fn share<R: Runtime>(hub: &Arc<Hub<R::Stream>>, to_write: &mut Vec<Arc<Link<R::Stream>>>) {
     let take_slot = |n: usize| (n < MAX_SHARING).then_some(n + 1);
-    while flush.len() > SHARE_PART
+    while to_write.len() > SHARE_PART
         && hub
             .sharing
             .fetch_update(Relaxed, Relaxed, take_slot)
@@ -289,17 +289,17 @@ fn share<R: Runtime>(hub: &Arc<Hub<R::Stream>>, flush: &mut Vec<Arc<Link<R::Stre
     {
         // Shared with the task, so that the caller can take the part back
         // if the task cannot be started.
-        let part = Arc::new(Mutex::new(flush.split_off(flush.len() - SHARE_PART)));
+        let part = Arc::new(Mutex::new(to_write.split_off(to_write.len() - SHARE_PART)));
         let (task_hub, task_part) = (hub.clone(), part.clone());
         let task = async move {
             let mut after = After::default();
-            after.flush = std::mem::take(&mut *lock(&task_part));
+            after.to_write = std::mem::take(&mut *lock(&task_part));
             settle::<R>(&task_hub, &mut after);
             task_hub.sharing.fetch_sub(1, Relaxed);
         };
         if let Err(error) = R::spawn(task) {
             warn!("cannot start a task to write: {error}");
-            flush.append(&mut lock(&part));
+            to_write.append(&mut lock(&part));
             hub.sharing.fetch_sub(1, Relaxed);
             return;
         }
@@ -324,8 +324,7 @@ async fn reader<R: Runtime>(hub: Arc<Hub<R::Stream>>, link: Arc<Link<R::Stream>>
         match R::read(&link.stream, &mut buf).await {
             Ok(0) => {
                 hub.eof(&link, &mut after);
-                settle::<R>(&hub, &mut after);
-                break;
+                return settle::<R>(&hub, &mut after);
             }
             Ok(len) => {
                 let mut paused = hub.received(&link, &buf[..len], &mut after);
@@ -601,9 +600,9 @@ mod tests {
         let links = hub.connect(accepted.collect::<Vec<_>>().into_iter(), &mut after);
         settle::<Threads<false>>(&hub, &mut after);
         hub.received(&links[0], b"hello\n", &mut after);
-        assert!(after.flush.len() > SHARE_PART, "a broadcast to share");
+        assert!(after.to_write.len() > SHARE_PART, "a broadcast to share");
         settle::<Threads<false>>(&hub, &mut after);
-        assert!(after.flush.is_empty());
+        assert!(after.to_write.is_empty());
         assert_eq!(hub.sharing.load(Relaxed), 0);
         for client in &clients[1..] {
             client
