@@ -1,6 +1,12 @@
 //! The one [`Server`] of a process, and what the driver knows of each
 //! connection: turns the core's outputs into wake-ups, paused readers,
-//! socket shutdowns and log lines, and runs the core's timer.
+//! socket shutdowns and log lines, and runs the core's timer. Only this
+//! module and its [`Task`] call the hub: every other task does through a
+//! `Task`, which writes what each call left to write.
+
+mod task;
+
+pub(crate) use task::Task;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, SocketAddr};
@@ -49,15 +55,15 @@ pub(crate) enum Next {
 }
 
 /// Work that a hub call leaves to do after the lock is released, so the
-/// lock is held only for the core's own work. Each task keeps one and
+/// lock is held only for the core's own work. Each [`Task`] keeps one and
 /// reuses it.
 #[derive(Debug)]
-pub(crate) struct After<S> {
+struct After<S> {
     wake: Vec<Waker>,
     events: Vec<Event>,
-    /// Connections with output and no writer: the caller writes to them
-    /// without blocking, see `chat_runtime::settle`.
-    pub(crate) to_write: Vec<Arc<Link<S>>>,
+    /// Connections with output and no writer: the task writes to them
+    /// without blocking, see `Task::write_queued`.
+    to_write: Vec<Arc<Link<S>>>,
 }
 
 impl<S> Default for After<S> {
@@ -233,7 +239,8 @@ impl<S: AsFd> State<S> {
 }
 
 /// The server and the connections of one process, behind one lock that
-/// every connection's tasks share.
+/// every connection's tasks share. Its calls leave work in an [`After`],
+/// for their [`Task`] to do once the lock is released.
 #[derive(Debug)]
 pub(crate) struct Hub<S> {
     state: Mutex<State<S>>,
@@ -243,7 +250,7 @@ pub(crate) struct Hub<S> {
     timer: Condvar,
     /// Tasks started to share writes that are not done (see
     /// `Runtime::SHARE_WRITES`).
-    pub(crate) sharing: AtomicUsize,
+    sharing: AtomicUsize,
 }
 
 impl<S: AsFd> Hub<S> {
@@ -306,7 +313,7 @@ impl<S: AsFd> Hub<S> {
 
     /// Takes new connections in, under one lock; their readers and writers
     /// then use the links.
-    pub(crate) fn connect(
+    fn connect(
         &self,
         accepted: impl Iterator<Item = (S, SocketAddr)>,
         after: &mut After<S>,
@@ -339,7 +346,7 @@ impl<S: AsFd> Hub<S> {
     /// Bytes read from the connection. Returns whether the core wants no
     /// more read for now: the reader then waits for `link.resume` and reads
     /// again once [`Hub::paused`] says so.
-    pub(crate) fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After<S>) -> bool {
+    fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After<S>) -> bool {
         self.with(after, |state, now, after| {
             state.server.handle_bytes(now, link.id, bytes);
             // Dispatched here, so that a `StopReading` this caused counts.
@@ -351,7 +358,7 @@ impl<S: AsFd> Hub<S> {
     /// Whether the core still wants the connection's socket left unread.
     /// A resume notify may be stale (several before one wait count once),
     /// so a woken reader asks this before reading.
-    pub(crate) fn paused(&self, link: &Link<S>) -> bool {
+    fn paused(&self, link: &Link<S>) -> bool {
         let state = self.lock();
         state.conns.get(&link.id).is_some_and(|entry| entry.paused)
     }
@@ -359,7 +366,7 @@ impl<S: AsFd> Hub<S> {
     /// The client closed its side, and the reader ends. That stops
     /// nothing: the core may still handle lines of the client, and closes
     /// it after them.
-    pub(crate) fn eof(&self, link: &Link<S>, after: &mut After<S>) {
+    fn eof(&self, link: &Link<S>, after: &mut After<S>) {
         self.with(after, |state, now, after| {
             state.server.handle_eof(now, link.id);
             // Dispatched first, so that a `Close` this caused counts.
@@ -375,7 +382,7 @@ impl<S: AsFd> Hub<S> {
     /// then moves what the connection should write next into `chunks`
     /// (which the caller empties after writing them). One lock for both,
     /// since a writer reports its last write and takes more at once.
-    pub(crate) fn take(
+    fn take(
         &self,
         link: &Link<S>,
         written: usize,
@@ -407,7 +414,7 @@ impl<S: AsFd> Hub<S> {
     }
 
     /// `len` bytes of what [`Hub::take`] gave were written.
-    pub(crate) fn written(&self, link: &Link<S>, len: usize, after: &mut After<S>) {
+    fn written(&self, link: &Link<S>, len: usize, after: &mut After<S>) {
         self.with(after, |state, now, _| {
             state.server.handle_written(now, link.id, len)
         });
@@ -418,7 +425,7 @@ impl<S: AsFd> Hub<S> {
     /// error with no flushing close under way, the other task is stopped
     /// too. Once the connection is closing and no task runs, the core is
     /// told it is closed.
-    pub(crate) fn finished(&self, link: &Link<S>, half: Half, after: &mut After<S>) {
+    fn finished(&self, link: &Link<S>, half: Half, after: &mut After<S>) {
         self.with(after, |state, now, after| {
             let Some(entry) = state.conns.get_mut(&link.id) else {
                 return;
@@ -438,7 +445,7 @@ impl<S: AsFd> Hub<S> {
     /// due, exactly, then runs the one and aborts the other. Waits without
     /// a limit while neither is pending; a call that makes a deadline earlier
     /// than the one waited for wakes it (see [`Hub::release`]).
-    pub(crate) fn tick(&self, after: &mut After<S>) {
+    fn tick(&self, after: &mut After<S>) {
         let mut state = self.lock();
         let now = loop {
             let now = Instant::now();
@@ -471,18 +478,18 @@ impl<S: AsFd> Hub<S> {
 
     /// Tells every client the server is shutting down and closes them all,
     /// flushing.
-    pub(crate) fn shutdown(&self, after: &mut After<S>) {
+    fn shutdown(&self, after: &mut After<S>) {
         self.with(after, |state, now, _| state.server.handle_shutdown(now));
     }
 
     /// What the core holds for the connection: see `Server::pending_bytes`.
     #[cfg(test)]
-    pub(crate) fn pending_bytes(&self, link: &Link<S>) -> Option<usize> {
+    fn pending_bytes(&self, link: &Link<S>) -> Option<usize> {
         self.lock().server.pending_bytes(link.id)
     }
 
     /// Waits until no connection is left or `limit` has passed; true if none is left.
-    pub(crate) fn wait_idle(&self, limit: Duration) -> bool {
+    fn wait_idle(&self, limit: Duration) -> bool {
         let state = self.lock();
         let (state, _) = self
             .idle
@@ -504,7 +511,7 @@ fn log_event(event: Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
+    use crate::testing::Threads;
     use std::net::{TcpListener, TcpStream};
     use std::pin::pin;
     use std::task::Context;
@@ -512,7 +519,7 @@ mod tests {
     /// Flood control on loopback: one line at once, then one per `INTERVAL`.
     const INTERVAL: Duration = Duration::from_millis(50);
 
-    fn hub(flood_excess: usize) -> Arc<Hub<TcpStream>> {
+    fn task(flood_excess: usize) -> Task<Threads> {
         let config = Config {
             flood: Some(chat_core::Rate {
                 burst: 1,
@@ -522,36 +529,17 @@ mod tests {
             limit_loopback: true,
             ..Config::default()
         };
-        Arc::new(Hub::new(config, 7))
+        Task::new(Arc::new(Hub::new(config, 7)))
     }
 
     /// Connects a client; returns the server side's link and the client.
-    fn connect(
-        hub: &Hub<TcpStream>,
-        after: &mut After<TcpStream>,
-    ) -> (Arc<Link<TcpStream>>, TcpStream) {
+    /// Connects a client, with no reader task: the test reads for it.
+    fn connect(task: &mut Task<Threads>) -> (Arc<Link<TcpStream>>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let accepted = listener.accept().unwrap();
-        let link = hub.connect(std::iter::once(accepted), after).remove(0);
+        let link = task.connect(std::iter::once(accepted)).remove(0);
         (link, client)
-    }
-
-    /// What `chat_runtime::settle` does, with blocking writes.
-    fn settle(hub: &Hub<TcpStream>, after: &mut After<TcpStream>) {
-        let mut chunks = Vec::new();
-        while let Some(link) = after.to_write.pop() {
-            let mut written = 0;
-            while hub.take(&link, written, &mut chunks, after) == Next::Write {
-                written = chunks.iter().map(|c| c.len()).sum();
-                for chunk in chunks.drain(..) {
-                    (&link.stream).write_all(&chunk).unwrap();
-                }
-            }
-            if hub.lock().conns.get(&link.id).is_some_and(|e| e.closing) {
-                hub.finished(&link, Half::Writer, after);
-            }
-        }
     }
 
     fn resumed(link: &Link<TcpStream>) -> bool {
@@ -561,16 +549,15 @@ mod tests {
 
     #[test]
     fn a_flooding_reader_pauses_until_its_lines_are_handled() {
-        let hub = hub(100);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
+        let mut task = task(100);
+        let (link, _client) = connect(&mut task);
         let start = Instant::now();
-        assert!(hub.received(&link, b"a\nb\nc\n", &mut after));
-        assert!(hub.paused(&link) && !resumed(&link));
+        assert!(task.received(&link, b"a\nb\nc\n"));
+        assert!(task.paused(&link) && !resumed(&link));
         // b, then c, each when it is due: the timer sleeps until then.
         let mut ticks = 0;
-        while hub.paused(&link) {
-            hub.tick(&mut after);
+        while task.paused(&link) {
+            task.tick();
             ticks += 1;
         }
         assert!(start.elapsed() >= 2 * INTERVAL, "{:?}", start.elapsed());
@@ -580,57 +567,50 @@ mod tests {
 
     #[test]
     fn closing_releases_a_paused_reader() {
-        let hub = hub(1);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
-        assert!(hub.received(&link, b"a\nb\n", &mut after));
+        let mut task = task(1);
+        let (link, _client) = connect(&mut task);
+        assert!(task.received(&link, b"a\nb\n"));
         // Two held lines is one too many: the core closes the connection.
-        assert!(!hub.received(&link, b"c\n", &mut after));
-        assert!(!hub.paused(&link) && resumed(&link));
-        assert!(hub.lock().conns[&link.id].closing);
+        assert!(!task.received(&link, b"c\n"));
+        assert!(!task.paused(&link) && resumed(&link));
+        assert!(task.hub.lock().conns[&link.id].closing);
     }
 
     #[test]
     fn eof_waits_for_held_lines() {
-        let hub = hub(100);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
-        settle(&hub, &mut after);
-        assert!(hub.received(&link, b"a\nb\n", &mut after));
-        hub.eof(&link, &mut after);
-        settle(&hub, &mut after);
+        let mut task = task(100);
+        let (link, _client) = connect(&mut task);
+        assert!(task.received(&link, b"a\nb\n"));
+        task.eof(&link);
         {
             // No task runs, yet the connection stays for its held line.
-            let state = hub.lock();
+            let state = task.hub.lock();
             let conn = &state.conns[&link.id];
             assert_eq!(
                 (conn.reading, conn.writing, conn.closing, conn.aborted),
                 (false, false, false, false)
             );
         }
-        // b is handled, then the core closes the connection, which starts
-        // a writer; when that is done the connection is gone.
-        hub.tick(&mut after);
-        assert_eq!(after.to_write.len(), 1);
-        settle(&hub, &mut after);
-        assert!(hub.wait_idle(Duration::ZERO));
+        // b is handled, then the core closes the connection; once what it
+        // had to write is written the connection is gone.
+        task.tick();
+        assert!(task.wait_idle(Duration::ZERO));
     }
 
     #[test]
     fn the_timer_wakes_for_an_earlier_deadline() {
-        let hub = hub(100);
+        let mut task = task(100);
         let (sender, ticked) = std::sync::mpsc::channel();
-        let timer = hub.clone();
+        let mut timer = task.sibling();
         // Nothing is pending: it waits without a limit.
         std::thread::spawn(move || {
-            timer.tick(&mut After::default());
+            timer.tick();
             let _ = sender.send(Instant::now());
         });
         std::thread::sleep(INTERVAL);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
+        let (link, _client) = connect(&mut task);
         let start = Instant::now();
-        assert!(hub.received(&link, b"a\nb\n", &mut after));
+        assert!(task.received(&link, b"a\nb\n"));
         let at = ticked.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(at >= start + INTERVAL / 2, "{:?}", at - start);
     }

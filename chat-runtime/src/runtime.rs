@@ -20,7 +20,7 @@ pub trait Runtime: 'static {
 
     /// Runs `task` concurrently with the caller, on its own. It is also
     /// called from the timer and signal threads, which are not the
-    /// runtime's.
+    /// runtime's. On an error the connections the task was for are closed.
     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()>;
 
     /// Makes a bound and listening std socket this runtime's listener.
