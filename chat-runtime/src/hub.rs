@@ -1,18 +1,25 @@
 //! The one [`Server`] of a process, and what the driver knows of each
 //! connection: turns the core's outputs into wake-ups, paused readers,
-//! socket shutdowns and log lines, and runs the core's timer.
+//! socket shutdowns and log lines, and runs the core's timer. Only this
+//! module and its [`Task`] call the hub: every other task does through a
+//! `Task`, which writes what each call left to write.
+
+mod state;
+mod task;
+
+use state::{Conn, State};
+pub(crate) use task::Task;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use chat_core::{Bytes, Config, ConnId, Event, Output, Server};
-use socket2::SockRef;
-use tracing::{debug, info};
+use chat_core::{Bytes, Config, ConnId, Event, Server};
+use tracing::info;
 
 use crate::notify::Notify;
 
@@ -49,15 +56,15 @@ pub(crate) enum Next {
 }
 
 /// Work that a hub call leaves to do after the lock is released, so the
-/// lock is held only for the core's own work. Each task keeps one and
+/// lock is held only for the core's own work. Each [`Task`] keeps one and
 /// reuses it.
 #[derive(Debug)]
-pub(crate) struct After<S> {
+struct After<S> {
     wake: Vec<Waker>,
     events: Vec<Event>,
-    /// Connections with output and no writer: the caller writes to them
-    /// without blocking, see `chat_runtime::settle`.
-    pub(crate) flush: Vec<Arc<Link<S>>>,
+    /// Connections with output and no writer: the task writes to them
+    /// without blocking, see `Task::write_queued`.
+    to_write: Vec<Arc<Link<S>>>,
 }
 
 impl<S> Default for After<S> {
@@ -65,7 +72,7 @@ impl<S> Default for After<S> {
         After {
             wake: Vec::new(),
             events: Vec::new(),
-            flush: Vec::new(),
+            to_write: Vec::new(),
         }
     }
 }
@@ -77,166 +84,9 @@ impl<S> After<S> {
     }
 }
 
-#[derive(Debug)]
-struct Entry<S> {
-    link: Arc<Link<S>>,
-    /// Reader and writer tasks still running; a connection handed to a
-    /// task's `flush` counts as its writer.
-    running: u8,
-    /// Since when the core wants the connection closed.
-    closing: Option<Instant>,
-    /// Nothing more is to be written: the core dropped the output, or the
-    /// socket failed or was shut down.
-    aborted: bool,
-    /// A writer is running, or the connection is in some task's `flush`.
-    writing: bool,
-    /// The core asked not to read the socket (`Output::StopReading`).
-    paused: bool,
-    /// The reader saw the client close its side. The core may still have
-    /// lines of it to handle, so the connection stays until its `Close`.
-    eof: bool,
-}
-
-impl<S: AsFd> Entry<S> {
-    /// Hands the connection to the caller to write to, unless a writer is
-    /// running (it takes the new output too) or nothing is to be written.
-    fn wake(&mut self, after: &mut After<S>) {
-        if !self.writing && !self.aborted {
-            self.writing = true;
-            self.running += 1;
-            after.flush.push(self.link.clone());
-        }
-    }
-
-    /// Lets a paused reader read again.
-    fn resume(&mut self, after: &mut After<S>) {
-        if std::mem::take(&mut self.paused) {
-            after.wake.extend(self.link.resume.notify());
-        }
-    }
-
-    /// Shuts the socket down, which ends a blocked read or write on it.
-    fn abort(&mut self, now: Instant, after: &mut After<S>) {
-        if !self.aborted {
-            self.aborted = true;
-            self.closing.get_or_insert(now);
-            // Fails only if the peer is already gone, which is the goal.
-            let _ = SockRef::from(&self.link.stream).shutdown(Shutdown::Both);
-            // A paused reader must read, to meet the shut-down socket and end.
-            self.resume(after);
-        }
-    }
-}
-
-#[derive(Debug)]
-struct State<S> {
-    server: Server,
-    conns: HashMap<ConnId, Entry<S>>,
-    /// When each flushing close runs out of time, in order (closes start in
-    /// time order); entries of connections gone or aborted are stale.
-    flush_limits: VecDeque<(Instant, ConnId)>,
-    /// When the timer (see [`Hub::tick`]) next wakes on its own; `None`: only
-    /// when notified. A call that makes a deadline earlier notifies it.
-    timer_wake: Option<Instant>,
-}
-
-impl<S: AsFd> State<S> {
-    /// Drains the core's outputs (run loop step 3).
-    fn dispatch(&mut self, now: Instant, after: &mut After<S>) {
-        while let Some(output) = self.server.poll_output() {
-            match output {
-                Output::Transmit(conn) => {
-                    if let Some(entry) = self.conns.get_mut(&conn) {
-                        entry.wake(after);
-                    }
-                }
-                Output::Close {
-                    conn,
-                    reason,
-                    flush,
-                } => {
-                    debug!(%conn, %reason, flush, "closing");
-                    let Some(entry) = self.conns.get_mut(&conn) else {
-                        continue;
-                    };
-                    // The core ignores its input from now on; reading it
-                    // drains the socket, so closing it sends no reset that
-                    // could destroy the goodbye line.
-                    entry.resume(after);
-                    if flush {
-                        if entry.closing.is_none() {
-                            entry.closing = Some(now);
-                            self.flush_limits.push_back((now + FLUSH_LIMIT, conn));
-                        }
-                        entry.wake(after);
-                    } else {
-                        entry.abort(now, after);
-                        self.reap(conn, now);
-                    }
-                }
-                Output::StopReading(conn) => {
-                    // A closing connection is read to its end regardless.
-                    let open = self.conns.get_mut(&conn);
-                    if let Some(entry) = open.filter(|entry| entry.closing.is_none()) {
-                        entry.paused = true;
-                    }
-                }
-                Output::ResumeReading(conn) => {
-                    if let Some(entry) = self.conns.get_mut(&conn) {
-                        entry.resume(after);
-                    }
-                }
-                Output::Event(event) => after.events.push(*event),
-            }
-        }
-    }
-
-    /// Forgets the connection and tells the core it is closed, if it is
-    /// closing and none of its tasks runs any more.
-    fn reap(&mut self, conn: ConnId, now: Instant) {
-        if self
-            .conns
-            .get(&conn)
-            .is_some_and(|entry| entry.running == 0 && entry.closing.is_some())
-        {
-            self.conns.remove(&conn);
-            self.server.handle_closed(now, conn);
-        }
-    }
-
-    /// Aborts the flushing closes whose time is up.
-    fn expire_flushes(&mut self, now: Instant, after: &mut After<S>) {
-        while let Some(&(limit, conn)) = self.flush_limits.front() {
-            if limit > now {
-                break;
-            }
-            self.flush_limits.pop_front();
-            if let Some(entry) = self.conns.get_mut(&conn) {
-                entry.abort(now, after);
-                self.reap(conn, now);
-            }
-        }
-    }
-
-    /// The earliest of the core's timer and the flush limits.
-    fn next_deadline(&mut self) -> Option<Instant> {
-        // Drop stale limits, so that they cause no needless wake-up.
-        while let Some(&(_, conn)) = self.flush_limits.front() {
-            if self.conns.get(&conn).is_some_and(|entry| !entry.aborted) {
-                break;
-            }
-            self.flush_limits.pop_front();
-        }
-        let flush = self.flush_limits.front().map(|&(limit, _)| limit);
-        match (self.server.poll_timeout(), flush) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
 /// The server and the connections of one process, behind one lock that
-/// every connection's tasks share.
+/// every connection's tasks share. Its calls leave work in an [`After`],
+/// for their [`Task`] to do once the lock is released.
 #[derive(Debug)]
 pub(crate) struct Hub<S> {
     state: Mutex<State<S>>,
@@ -246,7 +96,7 @@ pub(crate) struct Hub<S> {
     timer: Condvar,
     /// Tasks started to share writes that are not done (see
     /// `Runtime::SHARE_WRITES`).
-    pub(crate) sharing: AtomicUsize,
+    sharing: AtomicUsize,
 }
 
 impl<S: AsFd> Hub<S> {
@@ -309,7 +159,7 @@ impl<S: AsFd> Hub<S> {
 
     /// Takes new connections in, under one lock; their readers and writers
     /// then use the links.
-    pub(crate) fn connect(
+    fn connect(
         &self,
         accepted: impl Iterator<Item = (S, SocketAddr)>,
         after: &mut After<S>,
@@ -323,15 +173,14 @@ impl<S: AsFd> Hub<S> {
                         stream,
                         resume: Notify::default(),
                     });
-                    let entry = Entry {
+                    let entry = Conn {
                         link: link.clone(),
-                        // The reader; a writer only while there is output.
-                        running: 1,
-                        closing: None,
-                        aborted: false,
+                        // A writer only while there is output.
+                        reading: true,
                         writing: false,
+                        closing: false,
+                        aborted: false,
                         paused: false,
-                        eof: false,
                     };
                     state.conns.insert(id, entry);
                     link
@@ -343,7 +192,7 @@ impl<S: AsFd> Hub<S> {
     /// Bytes read from the connection. Returns whether the core wants no
     /// more read for now: the reader then waits for `link.resume` and reads
     /// again once [`Hub::paused`] says so.
-    pub(crate) fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After<S>) -> bool {
+    fn received(&self, link: &Link<S>, bytes: &[u8], after: &mut After<S>) -> bool {
         self.with(after, |state, now, after| {
             state.server.handle_bytes(now, link.id, bytes);
             // Dispatched here, so that a `StopReading` this caused counts.
@@ -355,18 +204,23 @@ impl<S: AsFd> Hub<S> {
     /// Whether the core still wants the connection's socket left unread.
     /// A resume notify may be stale (several before one wait count once),
     /// so a woken reader asks this before reading.
-    pub(crate) fn paused(&self, link: &Link<S>) -> bool {
+    fn paused(&self, link: &Link<S>) -> bool {
         let state = self.lock();
         state.conns.get(&link.id).is_some_and(|entry| entry.paused)
     }
 
-    /// The client closed its side.
-    pub(crate) fn eof(&self, link: &Link<S>, after: &mut After<S>) {
-        self.with(after, |state, now, _| {
-            if let Some(entry) = state.conns.get_mut(&link.id) {
-                entry.eof = true;
-            }
+    /// The client closed its side, and the reader ends. That stops
+    /// nothing: the core may still handle lines of the client, and closes
+    /// it after them.
+    fn eof(&self, link: &Link<S>, after: &mut After<S>) {
+        self.with(after, |state, now, after| {
             state.server.handle_eof(now, link.id);
+            // Dispatched first, so that a `Close` this caused counts.
+            state.dispatch(now, after);
+            if let Some(entry) = state.conns.get_mut(&link.id) {
+                entry.reading = false;
+                state.reap(link.id, now);
+            }
         });
     }
 
@@ -374,7 +228,7 @@ impl<S: AsFd> Hub<S> {
     /// then moves what the connection should write next into `chunks`
     /// (which the caller empties after writing them). One lock for both,
     /// since a writer reports its last write and takes more at once.
-    pub(crate) fn take(
+    fn take(
         &self,
         link: &Link<S>,
         written: usize,
@@ -394,40 +248,41 @@ impl<S: AsFd> Hub<S> {
             state.server.poll_transmit(link.id, chunks);
             if !chunks.is_empty() {
                 Next::Write
-            } else if entry.closing.is_some() {
+            } else if entry.closing {
                 Next::Done
             } else {
                 // Possibly the last task, if the reader ended on EOF: the
                 // entry then stays until the core's `Close` starts a writer.
                 entry.writing = false;
-                entry.running -= 1;
                 Next::Idle
             }
         })
     }
 
     /// `len` bytes of what [`Hub::take`] gave were written.
-    pub(crate) fn written(&self, link: &Link<S>, len: usize, after: &mut After<S>) {
+    fn written(&self, link: &Link<S>, len: usize, after: &mut After<S>) {
         self.with(after, |state, now, _| {
             state.server.handle_written(now, link.id, len)
         });
     }
 
-    /// One task of the connection is done. When the writer is done, or the
-    /// reader is on a read error with no flushing close under way, the other
-    /// task is stopped too. A reader done on EOF stops nothing: the core
-    /// may still handle lines of the client, and closes it after them. Once
-    /// the connection is closing and no task runs, the core is told it is
-    /// closed.
-    pub(crate) fn finished(&self, link: &Link<S>, half: Half, after: &mut After<S>) {
+    /// One task of the connection is done, other than a reader on EOF (see
+    /// [`Hub::eof`]). When the writer is done, or the reader is on a read
+    /// error with no flushing close under way, the other task is stopped
+    /// too. Once the connection is closing and no task runs, the core is
+    /// told it is closed.
+    fn finished(&self, link: &Link<S>, half: Half, after: &mut After<S>) {
         self.with(after, |state, now, after| {
             let Some(entry) = state.conns.get_mut(&link.id) else {
                 return;
             };
-            if half == Half::Writer || (entry.closing.is_none() && !entry.eof) {
-                entry.abort(now, after);
+            if half == Half::Writer || !entry.closing {
+                entry.abort(after);
             }
-            entry.running -= 1;
+            match half {
+                Half::Reader => entry.reading = false,
+                Half::Writer => entry.writing = false,
+            }
             state.reap(link.id, now);
         });
     }
@@ -436,7 +291,7 @@ impl<S: AsFd> Hub<S> {
     /// due, exactly, then runs the one and aborts the other. Waits without
     /// a limit while neither is pending; a call that makes a deadline earlier
     /// than the one waited for wakes it (see [`Hub::release`]).
-    pub(crate) fn tick(&self, after: &mut After<S>) {
+    fn tick(&self, after: &mut After<S>) {
         let mut state = self.lock();
         let now = loop {
             let now = Instant::now();
@@ -469,18 +324,18 @@ impl<S: AsFd> Hub<S> {
 
     /// Tells every client the server is shutting down and closes them all,
     /// flushing.
-    pub(crate) fn shutdown(&self, after: &mut After<S>) {
+    fn shutdown(&self, after: &mut After<S>) {
         self.with(after, |state, now, _| state.server.handle_shutdown(now));
     }
 
     /// What the core holds for the connection: see `Server::pending_bytes`.
     #[cfg(test)]
-    pub(crate) fn pending_bytes(&self, link: &Link<S>) -> Option<usize> {
+    fn pending_bytes(&self, link: &Link<S>) -> Option<usize> {
         self.lock().server.pending_bytes(link.id)
     }
 
     /// Waits until no connection is left or `limit` has passed; true if none is left.
-    pub(crate) fn wait_idle(&self, limit: Duration) -> bool {
+    fn wait_idle(&self, limit: Duration) -> bool {
         let state = self.lock();
         let (state, _) = self
             .idle
@@ -502,7 +357,7 @@ fn log_event(event: Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
+    use crate::testing::Threads;
     use std::net::{TcpListener, TcpStream};
     use std::pin::pin;
     use std::task::Context;
@@ -510,7 +365,7 @@ mod tests {
     /// Flood control on loopback: one line at once, then one per `INTERVAL`.
     const INTERVAL: Duration = Duration::from_millis(50);
 
-    fn hub(flood_excess: usize) -> Arc<Hub<TcpStream>> {
+    fn task(flood_excess: usize) -> Task<Threads> {
         let config = Config {
             flood: Some(chat_core::Rate {
                 burst: 1,
@@ -520,41 +375,17 @@ mod tests {
             limit_loopback: true,
             ..Config::default()
         };
-        Arc::new(Hub::new(config, 7))
+        Task::new(Arc::new(Hub::new(config, 7)))
     }
 
     /// Connects a client; returns the server side's link and the client.
-    fn connect(
-        hub: &Hub<TcpStream>,
-        after: &mut After<TcpStream>,
-    ) -> (Arc<Link<TcpStream>>, TcpStream) {
+    /// Connects a client, with no reader task: the test reads for it.
+    fn connect(task: &mut Task<Threads>) -> (Arc<Link<TcpStream>>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let accepted = listener.accept().unwrap();
-        let link = hub.connect(std::iter::once(accepted), after).remove(0);
+        let link = task.connect(std::iter::once(accepted)).remove(0);
         (link, client)
-    }
-
-    /// What `chat_runtime::settle` does, with blocking writes.
-    fn settle(hub: &Hub<TcpStream>, after: &mut After<TcpStream>) {
-        let mut chunks = Vec::new();
-        while let Some(link) = after.flush.pop() {
-            let mut written = 0;
-            while hub.take(&link, written, &mut chunks, after) == Next::Write {
-                written = chunks.iter().map(|c| c.len()).sum();
-                for chunk in chunks.drain(..) {
-                    (&link.stream).write_all(&chunk).unwrap();
-                }
-            }
-            if hub
-                .lock()
-                .conns
-                .get(&link.id)
-                .is_some_and(|e| e.closing.is_some())
-            {
-                hub.finished(&link, Half::Writer, after);
-            }
-        }
     }
 
     fn resumed(link: &Link<TcpStream>) -> bool {
@@ -564,16 +395,15 @@ mod tests {
 
     #[test]
     fn a_flooding_reader_pauses_until_its_lines_are_handled() {
-        let hub = hub(100);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
+        let mut task = task(100);
+        let (link, _client) = connect(&mut task);
         let start = Instant::now();
-        assert!(hub.received(&link, b"a\nb\nc\n", &mut after));
-        assert!(hub.paused(&link) && !resumed(&link));
+        assert!(task.received(&link, b"a\nb\nc\n"));
+        assert!(task.paused(&link) && !resumed(&link));
         // b, then c, each when it is due: the timer sleeps until then.
         let mut ticks = 0;
-        while hub.paused(&link) {
-            hub.tick(&mut after);
+        while task.paused(&link) {
+            task.tick();
             ticks += 1;
         }
         assert!(start.elapsed() >= 2 * INTERVAL, "{:?}", start.elapsed());
@@ -583,58 +413,50 @@ mod tests {
 
     #[test]
     fn closing_releases_a_paused_reader() {
-        let hub = hub(1);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
-        assert!(hub.received(&link, b"a\nb\n", &mut after));
+        let mut task = task(1);
+        let (link, _client) = connect(&mut task);
+        assert!(task.received(&link, b"a\nb\n"));
         // Two held lines is one too many: the core closes the connection.
-        assert!(!hub.received(&link, b"c\n", &mut after));
-        assert!(!hub.paused(&link) && resumed(&link));
-        assert!(hub.lock().conns[&link.id].closing.is_some());
+        assert!(!task.received(&link, b"c\n"));
+        assert!(!task.paused(&link) && resumed(&link));
+        assert!(task.hub.lock().conns[&link.id].closing);
     }
 
     #[test]
     fn eof_waits_for_held_lines() {
-        let hub = hub(100);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
-        settle(&hub, &mut after);
-        assert!(hub.received(&link, b"a\nb\n", &mut after));
-        hub.eof(&link, &mut after);
-        hub.finished(&link, Half::Reader, &mut after);
-        settle(&hub, &mut after);
+        let mut task = task(100);
+        let (link, _client) = connect(&mut task);
+        assert!(task.received(&link, b"a\nb\n"));
+        task.eof(&link);
         {
             // No task runs, yet the connection stays for its held line.
-            let state = hub.lock();
-            let entry = &state.conns[&link.id];
+            let state = task.hub.lock();
+            let conn = &state.conns[&link.id];
             assert_eq!(
-                (entry.running, entry.closing, entry.aborted),
-                (0, None, false)
+                (conn.reading, conn.writing, conn.closing, conn.aborted),
+                (false, false, false, false)
             );
         }
-        // b is handled, then the core closes the connection, which starts
-        // a writer; when that is done the connection is gone.
-        hub.tick(&mut after);
-        assert_eq!(after.flush.len(), 1);
-        settle(&hub, &mut after);
-        assert!(hub.wait_idle(Duration::ZERO));
+        // b is handled, then the core closes the connection; once what it
+        // had to write is written the connection is gone.
+        task.tick();
+        assert!(task.wait_idle(Duration::ZERO));
     }
 
     #[test]
     fn the_timer_wakes_for_an_earlier_deadline() {
-        let hub = hub(100);
+        let mut task = task(100);
         let (sender, ticked) = std::sync::mpsc::channel();
-        let timer = hub.clone();
+        let mut timer = task.sibling();
         // Nothing is pending: it waits without a limit.
         std::thread::spawn(move || {
-            timer.tick(&mut After::default());
+            timer.tick();
             let _ = sender.send(Instant::now());
         });
         std::thread::sleep(INTERVAL);
-        let mut after = After::default();
-        let (link, _client) = connect(&hub, &mut after);
+        let (link, _client) = connect(&mut task);
         let start = Instant::now();
-        assert!(hub.received(&link, b"a\nb\n", &mut after));
+        assert!(task.received(&link, b"a\nb\n"));
         let at = ticked.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(at >= start + INTERVAL / 2, "{:?}", at - start);
     }

@@ -1,0 +1,125 @@
+//! The accept loop, and the timer and signal threads.
+
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tracing::{debug, info, warn};
+
+use crate::Runtime;
+use crate::hub::{FLUSH_LIMIT, Hub, Task};
+
+/// Most connections taken in under one lock of the hub.
+const ACCEPT_BATCH: usize = 128;
+/// Pause after a failed accept (out of file descriptors, say), so the error
+/// is not retried in a tight loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Pending connections the kernel queues before the server accepts them;
+/// large so that a burst of clients is not refused.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds, announces the address, then accepts until the process exits.
+pub(crate) async fn serve<R: Runtime>(
+    addr: SocketAddr,
+    config: chat_core::Config,
+) -> io::Result<()> {
+    let listener = bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    let listener = R::listener(listener)?;
+    let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), local);
+    let mut task = Task::<R>::new(Arc::new(Hub::new(config, seed)));
+    // Before announcing the address, so that a signal sent as soon as it is
+    // seen already shuts down cleanly.
+    watch_signals(task.sibling())?;
+    start_timer(task.sibling())?;
+    info!(%local, "listening");
+    let mut stdout = io::stdout().lock();
+    // Whoever started us may not read stdout; serving matters more.
+    let _ = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush());
+    drop(stdout);
+
+    let mut batch = Vec::with_capacity(ACCEPT_BATCH);
+    loop {
+        match R::accept(&listener).await {
+            Ok(accepted) => {
+                // Every join is announced to everyone: taking the clients
+                // that are already waiting in one go announces them in one
+                // batch, writing to each client once rather than once per join.
+                batch.push(accepted);
+                while batch.len() < ACCEPT_BATCH {
+                    let Some(accepted) = R::try_accept(&listener) else {
+                        break;
+                    };
+                    batch.push(accepted);
+                }
+                start(&mut task, &mut batch);
+            }
+            Err(error) => {
+                warn!("accept failed: {error}");
+                R::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted server can bind while old connections are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Takes accepted connections in (emptying `accepted`) and starts the
+/// reader of each.
+fn start<R: Runtime>(task: &mut Task<R>, accepted: &mut Vec<(R::Stream, SocketAddr)>) {
+    for (stream, peer) in accepted.iter() {
+        // Lines are small and should leave at once, not wait for an ACK.
+        if let Err(error) = SockRef::from(stream).set_tcp_nodelay(true) {
+            debug!(%peer, "cannot set TCP_NODELAY: {error}");
+        }
+    }
+    for link in task.connect(accepted.drain(..)) {
+        task.start_reader(link);
+    }
+}
+
+/// Starts the thread that runs the core's timers and bounds flushing
+/// closes, for as long as the process runs (see `Task::tick`).
+fn start_timer<R: Runtime>(mut task: Task<R>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("timer".into())
+        .spawn(move || {
+            loop {
+                task.tick();
+            }
+        })?;
+    Ok(())
+}
+
+/// On the first SIGINT or SIGTERM, shuts the server down: every client is
+/// told, output is flushed for up to [`FLUSH_LIMIT`], and the process exits
+/// with 0. A thread of its own, so it works the same on every runtime.
+fn watch_signals<R: Runtime>(mut task: Task<R>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "shutting down");
+                task.shutdown();
+                if task.wait_idle(FLUSH_LIMIT) {
+                    info!("all connections closed");
+                } else {
+                    warn!("closing connections that did not take their output in time");
+                }
+                std::process::exit(0);
+            }
+        })?;
+    Ok(())
+}
