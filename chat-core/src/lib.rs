@@ -72,6 +72,7 @@ mod config;
 pub mod framing;
 pub mod nick;
 mod outbox;
+mod rate;
 mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::config::{Config, Rate};
+use crate::config::Config;
 use crate::framing::{Frame, LineFramer, sanitize};
 use crate::nick::{self, NickError, NickRegistry};
 use crate::outbox::{Inbox, LOG_LINES, Log};
+use crate::rate::Bucket;
 
 /// Identifies one connection for its whole life. Assigned by the server in
 /// increasing order and never reused, so a late input for a closed
@@ -217,10 +218,10 @@ struct Conn {
     /// The client closed its side while lines were held: it leaves once
     /// they are handled.
     eof_pending: bool,
-    /// Flood control's theoretical arrival time (GCRA); `None`: full budget.
-    flood_tat: Option<Instant>,
-    /// The same for nick changes.
-    nick_tat: Option<Instant>,
+    /// Flood control's budget, when it applies to the client.
+    flood: Option<Bucket>,
+    /// The budget for nick changes, when it applies to the client.
+    nick_changes: Option<Bucket>,
     /// When the client last sent something (or a held line of it was handled).
     last_input: Option<Instant>,
     /// Since when the client holds an unterminated line.
@@ -239,10 +240,11 @@ enum Held {
 }
 
 /// Connections open from one address, and its connect-rate budget.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Address {
     open: usize,
-    connect_tat: Option<Instant>,
+    /// `None` when there is no connect rate.
+    connects: Option<Bucket>,
 }
 
 impl Conn {
@@ -259,8 +261,8 @@ impl Conn {
             limited: None,
             held: VecDeque::new(),
             eof_pending: false,
-            flood_tat: None,
-            nick_tat: None,
+            flood: None,
+            nick_changes: None,
             last_input: None,
             line_since: None,
             over_soft_since: None,
@@ -400,6 +402,8 @@ impl Server {
             nick: nick.clone(),
             framer: LineFramer::new(self.config.max_line),
             limited: if refusal.is_none() { limited } else { None },
+            flood: limited.and(self.config.flood).map(Bucket::new),
+            nick_changes: limited.and(self.config.nick_rate).map(Bucket::new),
             last_input: Some(now),
             inbox: self.log.inbox(),
             ..Conn::free(id)
@@ -701,9 +705,9 @@ impl Server {
             if entry.held.is_empty() {
                 deadlines[1] = after(entry.line_since, config.line_timeout);
                 deadlines[2] = after(entry.last_input, config.idle_timeout);
-            } else if let (Some(rate), Some(tat)) = (config.flood, entry.flood_tat) {
-                // When the next held line fits the budget (see `gcra`).
-                deadlines[1] = Some(tat.checked_sub(rate.tolerance()).unwrap_or(tat));
+            } else {
+                // When the next held line fits the budget.
+                deadlines[1] = entry.flood.and_then(|bucket| bucket.next_fits());
             }
         }
         deadlines.into_iter().flatten().min()
@@ -759,16 +763,10 @@ impl Server {
         if !entry.held.is_empty() {
             return false;
         }
-        let (Some(rate), Some(_)) = (self.config.flood, entry.limited) else {
-            return true;
-        };
-        match gcra(rate, entry.flood_tat, now) {
-            Ok(tat) => {
-                entry.flood_tat = Some(tat);
-                true
-            }
-            Err(_) => false,
-        }
+        entry
+            .flood
+            .as_mut()
+            .is_none_or(|bucket| bucket.take(now).is_ok())
     }
 
     /// Keeps a line over the client's flood budget for later; stops
@@ -792,9 +790,6 @@ impl Server {
     /// Handles the held lines that flood control lets through at `now`;
     /// once none is left, reading resumes (or a pending EOF is finished).
     fn release_held(&mut self, conn: ConnId, now: Instant) {
-        let Some(rate) = self.config.flood else {
-            return;
-        };
         loop {
             let Some(slot) = self.joined_slot(conn) else {
                 return;
@@ -803,10 +798,13 @@ impl Server {
             if entry.held.is_empty() {
                 return;
             }
-            let Ok(tat) = gcra(rate, entry.flood_tat, now) else {
+            if entry
+                .flood
+                .as_mut()
+                .is_none_or(|bucket| bucket.take(now).is_err())
+            {
                 return;
-            };
-            entry.flood_tat = Some(tat);
+            }
             entry.last_input = Some(now);
             let Some(held) = entry.held.pop_front() else {
                 return;
@@ -870,16 +868,21 @@ impl Server {
         // sweep them whenever the map has doubled since the last sweep.
         if self.addresses.len() >= self.addresses_sweep_at {
             self.addresses.retain(|_, address| {
-                address.open > 0 || address.connect_tat.is_some_and(|tat| tat > now)
+                address.open > 0 || address.connects.is_some_and(|bucket| !bucket.is_full(now))
             });
             self.addresses_sweep_at = (self.addresses.len() * 2).max(MIN_ADDRESS_SWEEP);
         }
-        let address = self.addresses.entry(ip).or_default();
-        if let Some(rate) = self.config.connect_rate {
-            match gcra(rate, address.connect_tat, now) {
-                Ok(tat) => address.connect_tat = Some(tat),
-                Err(_) => return false,
-            }
+        let connect_rate = self.config.connect_rate;
+        let address = self.addresses.entry(ip).or_insert_with(|| Address {
+            open: 0,
+            connects: connect_rate.map(Bucket::new),
+        });
+        if address
+            .connects
+            .as_mut()
+            .is_some_and(|bucket| bucket.take(now).is_err())
+        {
+            return false;
         }
         if self
             .config
@@ -1138,18 +1141,14 @@ impl Server {
         if old == new {
             return self.reply(conn, &format!("you are now known as {new}"));
         }
-        let mut nick_tat = None;
-        if let (Some(rate), Some(_), Some(now)) =
-            (self.config.nick_rate, self.conns[slot].limited, self.clock)
-        {
-            match gcra(rate, self.conns[slot].nick_tat, now) {
-                Ok(tat) => nick_tat = Some(tat),
-                Err(ready) => {
-                    let wait = ready.saturating_duration_since(now);
-                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    let text = format!("error: nick changes too fast, try again in {secs} s");
-                    return self.reply(conn, &text);
-                }
+        // Taken from a copy: only a change that succeeds takes from the budget.
+        let mut nick_changes = self.conns[slot].nick_changes;
+        if let (Some(bucket), Some(now)) = (&mut nick_changes, self.clock) {
+            if let Err(ready) = bucket.take(now) {
+                let wait = ready.saturating_duration_since(now);
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let text = format!("error: nick changes too fast, try again in {secs} s");
+                return self.reply(conn, &text);
             }
         }
         match self.nicks.rename(&old, new, conn) {
@@ -1165,9 +1164,7 @@ impl Server {
             }
             Ok(()) => {
                 self.conns[slot].nick = new.to_owned();
-                if nick_tat.is_some() {
-                    self.conns[slot].nick_tat = nick_tat;
-                }
+                self.conns[slot].nick_changes = nick_changes;
                 self.reply(conn, &format!("you are now known as {new}"));
                 let notice = render(&["* ", &old, " is now known as ", new]);
                 self.deliver(Audience::AllBut(conn), notice);
@@ -1267,19 +1264,5 @@ fn arm(timers: &mut BinaryHeap<Reverse<(Instant, ConnId)>>, conn: &mut Conn, dea
     if conn.timer_at.is_none_or(|at| deadline < at) {
         conn.timer_at = Some(deadline);
         timers.push(Reverse((deadline, conn.id)));
-    }
-}
-
-/// The generic cell rate algorithm: whether one more event at `now` fits
-/// `rate`, given the theoretical arrival time `tat` (`None`: full budget).
-/// `Ok` holds the new `tat`, `Err` the time at which it would fit (always
-/// after `now`).
-fn gcra(rate: Rate, tat: Option<Instant>, now: Instant) -> Result<Instant, Instant> {
-    let tat = tat.map_or(now, |tat| tat.max(now));
-    let tolerance = rate.tolerance();
-    if tat.saturating_duration_since(now) <= tolerance {
-        Ok(tat.checked_add(rate.interval).unwrap_or(tat))
-    } else {
-        Err(tat.checked_sub(tolerance).unwrap_or(tat))
     }
 }
