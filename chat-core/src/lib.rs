@@ -68,10 +68,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod broadcast;
 mod config;
 pub mod framing;
 pub mod nick;
-mod outbox;
 mod rate;
 mod server;
 #[cfg(feature = "testkit")]

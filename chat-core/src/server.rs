@@ -10,10 +10,10 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use crate::broadcast::{BroadcastLog, LOG_LINES, OutgoingQueue};
 use crate::config::Config;
 use crate::framing::{Frame, LineFramer, sanitize};
 use crate::nick::{self, NickError, NickRegistry};
-use crate::outbox::{Inbox, LOG_LINES, Log};
 use crate::rate::Bucket;
 
 /// Identifies one connection for its whole life. Assigned by the server in
@@ -202,9 +202,9 @@ struct Conn {
     state: State,
     nick: String,
     framer: LineFramer,
-    /// Lines not yet handed to the driver: its place in the shared log and
-    /// its private lines.
-    inbox: Inbox,
+    /// Lines not yet handed to the driver: its place in the broadcast log
+    /// and its private lines.
+    queue: OutgoingQueue,
     /// Bytes queued or handed to the driver and not yet reported written.
     pending: usize,
     /// An `Output::Transmit` is out and `poll_transmit` has not been called since.
@@ -255,7 +255,7 @@ impl Conn {
             state: State::Free,
             nick: String::new(),
             framer: LineFramer::new(0),
-            inbox: Inbox::default(),
+            queue: OutgoingQueue::default(),
             pending: 0,
             transmit_signalled: false,
             limited: None,
@@ -288,8 +288,8 @@ pub struct Server {
     /// having joined, until the driver reports them closed.
     admitted: usize,
     outputs: VecDeque<Output>,
-    /// Broadcast lines not yet read by every connection.
-    log: Log,
+    /// Lines sent to every client that some connection has not read yet.
+    broadcasts: BroadcastLog,
     /// Clients that went over their output limit during a delivery; they are
     /// disconnected once the delivery is done, oldest id first.
     too_slow: BTreeSet<ConnId>,
@@ -320,7 +320,7 @@ impl Server {
             nicks: NickRegistry::default(),
             admitted: 0,
             outputs: VecDeque::new(),
-            log: Log::new(LOG_LINES),
+            broadcasts: BroadcastLog::new(LOG_LINES),
             too_slow: BTreeSet::new(),
             shutting_down: false,
             clock: None,
@@ -335,7 +335,7 @@ impl Server {
     /// path often, with clients at every point of reading it.
     #[cfg(feature = "testkit")]
     pub fn with_log_lines(mut self, lines: usize) -> Server {
-        self.log = Log::new(lines);
+        self.broadcasts = BroadcastLog::new(lines);
         self
     }
 
@@ -405,11 +405,11 @@ impl Server {
             flood: limited.and(self.config.flood).map(Bucket::new),
             nick_changes: limited.and(self.config.nick_rate).map(Bucket::new),
             last_input: Some(now),
-            inbox: self.log.inbox(),
+            queue: self.broadcasts.queue(),
             ..Conn::free(id)
         };
         if let Some(reason) = refusal {
-            self.conns[slot].inbox.stop(&self.log);
+            self.conns[slot].queue.stop(&self.broadcasts);
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
                 Reason::TooManyFromAddress => "* error: too many connections from your address",
@@ -601,7 +601,7 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.transmit_signalled = false;
-        self.log.drain(conn, &mut entry.inbox, out)
+        self.broadcasts.drain(conn, &mut entry.queue, out)
     }
 
     /// When to call [`Server::handle_timeout`] next: the earliest deadline
@@ -944,7 +944,7 @@ impl Server {
             too_slow,
             clock,
             timers,
-            log,
+            broadcasts,
             ..
         } = self;
         // Counts the line against the client's limits and wakes its writer;
@@ -975,21 +975,21 @@ impl Server {
             Audience::AllBut(sender) => {
                 // Stored once; a client over its limit is disconnected
                 // before anything more is sent to it.
-                log.push(sender, line);
+                broadcasts.push(sender, line);
                 conns
                     .iter_mut()
                     .filter(|c| c.state == State::Joined && c.id != sender)
                     .for_each(|c| {
                         push(c);
                     });
-                if log.is_full() {
+                if broadcasts.is_full() {
                     self.trim_log();
                 }
             }
             Audience::One(conn) => {
                 if let Some(entry) = conns.get_mut(conn.slot()) {
                     if entry.id == conn && entry.state != State::Free && push(entry) {
-                        entry.inbox.push(log, line);
+                        entry.queue.push(broadcasts, line);
                     }
                 }
             }
@@ -1002,18 +1002,18 @@ impl Server {
     /// some client reads, and a batch of lines that everyone has still to
     /// read (joins being announced) is not copied.
     fn trim_log(&mut self) {
-        let mut from = self.log.end();
+        let mut from = self.broadcasts.end();
         for conn in &mut self.conns {
             if conn.state == State::Free {
                 continue;
             }
-            if self.log.lags(&conn.inbox) {
-                self.log.detach(conn.id, &mut conn.inbox);
-            } else if let Some(needs) = self.log.needs_from(&conn.inbox) {
+            if self.broadcasts.lags(&conn.queue) {
+                self.broadcasts.detach(conn.id, &mut conn.queue);
+            } else if let Some(needs) = self.broadcasts.needs_from(&conn.queue) {
                 from = from.min(needs);
             }
         }
-        self.log.trim(from);
+        self.broadcasts.trim(from);
     }
 
     /// Disconnects the clients that went over their output limit, telling the
@@ -1033,14 +1033,14 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.state = State::Closing { admitted: true };
-        entry.inbox.stop(&self.log);
+        entry.queue.stop(&self.broadcasts);
         entry.held = VecDeque::new();
         entry.eof_pending = false;
         let nick = std::mem::take(&mut entry.nick);
         let flush = match reason {
             Reason::TooSlow => {
                 // It is not reading: drop what it holds rather than flush it.
-                entry.inbox.discard(&self.log);
+                entry.queue.discard(&self.broadcasts);
                 entry.pending = 0;
                 Some(false)
             }
