@@ -1,20 +1,33 @@
-//! The chat server state machine.
+//! The chat server state machine: its public types, the `handle_*` and
+//! `poll_*` calls, delivery and leaving. The state it is made of lives in
+//! the sibling modules: `conn` (one connection), `flood` (flood control),
+//! `addresses` (per-address limits), `cmd` (one file per command).
+
+mod addresses;
+mod cmd;
+mod conn;
+mod flood;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::broadcast::{BroadcastLog, LOG_LINES, OutgoingQueue};
+use self::addresses::{Addresses, policy_address};
+use self::conn::{Conn, Input, Outgoing, State};
+use self::flood::{FloodControl, Held, Hold};
+use crate::broadcast::{BroadcastLog, LOG_LINES};
 use crate::config::Config;
-use crate::framing::{Frame, LineFramer, sanitize};
-use crate::nick::{self, NickError, NickRegistry};
+use crate::framing::{Frame, LineFramer};
+use crate::nick::{self, NickRegistry};
 use crate::rate::Bucket;
+
+pub use self::cmd::HELP;
 
 /// Identifies one connection for its whole life. Assigned by the server in
 /// increasing order and never reused, so a late input for a closed
@@ -25,9 +38,6 @@ use crate::rate::Bucket;
 /// connections (never reused: 2^40 of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
-
-/// Entries in `Server::addresses` before the first sweep of unused ones.
-const MIN_ADDRESS_SWEEP: usize = 1024;
 
 /// Bits of a [`ConnId`] that hold its slot.
 const SLOT_BITS: u32 = 24;
@@ -185,92 +195,6 @@ enum Audience {
     One(ConnId),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// An unused slot, kept for the next connection.
-    Free,
-    /// In the chat: holds a nick, sends and receives.
-    Joined,
-    /// Told to close; waiting for the driver's `handle_closed`.
-    /// `admitted` says whether it counts against `max_clients`.
-    Closing { admitted: bool },
-}
-
-#[derive(Debug)]
-struct Conn {
-    id: ConnId,
-    state: State,
-    nick: String,
-    framer: LineFramer,
-    /// Lines not yet handed to the driver: its place in the broadcast log
-    /// and its private lines.
-    queue: OutgoingQueue,
-    /// Bytes queued or handed to the driver and not yet reported written.
-    pending: usize,
-    /// An `Output::Transmit` is out and `poll_transmit` has not been called since.
-    transmit_signalled: bool,
-    /// The address the client is counted under, when the address policies
-    /// apply to it (not loopback, or `limit_loopback`).
-    limited: Option<IpAddr>,
-    /// Lines over the flood budget, oldest first; reading is stopped while
-    /// there are any.
-    held: VecDeque<Held>,
-    /// The client closed its side while lines were held: it leaves once
-    /// they are handled.
-    eof_pending: bool,
-    /// Flood control's budget, when it applies to the client.
-    flood: Option<Bucket>,
-    /// The budget for nick changes, when it applies to the client.
-    nick_changes: Option<Bucket>,
-    /// When the client last sent something (or a held line of it was handled).
-    last_input: Option<Instant>,
-    /// Since when the client holds an unterminated line.
-    line_since: Option<Instant>,
-    /// Since when the client's output is over `soft_queue`.
-    over_soft_since: Option<Instant>,
-    /// The time of this connection's live entry in `Server::timers`.
-    timer_at: Option<Instant>,
-}
-
-/// A line waiting for flood control.
-#[derive(Debug)]
-enum Held {
-    Line(Box<[u8]>),
-    TooLong,
-}
-
-/// Connections open from one address, and its connect-rate budget.
-#[derive(Debug)]
-struct Address {
-    open: usize,
-    /// `None` when there is no connect rate.
-    connects: Option<Bucket>,
-}
-
-impl Conn {
-    /// An empty slot; `id` is the last id it held, so stale ids stay stale.
-    fn free(id: ConnId) -> Conn {
-        Conn {
-            id,
-            state: State::Free,
-            nick: String::new(),
-            framer: LineFramer::new(0),
-            queue: OutgoingQueue::default(),
-            pending: 0,
-            transmit_signalled: false,
-            limited: None,
-            held: VecDeque::new(),
-            eof_pending: false,
-            flood: None,
-            nick_changes: None,
-            last_input: None,
-            line_since: None,
-            over_soft_since: None,
-            timer_at: None,
-        }
-    }
-}
-
 /// The chat server: all connections, nicks and queued output. See the crate
 /// documentation for the run loop a driver follows.
 #[derive(Debug)]
@@ -300,10 +224,8 @@ pub struct Server {
     /// `Conn::timer_at == Some(time)`, no later than the connection's next
     /// deadline. Other entries are stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Open connections and connect budgets by address (limited peers only).
-    addresses: HashMap<IpAddr, Address>,
-    /// Size of `addresses` at which unused entries are swept next.
-    addresses_sweep_at: usize,
+    /// Open connections and connect budgets by address.
+    addresses: Addresses,
 }
 
 impl Server {
@@ -325,8 +247,7 @@ impl Server {
             shutting_down: false,
             clock: None,
             timers: BinaryHeap::new(),
-            addresses: HashMap::new(),
-            addresses_sweep_at: MIN_ADDRESS_SWEEP,
+            addresses: Addresses::new(),
         }
     }
 
@@ -377,13 +298,12 @@ impl Server {
             });
             return id;
         }
-        let ip = peer.ip().to_canonical();
-        let limited = (self.config.limit_loopback || !ip.is_loopback()).then_some(ip);
+        let policy_address = policy_address(&self.config, peer);
         let refusal = if self.shutting_down {
             Some(Reason::Shutdown)
         } else if self.admitted >= self.config.max_clients {
             Some(Reason::ServerFull)
-        } else if limited.is_some_and(|ip| !self.admit_address(ip, now)) {
+        } else if policy_address.is_some_and(|ip| !self.addresses.admit(&self.config, ip, now)) {
             Some(Reason::TooManyFromAddress)
         } else {
             None
@@ -396,20 +316,28 @@ impl Server {
             Some(_) => String::new(),
             None => self.generate_nick(id),
         };
+        let policy_address = policy_address.filter(|_| refusal.is_none());
+        let bucket = |rate: Option<_>| policy_address.and(rate).map(Bucket::new);
         self.conns[slot] = Conn {
             id,
             state,
             nick: nick.clone(),
-            framer: LineFramer::new(self.config.max_line),
-            limited: if refusal.is_none() { limited } else { None },
-            flood: limited.and(self.config.flood).map(Bucket::new),
-            nick_changes: limited.and(self.config.nick_rate).map(Bucket::new),
-            last_input: Some(now),
-            queue: self.broadcasts.queue(),
+            policy_address,
+            input: Input {
+                framer: LineFramer::new(self.config.max_line),
+                last_input: Some(now),
+                line_since: None,
+            },
+            outgoing: Outgoing {
+                queue: self.broadcasts.queue(),
+                ..Outgoing::default()
+            },
+            flood: FloodControl::new(bucket(self.config.flood)),
+            nick_changes: bucket(self.config.nick_rate),
             ..Conn::free(id)
         };
         if let Some(reason) = refusal {
-            self.conns[slot].queue.stop(&self.broadcasts);
+            self.conns[slot].outgoing.queue.stop(&self.broadcasts);
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
                 Reason::TooManyFromAddress => "* error: too many connections from your address",
@@ -462,39 +390,33 @@ impl Server {
         if bytes.is_empty() {
             return;
         }
-        self.conns[slot].last_input = Some(now);
+        self.conns[slot].input.last_input = Some(now);
         // Any LF ends the line in progress, a discarded one included; an
         // unterminated line left after this input started with it.
         let ends_a_line = memchr::memchr(b'\n', bytes).is_some();
-        // The framer leaves its slot while its lines are handled, so that
-        // handling them may change any connection, this one included.
-        let mut framer = std::mem::replace(&mut self.conns[slot].framer, LineFramer::new(0));
+        let mut framer = self.take_framer(slot);
         while let Some(frame) = framer.next_frame(&mut bytes) {
-            if self.take_flood_budget(conn, now) {
+            if self.conns[slot].flood.admit(now) {
                 match frame {
                     Frame::Line(line) => self.handle_line(conn, line),
                     Frame::TooLong => self.reply_error_line_too_long(conn),
                 }
                 self.disconnect_too_slow();
             } else {
-                let held = match frame {
-                    Frame::Line(line) => Held::Line(line.into()),
-                    Frame::TooLong => Held::TooLong,
-                };
-                self.hold(conn, held);
+                self.hold(conn, Held::from_frame(frame));
             }
             if self.joined_slot(conn).is_none() {
                 return;
             }
         }
         if let Some(slot) = self.joined_slot(conn) {
-            let entry = &mut self.conns[slot];
-            entry.line_since = match entry.line_since {
+            let input = &mut self.conns[slot].input;
+            input.line_since = match input.line_since {
                 _ if !framer.in_line() => None,
                 Some(since) if !ends_a_line => Some(since),
                 _ => Some(now),
             };
-            entry.framer = framer;
+            input.framer = framer;
             self.schedule(conn);
         }
     }
@@ -509,8 +431,8 @@ impl Server {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        if !self.conns[slot].held.is_empty() {
-            self.conns[slot].eof_pending = true;
+        if self.conns[slot].flood.is_holding() {
+            self.conns[slot].flood.eof_pending = true;
             return;
         }
         self.finish_input(conn, now);
@@ -530,10 +452,8 @@ impl Server {
         };
         let closed = std::mem::replace(&mut self.conns[slot], Conn::free(conn));
         self.free.push(slot);
-        if let Some(ip) = closed.limited {
-            if let Some(address) = self.addresses.get_mut(&ip) {
-                address.open = address.open.saturating_sub(1);
-            }
+        if let Some(ip) = closed.policy_address {
+            self.addresses.release(ip);
         }
         if closed.state == (State::Closing { admitted: true }) {
             self.admitted -= 1;
@@ -546,10 +466,10 @@ impl Server {
     pub fn handle_written(&mut self, now: Instant, conn: ConnId, written: usize) {
         self.advance(now);
         if let Some(slot) = self.slot_of(conn) {
-            let entry = &mut self.conns[slot];
-            entry.pending = entry.pending.saturating_sub(written);
-            if entry.pending <= self.config.soft_queue {
-                entry.over_soft_since = None;
+            let outgoing = &mut self.conns[slot].outgoing;
+            outgoing.pending = outgoing.pending.saturating_sub(written);
+            if outgoing.pending <= self.config.soft_queue {
+                outgoing.over_soft_since = None;
             }
         }
     }
@@ -599,9 +519,9 @@ impl Server {
         let Some(slot) = self.slot_of(conn) else {
             return 0;
         };
-        let entry = &mut self.conns[slot];
-        entry.transmit_signalled = false;
-        self.broadcasts.drain(conn, &mut entry.queue, out)
+        let outgoing = &mut self.conns[slot].outgoing;
+        outgoing.transmit_signalled = false;
+        self.broadcasts.drain(conn, &mut outgoing.queue, out)
     }
 
     /// When to call [`Server::handle_timeout`] next: the earliest deadline
@@ -635,7 +555,7 @@ impl Server {
     /// Lines of `conn` waiting for flood control; reading is stopped while
     /// there are any.
     pub fn held_lines(&self, conn: ConnId) -> Option<usize> {
-        self.slot_of(conn).map(|slot| self.conns[slot].held.len())
+        self.slot_of(conn).map(|slot| self.conns[slot].flood.held())
     }
 
     /// Ids of the connections still open (joined or closing).
@@ -655,13 +575,14 @@ impl Server {
     /// Bytes held for `conn`: queued, or given to the driver and not yet
     /// reported written. Never above `max_queue`.
     pub fn pending_bytes(&self, conn: ConnId) -> Option<usize> {
-        self.slot_of(conn).map(|slot| self.conns[slot].pending)
+        self.slot_of(conn)
+            .map(|slot| self.conns[slot].outgoing.pending)
     }
 
     /// Bytes of an unterminated line buffered for `conn`; at most `max_line + 1`.
     pub fn buffered_bytes(&self, conn: ConnId) -> Option<usize> {
         self.slot_of(conn)
-            .map(|slot| self.conns[slot].framer.buffered())
+            .map(|slot| self.conns[slot].input.framer.buffered())
     }
 
     /// Connections counted against `max_clients`.
@@ -700,14 +621,16 @@ impl Server {
         }
         let config = &self.config;
         let mut deadlines = [None; 3];
-        deadlines[0] = after(entry.over_soft_since, Some(config.soft_queue_grace));
-        if entry.limited.is_some() {
-            if entry.held.is_empty() {
-                deadlines[1] = after(entry.line_since, config.line_timeout);
-                deadlines[2] = after(entry.last_input, config.idle_timeout);
+        deadlines[0] = after(
+            entry.outgoing.over_soft_since,
+            Some(config.soft_queue_grace),
+        );
+        if entry.policy_address.is_some() {
+            if !entry.flood.is_holding() {
+                deadlines[1] = after(entry.input.line_since, config.line_timeout);
+                deadlines[2] = after(entry.input.last_input, config.idle_timeout);
             } else {
-                // When the next held line fits the budget.
-                deadlines[1] = entry.flood.and_then(|bucket| bucket.next_fits());
+                deadlines[1] = entry.flood.next_release();
             }
         }
         deadlines.into_iter().flatten().min()
@@ -735,38 +658,24 @@ impl Server {
         let entry = &self.conns[slot];
         let config = &self.config;
         let due = |since, limit| after(since, limit).is_some_and(|at| at <= now);
-        if due(entry.over_soft_since, Some(config.soft_queue_grace)) {
+        if due(
+            entry.outgoing.over_soft_since,
+            Some(config.soft_queue_grace),
+        ) {
             // Not reading: no last line, like the hard limit.
             self.leave(conn, Reason::TooSlow);
             self.disconnect_too_slow();
             return;
         }
-        if entry.limited.is_some() && entry.held.is_empty() {
-            if due(entry.line_since, config.line_timeout) {
+        if entry.policy_address.is_some() && !entry.flood.is_holding() {
+            if due(entry.input.line_since, config.line_timeout) {
                 return self.disconnect(conn, Reason::IncompleteLine);
             }
-            if due(entry.last_input, config.idle_timeout) {
+            if due(entry.input.last_input, config.idle_timeout) {
                 return self.disconnect(conn, Reason::Idle);
             }
         }
         self.release_held(conn, now);
-    }
-
-    /// Whether the client may have one more line handled now: nothing of it
-    /// is held, and flood control (if it applies) has budget, which this
-    /// takes.
-    fn take_flood_budget(&mut self, conn: ConnId, now: Instant) -> bool {
-        let Some(slot) = self.joined_slot(conn) else {
-            return false;
-        };
-        let entry = &mut self.conns[slot];
-        if !entry.held.is_empty() {
-            return false;
-        }
-        entry
-            .flood
-            .as_mut()
-            .is_none_or(|bucket| bucket.take(now).is_ok())
     }
 
     /// Keeps a line over the client's flood budget for later; stops
@@ -775,47 +684,34 @@ impl Server {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        let entry = &mut self.conns[slot];
-        entry.held.push_back(held);
-        if entry.held.len() > self.config.flood_excess {
-            self.disconnect(conn, Reason::ExcessFlood);
-        } else if entry.held.len() == 1 {
-            if !entry.eof_pending {
-                self.outputs.push_back(Output::StopReading(conn));
+        let flood = &mut self.conns[slot].flood;
+        match flood.hold(held, self.config.flood_excess) {
+            Hold::Excess => self.disconnect(conn, Reason::ExcessFlood),
+            Hold::First => {
+                if !flood.eof_pending {
+                    self.outputs.push_back(Output::StopReading(conn));
+                }
+                self.schedule(conn);
             }
-            self.schedule(conn);
+            Hold::Queued => {}
         }
     }
 
     /// Handles the held lines that flood control lets through at `now`;
     /// once none is left, reading resumes (or a pending EOF is finished).
     fn release_held(&mut self, conn: ConnId, now: Instant) {
-        loop {
-            let Some(slot) = self.joined_slot(conn) else {
-                return;
-            };
+        while let Some(slot) = self.joined_slot(conn) {
             let entry = &mut self.conns[slot];
-            if entry.held.is_empty() {
-                return;
-            }
-            if entry
-                .flood
-                .as_mut()
-                .is_none_or(|bucket| bucket.take(now).is_err())
-            {
-                return;
-            }
-            entry.last_input = Some(now);
-            let Some(held) = entry.held.pop_front() else {
+            let Some((held, drained)) = entry.flood.release(now) else {
                 return;
             };
-            let drained = entry.held.is_empty();
-            let eof_pending = entry.eof_pending;
+            entry.input.last_input = Some(now);
+            let eof_pending = entry.flood.eof_pending;
             if drained {
                 // The rest of a line being sent waited in the socket, not
                 // in the client: its time starts again.
-                if entry.line_since.is_some() {
-                    entry.line_since = Some(now);
+                if entry.input.line_since.is_some() {
+                    entry.input.line_since = Some(now);
                 }
                 if !eof_pending {
                     self.outputs.push_back(Output::ResumeReading(conn));
@@ -828,7 +724,7 @@ impl Server {
             self.disconnect_too_slow();
             if drained {
                 if eof_pending && self.joined_slot(conn).is_some() {
-                    self.conns[slot].eof_pending = false;
+                    self.conns[slot].flood.eof_pending = false;
                     self.finish_input(conn, now);
                 }
                 return;
@@ -842,15 +738,12 @@ impl Server {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        let mut framer = std::mem::replace(&mut self.conns[slot].framer, LineFramer::new(0));
+        let mut framer = self.take_framer(slot);
         if let Some(line) = framer.finish() {
             // The last line counts against the budget like any other.
-            if !self.take_flood_budget(conn, now) {
-                let line = Held::Line(line.into());
-                if let Some(slot) = self.joined_slot(conn) {
-                    self.conns[slot].eof_pending = true;
-                }
-                return self.hold(conn, line);
+            if !self.conns[slot].flood.admit(now) {
+                self.conns[slot].flood.eof_pending = true;
+                return self.hold(conn, Held::Line(line.into()));
             }
             self.handle_line(conn, line);
             self.disconnect_too_slow();
@@ -861,38 +754,11 @@ impl Server {
         }
     }
 
-    /// Counts a new connection from `ip` against the connect rate and
-    /// `max_per_ip`; false if it is over either.
-    fn admit_address(&mut self, ip: IpAddr, now: Instant) -> bool {
-        // Addresses with nothing open and a full budget carry no state:
-        // sweep them whenever the map has doubled since the last sweep.
-        if self.addresses.len() >= self.addresses_sweep_at {
-            self.addresses.retain(|_, address| {
-                address.open > 0 || address.connects.is_some_and(|bucket| !bucket.is_full(now))
-            });
-            self.addresses_sweep_at = (self.addresses.len() * 2).max(MIN_ADDRESS_SWEEP);
-        }
-        let connect_rate = self.config.connect_rate;
-        let address = self.addresses.entry(ip).or_insert_with(|| Address {
-            open: 0,
-            connects: connect_rate.map(Bucket::new),
-        });
-        if address
-            .connects
-            .as_mut()
-            .is_some_and(|bucket| bucket.take(now).is_err())
-        {
-            return false;
-        }
-        if self
-            .config
-            .max_per_ip
-            .is_some_and(|max| address.open >= max)
-        {
-            return false;
-        }
-        address.open += 1;
-        true
+    /// Takes the connection's framer out of its slot while its lines are
+    /// handled, so that handling them may change any connection, this one
+    /// included.
+    fn take_framer(&mut self, slot: usize) -> LineFramer {
+        std::mem::replace(&mut self.conns[slot].input.framer, LineFramer::new(0))
     }
 
     /// Disconnects a client for a policy, telling it why in a last line.
@@ -950,23 +816,24 @@ impl Server {
         // Counts the line against the client's limits and wakes its writer;
         // false if it goes over `max_queue` (the line is not for it then).
         let mut push = |conn: &mut Conn| {
-            if conn.pending + len > max_queue {
+            let outgoing = &mut conn.outgoing;
+            if outgoing.pending + len > max_queue {
                 if conn.state == State::Joined {
                     too_slow.insert(conn.id);
                 }
                 return false;
             }
-            conn.pending += len;
-            if conn.pending > soft_queue && conn.over_soft_since.is_none() {
+            outgoing.pending += len;
+            if outgoing.pending > soft_queue && outgoing.over_soft_since.is_none() {
                 if let Some(now) = *clock {
-                    conn.over_soft_since = Some(now);
+                    outgoing.over_soft_since = Some(now);
                     if let Some(deadline) = now.checked_add(grace) {
                         arm(timers, conn, deadline);
                     }
                 }
             }
-            if !conn.transmit_signalled {
-                conn.transmit_signalled = true;
+            if !conn.outgoing.transmit_signalled {
+                conn.outgoing.transmit_signalled = true;
                 outputs.push_back(Output::Transmit(conn.id));
             }
             true
@@ -989,7 +856,7 @@ impl Server {
             Audience::One(conn) => {
                 if let Some(entry) = conns.get_mut(conn.slot()) {
                     if entry.id == conn && entry.state != State::Free && push(entry) {
-                        entry.queue.push(broadcasts, line);
+                        entry.outgoing.queue.push(broadcasts, line);
                     }
                 }
             }
@@ -1007,9 +874,10 @@ impl Server {
             if conn.state == State::Free {
                 continue;
             }
-            if self.broadcasts.lags(&conn.queue) {
-                self.broadcasts.detach(conn.id, &mut conn.queue);
-            } else if let Some(needs) = self.broadcasts.needs_from(&conn.queue) {
+            let queue = &mut conn.outgoing.queue;
+            if self.broadcasts.lags(queue) {
+                self.broadcasts.detach(conn.id, queue);
+            } else if let Some(needs) = self.broadcasts.needs_from(queue) {
                 from = from.min(needs);
             }
         }
@@ -1033,15 +901,14 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.state = State::Closing { admitted: true };
-        entry.queue.stop(&self.broadcasts);
-        entry.held = VecDeque::new();
-        entry.eof_pending = false;
+        entry.outgoing.queue.stop(&self.broadcasts);
+        entry.flood.clear();
         let nick = std::mem::take(&mut entry.nick);
         let flush = match reason {
             Reason::TooSlow => {
                 // It is not reading: drop what it holds rather than flush it.
-                entry.queue.discard(&self.broadcasts);
-                entry.pending = 0;
+                entry.outgoing.queue.discard(&self.broadcasts);
+                entry.outgoing.pending = 0;
                 Some(false)
             }
             Reason::Closed => None,
@@ -1080,163 +947,6 @@ impl Server {
             self.config.max_line
         );
         self.reply(conn, &text);
-    }
-
-    /// One complete raw line from a joined client.
-    fn handle_line(&mut self, conn: ConnId, raw: &[u8]) {
-        let text = sanitize(raw);
-        if text.is_empty() {
-            return;
-        }
-        match text.strip_prefix('/') {
-            Some(escaped) if escaped.starts_with('/') => self.chat(conn, escaped),
-            Some(command) => self.command(conn, command),
-            None => self.chat(conn, &text),
-        }
-    }
-
-    /// A chat line: `NICK: TEXT` to every other client.
-    fn chat(&mut self, conn: ConnId, text: &str) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let line = render(&[&self.conns[slot].nick, ": ", text]);
-        self.deliver(Audience::AllBut(conn), line);
-    }
-
-    /// A command line, without its leading `/`.
-    fn command(&mut self, conn: ConnId, line: &str) {
-        let (name, args) = split_word(line);
-        match name.to_ascii_lowercase().as_str() {
-            "nick" => self.command_nick(conn, args),
-            "me" => self.command_me(conn, args),
-            "msg" => self.command_msg(conn, args),
-            "who" => self.command_who(conn),
-            "help" => {
-                for text in HELP {
-                    self.reply(conn, text);
-                }
-            }
-            "quit" => {
-                self.reply(conn, "bye");
-                let reason = (!args.is_empty()).then(|| args.to_owned());
-                self.leave(conn, Reason::Quit(reason));
-            }
-            _ => {
-                let text = format!("error: unknown command /{name}, try /help");
-                self.reply(conn, &text);
-            }
-        }
-    }
-
-    fn command_nick(&mut self, conn: ConnId, args: &str) {
-        let (new, extra) = split_word(args);
-        if new.is_empty() || !extra.is_empty() {
-            return self.reply(conn, "error: usage: /nick NAME");
-        }
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let old = self.conns[slot].nick.clone();
-        if old == new {
-            return self.reply(conn, &format!("you are now known as {new}"));
-        }
-        // Taken from a copy: only a change that succeeds takes from the budget.
-        let mut nick_changes = self.conns[slot].nick_changes;
-        if let (Some(bucket), Some(now)) = (&mut nick_changes, self.clock) {
-            if let Err(ready) = bucket.take(now) {
-                let wait = ready.saturating_duration_since(now);
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let text = format!("error: nick changes too fast, try again in {secs} s");
-                return self.reply(conn, &text);
-            }
-        }
-        match self.nicks.rename(&old, new, conn) {
-            Err(NickError::Invalid) => {
-                let text = format!(
-                    "error: invalid nick {new}: use 1-{} letters, digits, _ or -",
-                    nick::MAX_NICK_CHARS
-                );
-                self.reply(conn, &text);
-            }
-            Err(NickError::Taken) => {
-                self.reply(conn, &format!("error: nick {new} is already taken"))
-            }
-            Ok(()) => {
-                self.conns[slot].nick = new.to_owned();
-                self.conns[slot].nick_changes = nick_changes;
-                self.reply(conn, &format!("you are now known as {new}"));
-                let notice = render(&["* ", &old, " is now known as ", new]);
-                self.deliver(Audience::AllBut(conn), notice);
-                self.outputs
-                    .push_back(Output::Event(Box::new(Event::Renamed {
-                        conn,
-                        from: old,
-                        to: new.to_owned(),
-                    })));
-            }
-        }
-    }
-
-    fn command_me(&mut self, conn: ConnId, text: &str) {
-        if text.is_empty() {
-            return self.reply(conn, "error: usage: /me TEXT");
-        }
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let line = render(&["* ", &self.conns[slot].nick, " ", text]);
-        self.deliver(Audience::AllBut(conn), line);
-    }
-
-    fn command_msg(&mut self, conn: ConnId, args: &str) {
-        let (target, text) = split_word(args);
-        if target.is_empty() || text.is_empty() {
-            return self.reply(conn, "error: usage: /msg NICK TEXT");
-        }
-        let Some(to) = self.nicks.holder(target) else {
-            return self.reply(conn, &format!("error: no such nick {target}"));
-        };
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let line = render(&["*", &self.conns[slot].nick, "* ", text]);
-        self.deliver(Audience::One(to), line);
-    }
-
-    fn command_who(&mut self, conn: ConnId) {
-        let mut nicks: Vec<&str> = self
-            .conns
-            .iter()
-            .filter(|c| c.state == State::Joined)
-            .map(|c| c.nick.as_str())
-            .collect();
-        nicks.sort_unstable_by_key(|n| (n.to_lowercase(), *n));
-        let users = if nicks.len() == 1 { "user" } else { "users" };
-        let text = format!("{} {users} online: {}", nicks.len(), nicks.join(", "));
-        self.reply(conn, &text);
-    }
-}
-
-/// The `/help` reply, each entry sent as one `* ` line.
-pub const HELP: &[&str] = &[
-    "commands:",
-    "  /nick NAME       change your nick",
-    "  /me TEXT         send an action",
-    "  /msg NICK TEXT   send a private message",
-    "  /who             list who is online",
-    "  /help            show this list",
-    "  /quit [REASON]   leave",
-    "  //TEXT           send a line that starts with /",
-];
-
-/// Splits off the first word: the text up to the first space or TAB, and
-/// the rest after the run of spaces and TABs that follows it.
-fn split_word(text: &str) -> (&str, &str) {
-    let is_gap = |c: char| c == ' ' || c == '\t';
-    match text.find(is_gap) {
-        Some(end) => (&text[..end], text[end..].trim_start_matches(is_gap)),
-        None => (text, ""),
     }
 }
 
