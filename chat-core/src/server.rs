@@ -1,15 +1,16 @@
 //! The chat server state machine: its public types, the `handle_*` and
 //! `poll_*` calls, delivery and leaving. The state it is made of lives in
 //! the sibling modules: `conn` (one connection), `flood` (flood control),
-//! `addresses` (per-address limits), `cmd` (one file per command).
+//! `addresses` (per-address limits), `timer` (every deadline), `cmd` (one
+//! file per command).
 
 mod addresses;
 mod cmd;
 mod conn;
 mod flood;
+mod timer;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use rand_core::{RngCore, SeedableRng};
 use self::addresses::{Addresses, policy_address};
 use self::conn::{Conn, Input, Outgoing, State};
 use self::flood::{FloodControl, Held, Hold};
+use self::timer::{Timer, TimerSet};
 use crate::broadcast::{BroadcastLog, LOG_LINES};
 use crate::config::Config;
 use crate::framing::{Frame, LineFramer};
@@ -45,7 +47,8 @@ const SLOT_BITS: u32 = 24;
 const NO_SLOT: u64 = (1 << SLOT_BITS) - 1;
 
 impl ConnId {
-    fn slot(self) -> usize {
+    /// The slot of `Server::conns` the connection has.
+    pub(super) fn slot(self) -> usize {
         (self.0 & NO_SLOT) as usize
     }
 }
@@ -220,10 +223,8 @@ pub struct Server {
     shutting_down: bool,
     /// The latest time given to a `handle_*` call.
     clock: Option<Instant>,
-    /// Per connection, at most one live entry: `(time, id)` with
-    /// `Conn::timer_at == Some(time)`, no later than the connection's next
-    /// deadline. Other entries are stale and skipped.
-    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Every armed deadline of the joined connections.
+    timers: TimerSet,
     /// Open connections and connect budgets by address.
     addresses: Addresses,
 }
@@ -246,7 +247,7 @@ impl Server {
             too_slow: BTreeSet::new(),
             shutting_down: false,
             clock: None,
-            timers: BinaryHeap::new(),
+            timers: TimerSet::default(),
             addresses: Addresses::new(),
         }
     }
@@ -334,7 +335,6 @@ impl Server {
             },
             flood: FloodControl::new(bucket(self.config.flood)),
             nick_changes: bucket(self.config.nick_rate),
-            ..Conn::free(id)
         };
         if let Some(reason) = refusal {
             self.conns[slot].outgoing.queue.stop(&self.broadcasts);
@@ -450,6 +450,8 @@ impl Server {
         let Some(slot) = self.slot_of(conn) else {
             return;
         };
+        // Only joined connections have timers, and leaving cancelled them.
+        debug_assert!(self.timers.none_armed(conn));
         let closed = std::mem::replace(&mut self.conns[slot], Conn::free(conn));
         self.free.push(slot);
         if let Some(ip) = closed.policy_address {
@@ -468,8 +470,10 @@ impl Server {
         if let Some(slot) = self.slot_of(conn) {
             let outgoing = &mut self.conns[slot].outgoing;
             outgoing.pending = outgoing.pending.saturating_sub(written);
-            if outgoing.pending <= self.config.soft_queue {
-                outgoing.over_soft_since = None;
+            if outgoing.pending <= self.config.soft_queue
+                && outgoing.over_soft_since.take().is_some()
+            {
+                self.timers.set(conn, Timer::SoftQueueGrace, None);
             }
         }
     }
@@ -530,26 +534,8 @@ impl Server {
     /// than the last `now` given, so a driver that sleeps until then never
     /// spins. Call it after draining [`Server::poll_output`], before
     /// waiting: any `handle_*` call may bring the deadline forward.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        // Entries may be stale, or early for a deadline that moved later:
-        // clean the top until it is exact.
-        loop {
-            let Reverse((at, conn)) = *self.timers.peek()?;
-            let live = self
-                .joined_slot(conn)
-                .filter(|&slot| self.conns[slot].timer_at == Some(at));
-            match live {
-                Some(slot) if self.deadline(slot) == Some(at) => return Some(at),
-                Some(slot) => {
-                    self.timers.pop();
-                    self.conns[slot].timer_at = None;
-                    self.schedule(conn);
-                }
-                None => {
-                    self.timers.pop();
-                }
-            }
-        }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first()
     }
 
     /// Lines of `conn` waiting for flood control; reading is stopped while
@@ -595,87 +581,53 @@ impl Server {
     fn advance(&mut self, now: Instant) -> Instant {
         let now = self.clock.map_or(now, |clock| clock.max(now));
         self.clock = Some(now);
-        while let Some(&Reverse((at, conn))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(slot) = self.joined_slot(conn) else {
-                continue;
-            };
-            if self.conns[slot].timer_at != Some(at) {
-                continue;
-            }
-            self.conns[slot].timer_at = None;
-            self.expire(conn, now);
+        while let Some((conn, timer)) = self.timers.pop_due(now) {
+            self.expire(conn, timer, now);
             self.schedule(conn);
         }
         now
     }
 
-    /// The connection's next deadline, if it has one.
-    fn deadline(&self, slot: usize) -> Option<Instant> {
-        let entry = &self.conns[slot];
-        if entry.state != State::Joined {
-            return None;
-        }
-        let config = &self.config;
-        let mut deadlines = [None; 3];
-        deadlines[0] = after(
-            entry.outgoing.over_soft_since,
-            Some(config.soft_queue_grace),
-        );
-        if entry.policy_address.is_some() {
-            if !entry.flood.is_holding() {
-                deadlines[1] = after(entry.input.line_since, config.line_timeout);
-                deadlines[2] = after(entry.input.last_input, config.idle_timeout);
-            } else {
-                deadlines[1] = entry.flood.next_release();
-            }
-        }
-        deadlines.into_iter().flatten().min()
-    }
-
-    /// Makes sure `timers` has an entry for the connection no later than
-    /// its next deadline.
+    /// Arms the joined connection's timers that depend on its input and
+    /// flood control for when they are due now, cancelling those that do
+    /// not apply. (The soft output limit's is armed on delivery.)
     fn schedule(&mut self, conn: ConnId) {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        if let Some(deadline) = self.deadline(slot) {
-            // A deadline not after the clock would fire again at once:
-            // `advance` would never end.
-            debug_assert!(self.clock.is_none_or(|now| deadline > now));
-            arm(&mut self.timers, &mut self.conns[slot], deadline);
-        }
-    }
-
-    /// Runs the connection's timers that are due at `now`.
-    fn expire(&mut self, conn: ConnId, now: Instant) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
         let entry = &self.conns[slot];
         let config = &self.config;
-        let due = |since, limit| after(since, limit).is_some_and(|at| at <= now);
-        if due(
-            entry.outgoing.over_soft_since,
-            Some(config.soft_queue_grace),
-        ) {
-            // Not reading: no last line, like the hard limit.
-            self.leave(conn, Reason::TooSlow);
-            self.disconnect_too_slow();
-            return;
-        }
-        if entry.policy_address.is_some() && !entry.flood.is_holding() {
-            if due(entry.input.line_since, config.line_timeout) {
-                return self.disconnect(conn, Reason::IncompleteLine);
+        let policies = entry.policy_address.is_some();
+        // While lines are held, the client is not read: only the release runs.
+        let reading = policies && !entry.flood.is_holding();
+        let line = after(entry.input.line_since, config.line_timeout).filter(|_| reading);
+        let idle = after(entry.input.last_input, config.idle_timeout).filter(|_| reading);
+        let release = entry.flood.next_release().filter(|_| policies);
+        // A deadline not after the clock would fire again at once:
+        // `advance` would never end.
+        debug_assert!(
+            [line, idle, release]
+                .into_iter()
+                .flatten()
+                .all(|at| self.clock.is_none_or(|now| at > now))
+        );
+        self.timers.set(conn, Timer::LineTimeout, line);
+        self.timers.set(conn, Timer::IdleTimeout, idle);
+        self.timers.set(conn, Timer::FloodRelease, release);
+    }
+
+    /// Runs the connection's `timer`, due at `now`.
+    fn expire(&mut self, conn: ConnId, timer: Timer, now: Instant) {
+        match timer {
+            Timer::SoftQueueGrace => {
+                // Not reading: no last line, like the hard limit.
+                self.leave(conn, Reason::TooSlow);
+                self.disconnect_too_slow();
             }
-            if due(entry.input.last_input, config.idle_timeout) {
-                return self.disconnect(conn, Reason::Idle);
-            }
+            Timer::LineTimeout => self.disconnect(conn, Reason::IncompleteLine),
+            Timer::IdleTimeout => self.disconnect(conn, Reason::Idle),
+            Timer::FloodRelease => self.release_held(conn, now),
         }
-        self.release_held(conn, now);
     }
 
     /// Keeps a line over the client's flood budget for later; stops
@@ -827,8 +779,8 @@ impl Server {
             if outgoing.pending > soft_queue && outgoing.over_soft_since.is_none() {
                 if let Some(now) = *clock {
                     outgoing.over_soft_since = Some(now);
-                    if let Some(deadline) = now.checked_add(grace) {
-                        arm(timers, conn, deadline);
+                    if conn.state == State::Joined {
+                        timers.set(conn.id, Timer::SoftQueueGrace, now.checked_add(grace));
                     }
                 }
             }
@@ -903,6 +855,7 @@ impl Server {
         entry.state = State::Closing { admitted: true };
         entry.outgoing.queue.stop(&self.broadcasts);
         entry.flood.clear();
+        self.timers.cancel_all(conn);
         let nick = std::mem::take(&mut entry.nick);
         let flush = match reason {
             Reason::TooSlow => {
@@ -966,13 +919,4 @@ fn after(since: Option<Instant>, limit: Option<Duration>) -> Option<Instant> {
     since
         .zip(limit)
         .and_then(|(since, limit)| since.checked_add(limit))
-}
-
-/// Gives `conn` a live entry in `timers` at `deadline` unless it has one
-/// no later.
-fn arm(timers: &mut BinaryHeap<Reverse<(Instant, ConnId)>>, conn: &mut Conn, deadline: Instant) {
-    if conn.timer_at.is_none_or(|at| deadline < at) {
-        conn.timer_at = Some(deadline);
-        timers.push(Reverse((deadline, conn.id)));
-    }
 }

@@ -38,8 +38,6 @@ pub(super) struct Conn {
     pub(super) flood: FloodControl,
     /// The budget for nick changes, when the policies apply to the client.
     pub(super) nick_changes: Option<Bucket>,
-    /// The time of this connection's live entry in `Server::timers`.
-    pub(super) timer_at: Option<Instant>,
 }
 
 /// What the client sends: its line in progress, and the times the idle and
@@ -84,7 +82,6 @@ impl Conn {
             outgoing: Outgoing::default(),
             flood: FloodControl::new(None),
             nick_changes: None,
-            timer_at: None,
         }
     }
 }
