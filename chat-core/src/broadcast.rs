@@ -98,14 +98,34 @@ impl BroadcastLog {
         moved
     }
 
+    /// Drops the lines that none of `readers` needs any more, after moving
+    /// what a reader far behind still needs into its private lines: the log
+    /// never holds more than its capacity, however slowly some client
+    /// reads, and a batch of lines that everyone has still to read (joins
+    /// being announced) is not copied.
+    pub(crate) fn trim_for<'a>(
+        &mut self,
+        readers: impl Iterator<Item = (ConnId, &'a mut OutgoingQueue)>,
+    ) {
+        let mut from = self.end();
+        for (conn, queue) in readers {
+            if self.lags(queue) {
+                self.detach(conn, queue);
+            } else if let Some(needs) = self.needs_from(queue) {
+                from = from.min(needs);
+            }
+        }
+        self.trim(from);
+    }
+
     /// The first line `queue` still needs from the log, if any.
-    pub(crate) fn needs_from(&self, queue: &OutgoingQueue) -> Option<u64> {
+    fn needs_from(&self, queue: &OutgoingQueue) -> Option<u64> {
         (queue.cursor < queue.limit.unwrap_or(self.end())).then_some(queue.cursor)
     }
 
     /// Whether `queue` is so far behind that it should be detached before
     /// the log is trimmed, rather than hold the log.
-    pub(crate) fn lags(&self, queue: &OutgoingQueue) -> bool {
+    fn lags(&self, queue: &OutgoingQueue) -> bool {
         let half = (self.capacity / 2) as u64;
         self.needs_from(queue)
             .is_some_and(|from| from.saturating_add(half) < self.end())
@@ -113,7 +133,7 @@ impl BroadcastLog {
 
     /// Moves what `queue` has still to read from the log into its private
     /// queue, so that the log no longer needs to hold it.
-    pub(crate) fn detach(&self, conn: ConnId, queue: &mut OutgoingQueue) {
+    fn detach(&self, conn: ConnId, queue: &mut OutgoingQueue) {
         if self.needs_from(queue).is_none() {
             return;
         }
@@ -125,7 +145,7 @@ impl BroadcastLog {
 
     /// Drops the lines before `from`: every queue that needs one of them
     /// must have been detached first.
-    pub(crate) fn trim(&mut self, from: u64) {
+    fn trim(&mut self, from: u64) {
         let drop = from.saturating_sub(self.first).min(self.lines.len() as u64);
         self.lines.drain(..drop as usize);
         self.first += drop;

@@ -2,12 +2,13 @@
 //! `poll_*` calls, delivery and leaving. The state it is made of lives in
 //! the sibling modules: `conn` (one connection), `flood` (flood control),
 //! `addresses` (per-address limits), `timer` (every deadline), `cmd` (one
-//! file per command).
+//! file per command), `output` (what the driver is told).
 
 mod addresses;
 mod cmd;
 mod conn;
 mod flood;
+mod output;
 mod timer;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -20,22 +21,22 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use self::addresses::{Addresses, policy_address};
-use self::conn::{Conn, Input, Outgoing, State};
-use self::flood::{FloodControl, Held, Hold};
+use self::conn::{Conn, State};
+use self::flood::Held;
 use self::timer::{Timer, TimerSet};
 use crate::broadcast::{BroadcastLog, LOG_LINES};
 use crate::config::Config;
-use crate::framing::{Frame, LineFramer};
-use crate::nick::{self, NickRegistry};
-use crate::rate::Bucket;
+use crate::framing::Frame;
+use crate::nick::NickRegistry;
 
 pub use self::cmd::HELP;
+pub use self::output::{Event, Output, Reason};
 
 /// Identifies one connection for its whole life. Assigned by the server in
 /// increasing order and never reused, so a late input for a closed
 /// connection can never reach a newer one.
 ///
-/// The low [`SLOT_BITS`] bits name the connection's slot inside the server
+/// The low `SLOT_BITS` bits name the connection's slot inside the server
 /// (slots are reused, which keeps lookups a plain index), the high bits count
 /// connections (never reused: 2^40 of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,134 +59,6 @@ impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0 >> SLOT_BITS)
     }
-}
-
-/// Why a connection ended; shown to others as `* NICK left (REASON)` where
-/// [`Reason::notice`] has text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
-    /// The client sent `/quit`, with its (sanitized) reason if it gave one.
-    Quit(Option<String>),
-    /// The client closed its side of the connection.
-    Eof,
-    /// The driver reported the connection closed or failed.
-    Closed,
-    /// The client's output queue went over `max_queue`.
-    TooSlow,
-    /// Refused on connect: `max_clients` were already connected.
-    ServerFull,
-    /// The server is shutting down.
-    Shutdown,
-    /// The client had more than `flood_excess` lines waiting for flood control.
-    ExcessFlood,
-    /// The client sent nothing for `idle_timeout`.
-    Idle,
-    /// The client held an unterminated line for `line_timeout`.
-    IncompleteLine,
-    /// Refused on connect: its address has `max_per_ip` connections open,
-    /// or connects faster than `connect_rate`.
-    TooManyFromAddress,
-}
-
-impl Reason {
-    /// The text shown to others in parentheses, if any.
-    pub fn notice(&self) -> Option<&str> {
-        match self {
-            Reason::Quit(reason) => reason.as_deref(),
-            Reason::Eof | Reason::Closed => None,
-            Reason::TooSlow => Some("too slow"),
-            Reason::ServerFull => Some("server full"),
-            Reason::Shutdown => Some("shutdown"),
-            Reason::ExcessFlood => Some("excess flood"),
-            Reason::Idle => Some("idle"),
-            Reason::IncompleteLine => Some("incomplete line timeout"),
-            Reason::TooManyFromAddress => Some("too many connections from your address"),
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Quit(Some(reason)) => write!(f, "quit: {reason}"),
-            Reason::Quit(None) => f.write_str("quit"),
-            Reason::Eof => f.write_str("client closed the connection"),
-            Reason::Closed => f.write_str("connection lost"),
-            other => f.write_str(other.notice().unwrap_or_default()),
-        }
-    }
-}
-
-/// Something worth logging. Never holds chat text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A client joined under a generated nick.
-    Joined {
-        /// The connection.
-        conn: ConnId,
-        /// Its peer address, as given to [`Server::handle_connect`].
-        peer: SocketAddr,
-        /// Its generated nick.
-        nick: String,
-    },
-    /// A client was refused on connect.
-    Rejected {
-        /// The connection.
-        conn: ConnId,
-        /// Its peer address.
-        peer: SocketAddr,
-        /// Why.
-        reason: Reason,
-    },
-    /// A client changed its nick.
-    Renamed {
-        /// The connection.
-        conn: ConnId,
-        /// The nick it had.
-        from: String,
-        /// The nick it has now.
-        to: String,
-    },
-    /// A client left.
-    Left {
-        /// The connection.
-        conn: ConnId,
-        /// The nick it had.
-        nick: String,
-        /// Why it left.
-        reason: Reason,
-    },
-}
-
-/// What the server asks its driver to do, drained with [`Server::poll_output`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// The connection has bytes to send: when its socket can take them,
-    /// call [`Server::poll_transmit`]. Not repeated for the same connection
-    /// until `poll_transmit` has been called for it.
-    Transmit(ConnId),
-    /// Close the connection, then call [`Server::handle_closed`]. With
-    /// `flush`, first write what [`Server::poll_transmit`] still gives (a
-    /// goodbye or error line), bounded in time; without it, drop it.
-    /// No input for this id is taken after this.
-    Close {
-        /// The connection to close.
-        conn: ConnId,
-        /// Why it is closed.
-        reason: Reason,
-        /// Whether queued output should be written before closing.
-        flush: bool,
-    },
-    /// Stop reading from the connection until [`Output::ResumeReading`]:
-    /// the client is over its flood budget, and leaving its input in the
-    /// socket makes TCP slow it down. Bytes already read may still be given
-    /// to [`Server::handle_bytes`]; they wait their turn inside the server.
-    /// After an [`Output::Close`] for it, reading does not matter any more.
-    StopReading(ConnId),
-    /// Read from the connection again.
-    ResumeReading(ConnId),
-    /// Something worth logging. Boxed so that the frequent outputs stay small.
-    Event(Box<Event>),
 }
 
 /// Where a line goes. Every delivery passes through [`Server::deliver`], the
@@ -286,17 +159,7 @@ impl Server {
         let id = ConnId(self.accepted << SLOT_BITS | slot as u64);
         self.accepted += 1;
         if slot == NO_SLOT as usize {
-            self.outputs
-                .push_back(Output::Event(Box::new(Event::Rejected {
-                    conn: id,
-                    peer,
-                    reason: Reason::ServerFull,
-                })));
-            self.outputs.push_back(Output::Close {
-                conn: id,
-                reason: Reason::ServerFull,
-                flush: false,
-            });
+            self.reject(id, peer, Reason::ServerFull, false);
             return id;
         }
         let policy_address = policy_address(&self.config, peer);
@@ -309,34 +172,9 @@ impl Server {
         } else {
             None
         };
-        let state = match refusal {
-            Some(_) => State::Closing { admitted: false },
-            None => State::Joined,
-        };
-        let nick = match refusal {
-            Some(_) => String::new(),
-            None => self.generate_nick(id),
-        };
-        let policy_address = policy_address.filter(|_| refusal.is_none());
-        let bucket = |rate: Option<_>| policy_address.and(rate).map(Bucket::new);
-        self.conns[slot] = Conn {
-            id,
-            state,
-            nick: nick.clone(),
-            policy_address,
-            input: Input {
-                framer: LineFramer::new(self.config.max_line),
-                last_input: Some(now),
-                line_since: None,
-            },
-            outgoing: Outgoing {
-                queue: self.broadcasts.queue(),
-                ..Outgoing::default()
-            },
-            flood: FloodControl::new(bucket(self.config.flood)),
-            nick_changes: bucket(self.config.nick_rate),
-        };
+        let queue = self.broadcasts.queue();
         if let Some(reason) = refusal {
+            self.conns[slot] = Conn::accepted(id, None, None, &self.config, queue, now);
             self.conns[slot].outgoing.queue.stop(&self.broadcasts);
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
@@ -344,19 +182,13 @@ impl Server {
                 _ => "* error: server full",
             };
             self.deliver(Audience::One(id), render(&[text]));
-            self.outputs
-                .push_back(Output::Event(Box::new(Event::Rejected {
-                    conn: id,
-                    peer,
-                    reason: reason.clone(),
-                })));
-            self.outputs.push_back(Output::Close {
-                conn: id,
-                reason,
-                flush: true,
-            });
+            self.reject(id, peer, reason, true);
             return id;
         }
+        let rng = &mut self.rng;
+        let nick = self.nicks.claim_generated(id, || rng.next_u32());
+        let (config, joined) = (&self.config, Some(nick.clone()));
+        self.conns[slot] = Conn::accepted(id, joined, policy_address, config, queue, now);
         self.admitted += 1;
         let online = self.nicks.len();
         let users = if online == 1 { "user" } else { "users" };
@@ -576,141 +408,19 @@ impl Server {
         self.admitted
     }
 
-    /// Moves the clock to `now` (never back) and runs every timer due by
-    /// then, earliest first. Every `handle_*` call starts with it.
-    fn advance(&mut self, now: Instant) -> Instant {
-        let now = self.clock.map_or(now, |clock| clock.max(now));
-        self.clock = Some(now);
-        while let Some((conn, timer)) = self.timers.pop_due(now) {
-            self.expire(conn, timer, now);
-            self.schedule(conn);
-        }
-        now
-    }
-
-    /// Arms the joined connection's timers that depend on its input and
-    /// flood control for when they are due now, cancelling those that do
-    /// not apply. (The soft output limit's is armed on delivery.)
-    fn schedule(&mut self, conn: ConnId) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
+    /// Logs a refused connection and asks the driver to close it.
+    fn reject(&mut self, conn: ConnId, peer: SocketAddr, reason: Reason, flush: bool) {
+        let event = Event::Rejected {
+            conn,
+            peer,
+            reason: reason.clone(),
         };
-        let entry = &self.conns[slot];
-        let config = &self.config;
-        let policies = entry.policy_address.is_some();
-        // While lines are held, the client is not read: only the release runs.
-        let reading = policies && !entry.flood.is_holding();
-        let line = after(entry.input.line_since, config.line_timeout).filter(|_| reading);
-        let idle = after(entry.input.last_input, config.idle_timeout).filter(|_| reading);
-        let release = entry.flood.next_release().filter(|_| policies);
-        // A deadline not after the clock would fire again at once:
-        // `advance` would never end.
-        debug_assert!(
-            [line, idle, release]
-                .into_iter()
-                .flatten()
-                .all(|at| self.clock.is_none_or(|now| at > now))
-        );
-        self.timers.set(conn, Timer::LineTimeout, line);
-        self.timers.set(conn, Timer::IdleTimeout, idle);
-        self.timers.set(conn, Timer::FloodRelease, release);
-    }
-
-    /// Runs the connection's `timer`, due at `now`.
-    fn expire(&mut self, conn: ConnId, timer: Timer, now: Instant) {
-        match timer {
-            Timer::SoftQueueGrace => {
-                // Not reading: no last line, like the hard limit.
-                self.leave(conn, Reason::TooSlow);
-                self.disconnect_too_slow();
-            }
-            Timer::LineTimeout => self.disconnect(conn, Reason::IncompleteLine),
-            Timer::IdleTimeout => self.disconnect(conn, Reason::Idle),
-            Timer::FloodRelease => self.release_held(conn, now),
-        }
-    }
-
-    /// Keeps a line over the client's flood budget for later; stops
-    /// reading it at the first, disconnects it past `flood_excess`.
-    fn hold(&mut self, conn: ConnId, held: Held) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let flood = &mut self.conns[slot].flood;
-        match flood.hold(held, self.config.flood_excess) {
-            Hold::Excess => self.disconnect(conn, Reason::ExcessFlood),
-            Hold::First => {
-                if !flood.eof_pending {
-                    self.outputs.push_back(Output::StopReading(conn));
-                }
-                self.schedule(conn);
-            }
-            Hold::Queued => {}
-        }
-    }
-
-    /// Handles the held lines that flood control lets through at `now`;
-    /// once none is left, reading resumes (or a pending EOF is finished).
-    fn release_held(&mut self, conn: ConnId, now: Instant) {
-        while let Some(slot) = self.joined_slot(conn) {
-            let entry = &mut self.conns[slot];
-            let Some((held, drained)) = entry.flood.release(now) else {
-                return;
-            };
-            entry.input.last_input = Some(now);
-            let eof_pending = entry.flood.eof_pending;
-            if drained {
-                // The rest of a line being sent waited in the socket, not
-                // in the client: its time starts again.
-                if entry.input.line_since.is_some() {
-                    entry.input.line_since = Some(now);
-                }
-                if !eof_pending {
-                    self.outputs.push_back(Output::ResumeReading(conn));
-                }
-            }
-            match held {
-                Held::Line(line) => self.handle_line(conn, &line),
-                Held::TooLong => self.reply_error_line_too_long(conn),
-            }
-            self.disconnect_too_slow();
-            if drained {
-                if eof_pending && self.joined_slot(conn).is_some() {
-                    self.conns[slot].flood.eof_pending = false;
-                    self.finish_input(conn, now);
-                }
-                return;
-            }
-        }
-    }
-
-    /// The client closed its side and nothing of it is held: handles an
-    /// unterminated last line, then the client leaves.
-    fn finish_input(&mut self, conn: ConnId, now: Instant) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let mut framer = self.take_framer(slot);
-        if let Some(line) = framer.finish() {
-            // The last line counts against the budget like any other.
-            if !self.conns[slot].flood.admit(now) {
-                self.conns[slot].flood.eof_pending = true;
-                return self.hold(conn, Held::Line(line.into()));
-            }
-            self.handle_line(conn, line);
-            self.disconnect_too_slow();
-        }
-        if self.joined_slot(conn).is_some() {
-            self.leave(conn, Reason::Eof);
-            self.disconnect_too_slow();
-        }
-    }
-
-    /// Takes the connection's framer out of its slot while its lines are
-    /// handled, so that handling them may change any connection, this one
-    /// included.
-    fn take_framer(&mut self, slot: usize) -> LineFramer {
-        std::mem::replace(&mut self.conns[slot].input.framer, LineFramer::new(0))
+        self.outputs.push_back(Output::Event(Box::new(event)));
+        self.outputs.push_back(Output::Close {
+            conn,
+            reason,
+            flush,
+        });
     }
 
     /// Disconnects a client for a policy, telling it why in a last line.
@@ -732,21 +442,6 @@ impl Server {
         let slot = conn.slot();
         let entry = self.conns.get(slot)?;
         (entry.id == conn && entry.state != State::Free).then_some(slot)
-    }
-
-    /// A random nick no connected client holds: 4 characters while that
-    /// finds one quickly, longer if the 4-character space is crowded.
-    fn generate_nick(&mut self, conn: ConnId) -> String {
-        let mut len = nick::GENERATED_LEN;
-        loop {
-            for _ in 0..16 {
-                let candidate = nick::generate(len, || self.rng.next_u32());
-                if self.nicks.claim(&candidate, conn).is_ok() {
-                    return candidate;
-                }
-            }
-            len += 1;
-        }
     }
 
     /// Queues `line` for every client in `audience`. The one place that
@@ -802,7 +497,11 @@ impl Server {
                         push(c);
                     });
                 if broadcasts.is_full() {
-                    self.trim_log();
+                    let readers = conns
+                        .iter_mut()
+                        .filter(|c| c.state != State::Free)
+                        .map(|c| (c.id, &mut c.outgoing.queue));
+                    broadcasts.trim_for(readers);
                 }
             }
             Audience::One(conn) => {
@@ -813,27 +512,6 @@ impl Server {
                 }
             }
         }
-    }
-
-    /// Drops the lines of the shared log that nobody needs any more, after
-    /// moving what a client far behind still needs into its private queue:
-    /// the log never holds more than [`LOG_LINES`] lines, however slowly
-    /// some client reads, and a batch of lines that everyone has still to
-    /// read (joins being announced) is not copied.
-    fn trim_log(&mut self) {
-        let mut from = self.broadcasts.end();
-        for conn in &mut self.conns {
-            if conn.state == State::Free {
-                continue;
-            }
-            let queue = &mut conn.outgoing.queue;
-            if self.broadcasts.lags(queue) {
-                self.broadcasts.detach(conn.id, queue);
-            } else if let Some(needs) = self.broadcasts.needs_from(queue) {
-                from = from.min(needs);
-            }
-        }
-        self.broadcasts.trim(from);
     }
 
     /// Disconnects the clients that went over their output limit, telling the

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::ConnId;
 use super::flood::FloodControl;
 use crate::broadcast::OutgoingQueue;
+use crate::config::{Config, Rate};
 use crate::framing::LineFramer;
 use crate::rate::Bucket;
 
@@ -67,6 +68,41 @@ pub(super) struct Outgoing {
 }
 
 impl Conn {
+    /// A connection accepted at `now`: joined under `nick`, or refused
+    /// (`None`): closing, not counted against `max_clients`, and under no
+    /// policy.
+    pub(super) fn accepted(
+        id: ConnId,
+        nick: Option<String>,
+        policy_address: Option<IpAddr>,
+        config: &Config,
+        queue: OutgoingQueue,
+        now: Instant,
+    ) -> Conn {
+        let policy_address = policy_address.filter(|_| nick.is_some());
+        let bucket = |rate: Option<Rate>| policy_address.and(rate).map(Bucket::new);
+        Conn {
+            id,
+            state: match nick {
+                Some(_) => State::Joined,
+                None => State::Closing { admitted: false },
+            },
+            nick: nick.unwrap_or_default(),
+            policy_address,
+            input: Input {
+                framer: LineFramer::new(config.max_line),
+                last_input: Some(now),
+                line_since: None,
+            },
+            outgoing: Outgoing {
+                queue,
+                ..Outgoing::default()
+            },
+            flood: FloodControl::new(bucket(config.flood)),
+            nick_changes: bucket(config.nick_rate),
+        }
+    }
+
     /// An empty slot; `id` is the last id it held, so stale ids stay stale.
     pub(super) fn free(id: ConnId) -> Conn {
         Conn {

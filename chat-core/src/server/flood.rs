@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::framing::Frame;
+use super::{ConnId, Output, Reason, Server};
+use crate::framing::{Frame, LineFramer};
 use crate::rate::Bucket;
 
 /// One client's flood control. While any line is held, every later line is
@@ -115,6 +116,91 @@ impl FloodControl {
     pub(super) fn clear(&mut self) {
         self.held = VecDeque::new();
         self.eof_pending = false;
+    }
+}
+
+impl Server {
+    /// Keeps a line over the client's flood budget for later; stops
+    /// reading it at the first, disconnects it past `flood_excess`.
+    pub(super) fn hold(&mut self, conn: ConnId, held: Held) {
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        let flood = &mut self.conns[slot].flood;
+        match flood.hold(held, self.config.flood_excess) {
+            Hold::Excess => self.disconnect(conn, Reason::ExcessFlood),
+            Hold::First => {
+                if !flood.eof_pending {
+                    self.outputs.push_back(Output::StopReading(conn));
+                }
+                self.schedule(conn);
+            }
+            Hold::Queued => {}
+        }
+    }
+
+    /// Handles the held lines that flood control lets through at `now`;
+    /// once none is left, reading resumes (or a pending EOF is finished).
+    pub(super) fn release_held(&mut self, conn: ConnId, now: Instant) {
+        while let Some(slot) = self.joined_slot(conn) {
+            let entry = &mut self.conns[slot];
+            let Some((held, drained)) = entry.flood.release(now) else {
+                return;
+            };
+            entry.input.last_input = Some(now);
+            let eof_pending = entry.flood.eof_pending;
+            if drained {
+                // The rest of a line being sent waited in the socket, not
+                // in the client: its time starts again.
+                if entry.input.line_since.is_some() {
+                    entry.input.line_since = Some(now);
+                }
+                if !eof_pending {
+                    self.outputs.push_back(Output::ResumeReading(conn));
+                }
+            }
+            match held {
+                Held::Line(line) => self.handle_line(conn, &line),
+                Held::TooLong => self.reply_error_line_too_long(conn),
+            }
+            self.disconnect_too_slow();
+            if drained {
+                if eof_pending && self.joined_slot(conn).is_some() {
+                    self.conns[slot].flood.eof_pending = false;
+                    self.finish_input(conn, now);
+                }
+                return;
+            }
+        }
+    }
+
+    /// The client closed its side and nothing of it is held: handles an
+    /// unterminated last line, then the client leaves.
+    pub(super) fn finish_input(&mut self, conn: ConnId, now: Instant) {
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        let mut framer = self.take_framer(slot);
+        if let Some(line) = framer.finish() {
+            // The last line counts against the budget like any other.
+            if !self.conns[slot].flood.admit(now) {
+                self.conns[slot].flood.eof_pending = true;
+                return self.hold(conn, Held::Line(line.into()));
+            }
+            self.handle_line(conn, line);
+            self.disconnect_too_slow();
+        }
+        if self.joined_slot(conn).is_some() {
+            self.leave(conn, Reason::Eof);
+            self.disconnect_too_slow();
+        }
+    }
+
+    /// Takes the connection's framer out of its slot while its lines are
+    /// handled, so that handling them may change any connection, this one
+    /// included.
+    pub(super) fn take_framer(&mut self, slot: usize) -> LineFramer {
+        std::mem::replace(&mut self.conns[slot].input.framer, LineFramer::new(0))
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::ConnId;
+use super::{ConnId, Reason, Server, after};
 
 /// What a deadline is for. The derived order is the tie-break: when
 /// deadlines of one client are due together, the first kind in this order
@@ -108,6 +108,62 @@ impl TimerSet {
             .unwrap_or(first);
         self.set(conn, timer, None);
         Some((conn, timer))
+    }
+}
+
+impl Server {
+    /// Moves the clock to `now` (never back) and runs every timer due by
+    /// then, earliest first. Every `handle_*` call starts with it.
+    pub(super) fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.clock.map_or(now, |clock| clock.max(now));
+        self.clock = Some(now);
+        while let Some((conn, timer)) = self.timers.pop_due(now) {
+            self.expire(conn, timer, now);
+            self.schedule(conn);
+        }
+        now
+    }
+
+    /// Arms the joined connection's timers that depend on its input and
+    /// flood control for when they are due now, cancelling those that do
+    /// not apply. (The soft output limit's is armed on delivery.)
+    pub(super) fn schedule(&mut self, conn: ConnId) {
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        let entry = &self.conns[slot];
+        let config = &self.config;
+        let policies = entry.policy_address.is_some();
+        // While lines are held, the client is not read: only the release runs.
+        let reading = policies && !entry.flood.is_holding();
+        let line = after(entry.input.line_since, config.line_timeout).filter(|_| reading);
+        let idle = after(entry.input.last_input, config.idle_timeout).filter(|_| reading);
+        let release = entry.flood.next_release().filter(|_| policies);
+        // A deadline not after the clock would fire again at once:
+        // `advance` would never end.
+        debug_assert!(
+            [line, idle, release]
+                .into_iter()
+                .flatten()
+                .all(|at| self.clock.is_none_or(|now| at > now))
+        );
+        self.timers.set(conn, Timer::LineTimeout, line);
+        self.timers.set(conn, Timer::IdleTimeout, idle);
+        self.timers.set(conn, Timer::FloodRelease, release);
+    }
+
+    /// Runs the connection's `timer`, due at `now`.
+    pub(super) fn expire(&mut self, conn: ConnId, timer: Timer, now: Instant) {
+        match timer {
+            Timer::SoftQueueGrace => {
+                // Not reading: no last line, like the hard limit.
+                self.leave(conn, Reason::TooSlow);
+                self.disconnect_too_slow();
+            }
+            Timer::LineTimeout => self.disconnect(conn, Reason::IncompleteLine),
+            Timer::IdleTimeout => self.disconnect(conn, Reason::Idle),
+            Timer::FloodRelease => self.release_held(conn, now),
+        }
     }
 }
 
