@@ -432,6 +432,7 @@ impl Server {
         self.disconnect_too_slow();
     }
 
+    /// Where a joined connection sits in `conns`.
     fn joined_slot(&self, conn: ConnId) -> Option<usize> {
         let slot = self.slot_of(conn)?;
         (self.conns[slot].state == State::Joined).then_some(slot)
@@ -572,6 +573,7 @@ impl Server {
         self.deliver(Audience::One(conn), render(&["* ", text]));
     }
 
+    /// The reply to a line over `max_line`, sent once per such line.
     fn reply_error_line_too_long(&mut self, conn: ConnId) {
         let text = format!(
             "error: line too long (max {} bytes), discarded",

@@ -82,3 +82,68 @@ impl Addresses {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Rate;
+
+    #[test]
+    fn one_host_is_one_address_and_loopback_is_exempt() {
+        let config = Config::default();
+        let v4: SocketAddr = "203.0.113.1:1".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:203.0.113.1]:2".parse().unwrap();
+        assert_eq!(policy_address(&config, v4), policy_address(&config, mapped));
+        for loopback in ["127.0.0.2:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            let peer = loopback.parse().unwrap();
+            assert_eq!(policy_address(&config, peer), None);
+            let limit_loopback = Config {
+                limit_loopback: true,
+                ..Config::default()
+            };
+            assert!(policy_address(&limit_loopback, peer).is_some());
+        }
+    }
+
+    #[test]
+    fn the_rate_is_taken_even_when_max_per_ip_refuses() {
+        let config = Config {
+            max_per_ip: Some(1),
+            connect_rate: Some(Rate {
+                burst: 2,
+                interval: Duration::from_secs(10),
+            }),
+            ..Config::default()
+        };
+        let now = Instant::now();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        let mut addresses = Addresses::new();
+        assert!(addresses.admit(&config, ip, now));
+        // Over max_per_ip: refused, but the second of the burst is spent.
+        assert!(!addresses.admit(&config, ip, now));
+        addresses.release(ip);
+        assert!(!addresses.admit(&config, ip, now));
+        assert!(addresses.admit(&config, ip, now + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn unused_addresses_are_swept() {
+        let config = Config {
+            max_per_ip: None,
+            ..Config::default()
+        };
+        let now = Instant::now();
+        let mut addresses = Addresses::new();
+        for n in 0..MIN_ADDRESS_SWEEP as u32 {
+            let ip = IpAddr::from((0xcb00_7100 + n).to_be_bytes());
+            assert!(addresses.admit(&config, ip, now));
+            addresses.release(ip);
+        }
+        // Their budgets refill within a day: the next connect sweeps them.
+        let later = now + Duration::from_secs(86_400);
+        assert!(addresses.admit(&config, "198.51.100.1".parse().unwrap(), later));
+        assert_eq!(addresses.by_ip.len(), 1);
+    }
+}

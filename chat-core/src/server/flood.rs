@@ -1,6 +1,7 @@
 //! Flood control for one client: its line budget and the lines waiting
 //! for it (protocol.md, "Address policies": flood control, excess flood,
-//! EOF while lines wait).
+//! EOF while lines wait). `FloodControl` holds the state; the `Server`
+//! glue below it holds, releases and finishes a client's input.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -119,6 +120,7 @@ impl FloodControl {
     }
 }
 
+// The server's side: what holding and releasing lines does to the client.
 impl Server {
     /// Keeps a line over the client's flood budget for later; stops
     /// reading it at the first, disconnects it past `flood_excess`.

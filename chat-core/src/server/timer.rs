@@ -5,7 +5,10 @@
 //!
 //! The set holds exactly the armed deadlines: re-arming a timer moves its
 //! entry and cancelling removes it, so the earliest entry is always the next
-//! real deadline and nothing fires for nothing.
+//! real deadline and nothing fires for nothing. Below the set, the
+//! `Server` glue: `advance` (every `handle_*` call runs the timers due by
+//! its `now` before its input, so a byte that arrives exactly at a deadline
+//! is too late), `schedule` and `expire`.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -94,7 +97,8 @@ impl TimerSet {
 
     /// Disarms and returns the next timer due by `now`: the connection with
     /// the earliest deadline, and of its timers due by `now` the first in
-    /// [`Timer`] order.
+    /// [`Timer`] order. (When `now` is late past several deadlines of one
+    /// client, the tie-break order still decides which one acts.)
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ConnId, Timer)> {
         let &(at, conn, first) = self.by_time.first()?;
         if at > now {
@@ -111,6 +115,8 @@ impl TimerSet {
     }
 }
 
+// The server's side: keeping each joined client's timers armed, and acting
+// on them when due.
 impl Server {
     /// Moves the clock to `now` (never back) and runs every timer due by
     /// then, earliest first. Every `handle_*` call starts with it.
