@@ -1,16 +1,15 @@
-//! Every connection's pending deadlines, by kind, in one ordered set
+//! Every connection's pending deadlines, by kind, in one ordered heap
 //! (protocol.md, "Limits and policies" and "Address policies": the soft
 //! output limit's grace, the incomplete-line and idle timeouts, flood
 //! control's next release).
 //!
-//! The set holds exactly the armed deadlines: re-arming a timer moves its
+//! The heap holds exactly the armed deadlines: re-arming a timer moves its
 //! entry and cancelling removes it, so the earliest entry is always the next
-//! real deadline and nothing fires for nothing. Below the set, the
+//! real deadline and nothing fires for nothing. Below it, the
 //! `Server` glue: `advance` (every `handle_*` call runs the timers due by
 //! its `now` before its input, so a byte that arrives exactly at a deadline
 //! is too late), `schedule` and `expire`.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{ConnId, Reason, Server, after};
@@ -42,14 +41,21 @@ impl Timer {
     ];
 }
 
-/// The armed timers of every connection.
+/// Where an unarmed timer's entry would be.
+const UNARMED: usize = usize::MAX;
+
+/// The armed timers of every connection: a binary min-heap that knows where
+/// each entry is, so that re-arming or cancelling one is O(log n) and,
+/// once the heap has grown to its peak, allocates nothing.
 #[derive(Debug, Default)]
 pub(super) struct TimerSet {
-    /// Every armed timer, earliest first.
-    by_time: BTreeSet<(Instant, ConnId, Timer)>,
-    /// By connection slot, when each kind of timer is armed: the key of
-    /// its entry in `by_time`.
-    armed: Vec<[Option<Instant>; Timer::ALL.len()]>,
+    /// Every armed timer as a min-heap in `(time, connection, kind)` order.
+    /// A connection has one timer of each kind, so the order is total:
+    /// timers due together always come out in the same order.
+    heap: Vec<(Instant, ConnId, Timer)>,
+    /// By connection slot and timer kind, the index of its entry in
+    /// `heap`, or `UNARMED`.
+    index: Vec<[usize; Timer::ALL.len()]>,
 }
 
 impl TimerSet {
@@ -57,22 +63,31 @@ impl TimerSet {
     /// another time, or cancels it (`None`).
     pub(super) fn set(&mut self, conn: ConnId, timer: Timer, at: Option<Instant>) {
         let slot = conn.slot();
-        if self.armed.len() <= slot {
+        if self.index.len() <= slot {
             if at.is_none() {
                 return;
             }
-            self.armed.resize(slot + 1, [None; Timer::ALL.len()]);
+            self.index.resize(slot + 1, [UNARMED; Timer::ALL.len()]);
         }
-        let armed = &mut self.armed[slot][timer as usize];
-        if *armed == at {
-            return;
-        }
-        if let Some(old) = armed.take() {
-            self.by_time.remove(&(old, conn, timer));
-        }
-        if let Some(at) = at {
-            *armed = Some(at);
-            self.by_time.insert((at, conn, timer));
+        let i = self.index[slot][timer as usize];
+        match at {
+            None if i == UNARMED => {}
+            None => self.remove(i),
+            Some(at) if i == UNARMED => {
+                self.heap.push((at, conn, timer));
+                let last = self.heap.len() - 1;
+                self.place(last);
+                self.sift_up(last);
+            }
+            Some(at) => {
+                debug_assert_eq!(self.heap[i].1, conn, "a freed slot kept a timer");
+                let old = std::mem::replace(&mut self.heap[i].0, at);
+                if at > old {
+                    self.sift_down(i);
+                } else {
+                    self.sift_up(i);
+                }
+            }
         }
     }
 
@@ -85,14 +100,14 @@ impl TimerSet {
 
     /// Whether `conn` has no timer armed.
     pub(super) fn none_armed(&self, conn: ConnId) -> bool {
-        self.armed
+        self.index
             .get(conn.slot())
-            .is_none_or(|armed| armed.iter().all(Option::is_none))
+            .is_none_or(|index| index.iter().all(|&i| i == UNARMED))
     }
 
     /// The earliest armed deadline.
     pub(super) fn first(&self) -> Option<Instant> {
-        self.by_time.first().map(|&(at, _, _)| at)
+        self.heap.first().map(|&(at, _, _)| at)
     }
 
     /// Disarms and returns the next timer due by `now`: the connection with
@@ -100,18 +115,75 @@ impl TimerSet {
     /// [`Timer`] order. (When `now` is late past several deadlines of one
     /// client, the tie-break order still decides which one acts.)
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ConnId, Timer)> {
-        let &(at, conn, first) = self.by_time.first()?;
+        let &(at, conn, first) = self.heap.first()?;
         if at > now {
             return None;
         }
         // `first` is due itself: an earlier kind due by `now` goes before it.
-        let armed = self.armed.get(conn.slot());
-        let timer = Timer::ALL
-            .into_iter()
-            .find(|&timer| armed.is_some_and(|a| a[timer as usize].is_some_and(|at| at <= now)))
-            .unwrap_or(first);
+        let index = self.index.get(conn.slot());
+        let due = |timer: Timer| {
+            index
+                .map(|index| index[timer as usize])
+                .and_then(|i| self.heap.get(i))
+                .is_some_and(|&(at, _, _)| at <= now)
+        };
+        let timer = Timer::ALL.into_iter().find(|&t| due(t)).unwrap_or(first);
         self.set(conn, timer, None);
         Some((conn, timer))
+    }
+
+    /// Takes the entry at `i` out of the heap.
+    fn remove(&mut self, i: usize) {
+        let (_, conn, timer) = self.heap[i];
+        self.index[conn.slot()][timer as usize] = UNARMED;
+        self.heap.swap_remove(i);
+        if i < self.heap.len() {
+            self.place(i);
+            self.sift_down(i);
+            self.sift_up(i);
+        }
+    }
+
+    /// Records where the entry at `i` is.
+    fn place(&mut self, i: usize) {
+        let (_, conn, timer) = self.heap[i];
+        self.index[conn.slot()][timer as usize] = i;
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.place(a);
+        self.place(b);
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[i] >= self.heap[parent] {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let left = 2 * i + 1;
+            let right = left + 1;
+            let Some(&left_entry) = self.heap.get(left) else {
+                break;
+            };
+            let child = match self.heap.get(right) {
+                Some(&right_entry) if right_entry < left_entry => right,
+                _ => left,
+            };
+            if self.heap[child] >= self.heap[i] {
+                break;
+            }
+            self.swap(i, child);
+            i = child;
+        }
     }
 }
 
@@ -200,6 +272,71 @@ mod tests {
         assert_eq!(timers.first(), at(9));
         timers.cancel_all(a);
         assert_eq!(timers.first(), None);
-        assert!(timers.by_time.is_empty());
+        assert!(timers.heap.is_empty());
+    }
+
+    /// Random arming, moving, cancelling and popping, against a plain
+    /// ordered set of the armed timers.
+    #[test]
+    fn the_heap_pops_what_an_ordered_set_would() {
+        use std::collections::BTreeSet;
+
+        use rand_chacha::ChaCha8Rng;
+        use rand_core::{RngCore, SeedableRng};
+
+        let start = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut timers = TimerSet::default();
+        let mut model = BTreeSet::new();
+        let mut now = start;
+        for _ in 0..20_000 {
+            let conn = ConnId(u64::from(rng.next_u32() % 12) | 5 << 24);
+            let timer = Timer::ALL[rng.next_u32() as usize % Timer::ALL.len()];
+            match rng.next_u32() % 8 {
+                0..=4 => {
+                    let at = now + Duration::from_millis(u64::from(rng.next_u32() % 50));
+                    model.retain(|&(_, c, t)| (c, t) != (conn, timer));
+                    model.insert((at, conn, timer));
+                    timers.set(conn, timer, Some(at));
+                }
+                5 => {
+                    model.retain(|&(_, c, t)| (c, t) != (conn, timer));
+                    timers.set(conn, timer, None);
+                }
+                6 => {
+                    model.retain(|&(_, c, _)| c != conn);
+                    timers.cancel_all(conn);
+                    assert!(timers.none_armed(conn));
+                }
+                _ => {
+                    now += Duration::from_millis(u64::from(rng.next_u32() % 20));
+                    loop {
+                        let expected =
+                            model
+                                .first()
+                                .copied()
+                                .filter(|e| e.0 <= now)
+                                .map(|(_, c, f)| {
+                                    let kind = Timer::ALL
+                                        .into_iter()
+                                        .find(|&t| {
+                                            model.iter().any(|e| e.1 == c && e.2 == t && e.0 <= now)
+                                        })
+                                        .unwrap_or(f);
+                                    (c, kind)
+                                });
+                        if let Some((c, t)) = expected {
+                            model.retain(|e| (e.1, e.2) != (c, t));
+                        }
+                        assert_eq!(timers.pop_due(now), expected);
+                        if expected.is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
+            assert_eq!(timers.first(), model.first().map(|e| e.0));
+            assert_eq!(timers.heap.len(), model.len());
+        }
     }
 }
