@@ -106,6 +106,7 @@ impl TimerSet {
     }
 
     /// The earliest armed deadline.
+    #[inline]
     pub(super) fn first(&self) -> Option<Instant> {
         self.heap.first().map(|&(at, _, _)| at)
     }
@@ -114,6 +115,7 @@ impl TimerSet {
     /// the earliest deadline, and of its timers due by `now` the first in
     /// [`Timer`] order. (When `now` is late past several deadlines of one
     /// client, the tie-break order still decides which one acts.)
+    #[inline]
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ConnId, Timer)> {
         let &(at, conn, first) = self.heap.first()?;
         if at > now {
@@ -192,6 +194,10 @@ impl TimerSet {
 impl Server {
     /// Moves the clock to `now` (never back) and runs every timer due by
     /// then, earliest first. Every `handle_*` call starts with it.
+    // `#[inline]` here and on the `TimerSet` calls it makes: they run on
+    // every input and write, from another module (so, without LTO, possibly
+    // another codegen unit).
+    #[inline]
     pub(super) fn advance(&mut self, now: Instant) -> Instant {
         let now = self.clock.map_or(now, |clock| clock.max(now));
         self.clock = Some(now);
