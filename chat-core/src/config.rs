@@ -109,7 +109,7 @@ pub const MIN_MAX_LINE: usize = 16;
 pub enum ConfigError {
     /// `max_clients` is 0: nobody could join.
     NoClients,
-    /// `max_line` is below [`MIN_MAX_LINE`].
+    /// `max_line` is below `MIN_MAX_LINE`.
     LineTooShort,
     /// `max_queue` cannot hold one line of the longest kind (a chat line of
     /// `max_line` invalid bytes, each shown as a 3-byte U+FFFD), so every

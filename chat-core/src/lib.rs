@@ -6,6 +6,33 @@
 //! (`chat-tokio`, `chat-asyncstd`, `chat-std`) moves bytes between sockets and
 //! one [`Server`]. The protocol it implements is `docs/protocol.md`.
 //!
+//! # Module map
+//!
+//! Where each section of `docs/protocol.md` is decided, and where it is
+//! tested (`tests/` of this crate; the conformance checks against a running
+//! server are `chat-conformance/src/checks/<section>.rs`, with the same
+//! test-name prefixes):
+//!
+//! | protocol.md section | module(s) | tests |
+//! |---|---|---|
+//! | Framing | [`framing`] ([`framing::LineFramer`]) | `tests/framing.rs` |
+//! | Sanitizing | [`framing::sanitize`] | `tests/sanitizing.rs` |
+//! | Lines the server sends | `server` (`render`, `Server::deliver`), `broadcast` (`BroadcastLog`, `OutgoingQueue`) | `tests/lines.rs` |
+//! | Nicknames | [`nick`], `server/cmd/nick.rs` | `tests/nicknames.rs` |
+//! | Commands | `server/cmd/` (dispatch in `mod.rs`, one file per command, [`HELP`]) | `tests/commands.rs` |
+//! | Session events | `server` (`handle_connect`, `leave`), `server/output.rs` ([`Event`], [`Reason`]) | `tests/session.rs` |
+//! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/timer.rs` (soft limit grace) | `tests/limits.rs` (`limits_`) |
+//! | Address policies | `server/addresses.rs` (per address, loopback), `server/flood.rs` (flood control, held lines), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
+//!
+//! The server's state, by type: `server/conn.rs` (one connection, its fields
+//! grouped by concern), `server/flood.rs` (`FloodControl`),
+//! `server/addresses.rs` (`Addresses`), `server/timer.rs` (`TimerSet` of
+//! `Timer` kinds), `rate` (`Bucket`), `broadcast`. Across all sections:
+//! `tests/properties.rs` (the server against a naive model, and invariants
+//! under every policy) and `tests/fuzz_corpus.rs` (the fuzz corpus
+//! replayed), both driven by the simulated driver in `chat_core::testkit`
+//! (feature `testkit`).
+//!
 //! # The run loop a driver follows
 //!
 //! Inputs go in through the `handle_*` methods, each given the current time;
@@ -68,10 +95,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod broadcast;
 mod config;
 pub mod framing;
 pub mod nick;
-mod outbox;
+mod rate;
 mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -67,6 +67,26 @@ impl NickRegistry {
         self.holders.get(&key(nick)).copied()
     }
 
+    /// Claims a random nick no one holds for `conn`, drawing from
+    /// `next_u32`: [`GENERATED_LEN`] characters while that finds one
+    /// quickly, longer if that space is crowded.
+    pub(crate) fn claim_generated(
+        &mut self,
+        conn: ConnId,
+        mut next_u32: impl FnMut() -> u32,
+    ) -> String {
+        let mut len = GENERATED_LEN;
+        loop {
+            for _ in 0..16 {
+                let candidate = generate(len, &mut next_u32);
+                if self.claim(&candidate, conn).is_ok() {
+                    return candidate;
+                }
+            }
+            len += 1;
+        }
+    }
+
     /// Claims `nick` for `conn`, which must not hold another nick.
     pub fn claim(&mut self, nick: &str, conn: ConnId) -> Result<(), NickError> {
         if !is_valid(nick) {

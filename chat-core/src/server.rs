@@ -1,32 +1,46 @@
-//! The chat server state machine.
+//! The chat server state machine: its public types, the `handle_*` and
+//! `poll_*` calls, delivery and leaving. The state it is made of lives in
+//! the sibling modules: `conn` (one connection), `flood` (flood control),
+//! `addresses` (per-address limits), `timer` (every deadline), `cmd` (one
+//! file per command), `output` (what the driver is told).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+mod addresses;
+mod cmd;
+mod conn;
+mod flood;
+mod output;
+mod timer;
+
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::config::{Config, Rate};
-use crate::framing::{Frame, LineFramer, sanitize};
-use crate::nick::{self, NickError, NickRegistry};
-use crate::outbox::{Inbox, LOG_LINES, Log};
+use self::addresses::{Addresses, policy_address};
+use self::conn::{Conn, State};
+use self::flood::Held;
+use self::timer::{Timer, TimerSet};
+use crate::broadcast::{BroadcastLog, LOG_LINES};
+use crate::config::Config;
+use crate::framing::Frame;
+use crate::nick::NickRegistry;
+
+pub use self::cmd::HELP;
+pub use self::output::{Event, Output, Reason};
 
 /// Identifies one connection for its whole life. Assigned by the server in
 /// increasing order and never reused, so a late input for a closed
 /// connection can never reach a newer one.
 ///
-/// The low [`SLOT_BITS`] bits name the connection's slot inside the server
+/// The low `SLOT_BITS` bits name the connection's slot inside the server
 /// (slots are reused, which keeps lookups a plain index), the high bits count
 /// connections (never reused: 2^40 of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
-
-/// Entries in `Server::addresses` before the first sweep of unused ones.
-const MIN_ADDRESS_SWEEP: usize = 1024;
 
 /// Bits of a [`ConnId`] that hold its slot.
 const SLOT_BITS: u32 = 24;
@@ -34,7 +48,8 @@ const SLOT_BITS: u32 = 24;
 const NO_SLOT: u64 = (1 << SLOT_BITS) - 1;
 
 impl ConnId {
-    fn slot(self) -> usize {
+    /// The slot of `Server::conns` the connection has.
+    pub(super) fn slot(self) -> usize {
         (self.0 & NO_SLOT) as usize
     }
 }
@@ -46,134 +61,6 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// Why a connection ended; shown to others as `* NICK left (REASON)` where
-/// [`Reason::notice`] has text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
-    /// The client sent `/quit`, with its (sanitized) reason if it gave one.
-    Quit(Option<String>),
-    /// The client closed its side of the connection.
-    Eof,
-    /// The driver reported the connection closed or failed.
-    Closed,
-    /// The client's output queue went over `max_queue`.
-    TooSlow,
-    /// Refused on connect: `max_clients` were already connected.
-    ServerFull,
-    /// The server is shutting down.
-    Shutdown,
-    /// The client had more than `flood_excess` lines waiting for flood control.
-    ExcessFlood,
-    /// The client sent nothing for `idle_timeout`.
-    Idle,
-    /// The client held an unterminated line for `line_timeout`.
-    IncompleteLine,
-    /// Refused on connect: its address has `max_per_ip` connections open,
-    /// or connects faster than `connect_rate`.
-    TooManyFromAddress,
-}
-
-impl Reason {
-    /// The text shown to others in parentheses, if any.
-    pub fn notice(&self) -> Option<&str> {
-        match self {
-            Reason::Quit(reason) => reason.as_deref(),
-            Reason::Eof | Reason::Closed => None,
-            Reason::TooSlow => Some("too slow"),
-            Reason::ServerFull => Some("server full"),
-            Reason::Shutdown => Some("shutdown"),
-            Reason::ExcessFlood => Some("excess flood"),
-            Reason::Idle => Some("idle"),
-            Reason::IncompleteLine => Some("incomplete line timeout"),
-            Reason::TooManyFromAddress => Some("too many connections from your address"),
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Quit(Some(reason)) => write!(f, "quit: {reason}"),
-            Reason::Quit(None) => f.write_str("quit"),
-            Reason::Eof => f.write_str("client closed the connection"),
-            Reason::Closed => f.write_str("connection lost"),
-            other => f.write_str(other.notice().unwrap_or_default()),
-        }
-    }
-}
-
-/// Something worth logging. Never holds chat text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A client joined under a generated nick.
-    Joined {
-        /// The connection.
-        conn: ConnId,
-        /// Its peer address, as given to [`Server::handle_connect`].
-        peer: SocketAddr,
-        /// Its generated nick.
-        nick: String,
-    },
-    /// A client was refused on connect.
-    Rejected {
-        /// The connection.
-        conn: ConnId,
-        /// Its peer address.
-        peer: SocketAddr,
-        /// Why.
-        reason: Reason,
-    },
-    /// A client changed its nick.
-    Renamed {
-        /// The connection.
-        conn: ConnId,
-        /// The nick it had.
-        from: String,
-        /// The nick it has now.
-        to: String,
-    },
-    /// A client left.
-    Left {
-        /// The connection.
-        conn: ConnId,
-        /// The nick it had.
-        nick: String,
-        /// Why it left.
-        reason: Reason,
-    },
-}
-
-/// What the server asks its driver to do, drained with [`Server::poll_output`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// The connection has bytes to send: when its socket can take them,
-    /// call [`Server::poll_transmit`]. Not repeated for the same connection
-    /// until `poll_transmit` has been called for it.
-    Transmit(ConnId),
-    /// Close the connection, then call [`Server::handle_closed`]. With
-    /// `flush`, first write what [`Server::poll_transmit`] still gives (a
-    /// goodbye or error line), bounded in time; without it, drop it.
-    /// No input for this id is taken after this.
-    Close {
-        /// The connection to close.
-        conn: ConnId,
-        /// Why it is closed.
-        reason: Reason,
-        /// Whether queued output should be written before closing.
-        flush: bool,
-    },
-    /// Stop reading from the connection until [`Output::ResumeReading`]:
-    /// the client is over its flood budget, and leaving its input in the
-    /// socket makes TCP slow it down. Bytes already read may still be given
-    /// to [`Server::handle_bytes`]; they wait their turn inside the server.
-    /// After an [`Output::Close`] for it, reading does not matter any more.
-    StopReading(ConnId),
-    /// Read from the connection again.
-    ResumeReading(ConnId),
-    /// Something worth logging. Boxed so that the frequent outputs stay small.
-    Event(Box<Event>),
-}
-
 /// Where a line goes. Every delivery passes through [`Server::deliver`], the
 /// one place that knows recipients are local connections.
 #[derive(Debug, Clone, Copy)]
@@ -182,91 +69,6 @@ enum Audience {
     AllBut(ConnId),
     /// One client.
     One(ConnId),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// An unused slot, kept for the next connection.
-    Free,
-    /// In the chat: holds a nick, sends and receives.
-    Joined,
-    /// Told to close; waiting for the driver's `handle_closed`.
-    /// `admitted` says whether it counts against `max_clients`.
-    Closing { admitted: bool },
-}
-
-#[derive(Debug)]
-struct Conn {
-    id: ConnId,
-    state: State,
-    nick: String,
-    framer: LineFramer,
-    /// Lines not yet handed to the driver: its place in the shared log and
-    /// its private lines.
-    inbox: Inbox,
-    /// Bytes queued or handed to the driver and not yet reported written.
-    pending: usize,
-    /// An `Output::Transmit` is out and `poll_transmit` has not been called since.
-    transmit_signalled: bool,
-    /// The address the client is counted under, when the address policies
-    /// apply to it (not loopback, or `limit_loopback`).
-    limited: Option<IpAddr>,
-    /// Lines over the flood budget, oldest first; reading is stopped while
-    /// there are any.
-    held: VecDeque<Held>,
-    /// The client closed its side while lines were held: it leaves once
-    /// they are handled.
-    eof_pending: bool,
-    /// Flood control's theoretical arrival time (GCRA); `None`: full budget.
-    flood_tat: Option<Instant>,
-    /// The same for nick changes.
-    nick_tat: Option<Instant>,
-    /// When the client last sent something (or a held line of it was handled).
-    last_input: Option<Instant>,
-    /// Since when the client holds an unterminated line.
-    line_since: Option<Instant>,
-    /// Since when the client's output is over `soft_queue`.
-    over_soft_since: Option<Instant>,
-    /// The time of this connection's live entry in `Server::timers`.
-    timer_at: Option<Instant>,
-}
-
-/// A line waiting for flood control.
-#[derive(Debug)]
-enum Held {
-    Line(Box<[u8]>),
-    TooLong,
-}
-
-/// Connections open from one address, and its connect-rate budget.
-#[derive(Debug, Default)]
-struct Address {
-    open: usize,
-    connect_tat: Option<Instant>,
-}
-
-impl Conn {
-    /// An empty slot; `id` is the last id it held, so stale ids stay stale.
-    fn free(id: ConnId) -> Conn {
-        Conn {
-            id,
-            state: State::Free,
-            nick: String::new(),
-            framer: LineFramer::new(0),
-            inbox: Inbox::default(),
-            pending: 0,
-            transmit_signalled: false,
-            limited: None,
-            held: VecDeque::new(),
-            eof_pending: false,
-            flood_tat: None,
-            nick_tat: None,
-            last_input: None,
-            line_since: None,
-            over_soft_since: None,
-            timer_at: None,
-        }
-    }
 }
 
 /// The chat server: all connections, nicks and queued output. See the crate
@@ -286,22 +88,18 @@ pub struct Server {
     /// having joined, until the driver reports them closed.
     admitted: usize,
     outputs: VecDeque<Output>,
-    /// Broadcast lines not yet read by every connection.
-    log: Log,
+    /// Lines sent to every client that some connection has not read yet.
+    broadcasts: BroadcastLog,
     /// Clients that went over their output limit during a delivery; they are
     /// disconnected once the delivery is done, oldest id first.
     too_slow: BTreeSet<ConnId>,
     shutting_down: bool,
     /// The latest time given to a `handle_*` call.
     clock: Option<Instant>,
-    /// Per connection, at most one live entry: `(time, id)` with
-    /// `Conn::timer_at == Some(time)`, no later than the connection's next
-    /// deadline. Other entries are stale and skipped.
-    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Open connections and connect budgets by address (limited peers only).
-    addresses: HashMap<IpAddr, Address>,
-    /// Size of `addresses` at which unused entries are swept next.
-    addresses_sweep_at: usize,
+    /// Every armed deadline of the joined connections.
+    timers: TimerSet,
+    /// Open connections and connect budgets by address.
+    addresses: Addresses,
 }
 
 impl Server {
@@ -318,13 +116,12 @@ impl Server {
             nicks: NickRegistry::default(),
             admitted: 0,
             outputs: VecDeque::new(),
-            log: Log::new(LOG_LINES),
+            broadcasts: BroadcastLog::new(LOG_LINES),
             too_slow: BTreeSet::new(),
             shutting_down: false,
             clock: None,
-            timers: BinaryHeap::new(),
-            addresses: HashMap::new(),
-            addresses_sweep_at: MIN_ADDRESS_SWEEP,
+            timers: TimerSet::default(),
+            addresses: Addresses::new(),
         }
     }
 
@@ -333,7 +130,7 @@ impl Server {
     /// path often, with clients at every point of reading it.
     #[cfg(feature = "testkit")]
     pub fn with_log_lines(mut self, lines: usize) -> Server {
-        self.log = Log::new(lines);
+        self.broadcasts = BroadcastLog::new(lines);
         self
     }
 
@@ -362,69 +159,36 @@ impl Server {
         let id = ConnId(self.accepted << SLOT_BITS | slot as u64);
         self.accepted += 1;
         if slot == NO_SLOT as usize {
-            self.outputs
-                .push_back(Output::Event(Box::new(Event::Rejected {
-                    conn: id,
-                    peer,
-                    reason: Reason::ServerFull,
-                })));
-            self.outputs.push_back(Output::Close {
-                conn: id,
-                reason: Reason::ServerFull,
-                flush: false,
-            });
+            self.reject(id, peer, Reason::ServerFull, false);
             return id;
         }
-        let ip = peer.ip().to_canonical();
-        let limited = (self.config.limit_loopback || !ip.is_loopback()).then_some(ip);
+        let policy_address = policy_address(&self.config, peer);
         let refusal = if self.shutting_down {
             Some(Reason::Shutdown)
         } else if self.admitted >= self.config.max_clients {
             Some(Reason::ServerFull)
-        } else if limited.is_some_and(|ip| !self.admit_address(ip, now)) {
+        } else if policy_address.is_some_and(|ip| !self.addresses.admit(&self.config, ip, now)) {
             Some(Reason::TooManyFromAddress)
         } else {
             None
         };
-        let state = match refusal {
-            Some(_) => State::Closing { admitted: false },
-            None => State::Joined,
-        };
-        let nick = match refusal {
-            Some(_) => String::new(),
-            None => self.generate_nick(id),
-        };
-        self.conns[slot] = Conn {
-            id,
-            state,
-            nick: nick.clone(),
-            framer: LineFramer::new(self.config.max_line),
-            limited: if refusal.is_none() { limited } else { None },
-            last_input: Some(now),
-            inbox: self.log.inbox(),
-            ..Conn::free(id)
-        };
+        let queue = self.broadcasts.queue();
         if let Some(reason) = refusal {
-            self.conns[slot].inbox.stop(&self.log);
+            self.conns[slot] = Conn::accepted(id, None, None, &self.config, queue, now);
+            self.conns[slot].outgoing.queue.stop(&self.broadcasts);
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
                 Reason::TooManyFromAddress => "* error: too many connections from your address",
                 _ => "* error: server full",
             };
             self.deliver(Audience::One(id), render(&[text]));
-            self.outputs
-                .push_back(Output::Event(Box::new(Event::Rejected {
-                    conn: id,
-                    peer,
-                    reason: reason.clone(),
-                })));
-            self.outputs.push_back(Output::Close {
-                conn: id,
-                reason,
-                flush: true,
-            });
+            self.reject(id, peer, reason, true);
             return id;
         }
+        let rng = &mut self.rng;
+        let nick = self.nicks.claim_generated(id, || rng.next_u32());
+        let (config, joined) = (&self.config, Some(nick.clone()));
+        self.conns[slot] = Conn::accepted(id, joined, policy_address, config, queue, now);
         self.admitted += 1;
         let online = self.nicks.len();
         let users = if online == 1 { "user" } else { "users" };
@@ -458,39 +222,33 @@ impl Server {
         if bytes.is_empty() {
             return;
         }
-        self.conns[slot].last_input = Some(now);
+        self.conns[slot].input.last_input = Some(now);
         // Any LF ends the line in progress, a discarded one included; an
         // unterminated line left after this input started with it.
         let ends_a_line = memchr::memchr(b'\n', bytes).is_some();
-        // The framer leaves its slot while its lines are handled, so that
-        // handling them may change any connection, this one included.
-        let mut framer = std::mem::replace(&mut self.conns[slot].framer, LineFramer::new(0));
+        let mut framer = self.take_framer(slot);
         while let Some(frame) = framer.next_frame(&mut bytes) {
-            if self.take_flood_budget(conn, now) {
+            if self.conns[slot].flood.admit(now) {
                 match frame {
                     Frame::Line(line) => self.handle_line(conn, line),
                     Frame::TooLong => self.reply_error_line_too_long(conn),
                 }
                 self.disconnect_too_slow();
             } else {
-                let held = match frame {
-                    Frame::Line(line) => Held::Line(line.into()),
-                    Frame::TooLong => Held::TooLong,
-                };
-                self.hold(conn, held);
+                self.hold(conn, Held::from_frame(frame));
             }
             if self.joined_slot(conn).is_none() {
                 return;
             }
         }
         if let Some(slot) = self.joined_slot(conn) {
-            let entry = &mut self.conns[slot];
-            entry.line_since = match entry.line_since {
+            let input = &mut self.conns[slot].input;
+            input.line_since = match input.line_since {
                 _ if !framer.in_line() => None,
                 Some(since) if !ends_a_line => Some(since),
                 _ => Some(now),
             };
-            entry.framer = framer;
+            input.framer = framer;
             self.schedule(conn);
         }
     }
@@ -505,8 +263,8 @@ impl Server {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        if !self.conns[slot].held.is_empty() {
-            self.conns[slot].eof_pending = true;
+        if self.conns[slot].flood.is_holding() {
+            self.conns[slot].flood.eof_pending = true;
             return;
         }
         self.finish_input(conn, now);
@@ -524,12 +282,12 @@ impl Server {
         let Some(slot) = self.slot_of(conn) else {
             return;
         };
+        // Only joined connections have timers, and leaving cancelled them.
+        debug_assert!(self.timers.none_armed(conn));
         let closed = std::mem::replace(&mut self.conns[slot], Conn::free(conn));
         self.free.push(slot);
-        if let Some(ip) = closed.limited {
-            if let Some(address) = self.addresses.get_mut(&ip) {
-                address.open = address.open.saturating_sub(1);
-            }
+        if let Some(ip) = closed.policy_address {
+            self.addresses.release(ip);
         }
         if closed.state == (State::Closing { admitted: true }) {
             self.admitted -= 1;
@@ -542,10 +300,12 @@ impl Server {
     pub fn handle_written(&mut self, now: Instant, conn: ConnId, written: usize) {
         self.advance(now);
         if let Some(slot) = self.slot_of(conn) {
-            let entry = &mut self.conns[slot];
-            entry.pending = entry.pending.saturating_sub(written);
-            if entry.pending <= self.config.soft_queue {
-                entry.over_soft_since = None;
+            let outgoing = &mut self.conns[slot].outgoing;
+            outgoing.pending = outgoing.pending.saturating_sub(written);
+            if outgoing.pending <= self.config.soft_queue
+                && outgoing.over_soft_since.take().is_some()
+            {
+                self.timers.set(conn, Timer::SoftQueueGrace, None);
             }
         }
     }
@@ -595,9 +355,9 @@ impl Server {
         let Some(slot) = self.slot_of(conn) else {
             return 0;
         };
-        let entry = &mut self.conns[slot];
-        entry.transmit_signalled = false;
-        self.log.drain(conn, &mut entry.inbox, out)
+        let outgoing = &mut self.conns[slot].outgoing;
+        outgoing.transmit_signalled = false;
+        self.broadcasts.drain(conn, &mut outgoing.queue, out)
     }
 
     /// When to call [`Server::handle_timeout`] next: the earliest deadline
@@ -606,32 +366,14 @@ impl Server {
     /// than the last `now` given, so a driver that sleeps until then never
     /// spins. Call it after draining [`Server::poll_output`], before
     /// waiting: any `handle_*` call may bring the deadline forward.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        // Entries may be stale, or early for a deadline that moved later:
-        // clean the top until it is exact.
-        loop {
-            let Reverse((at, conn)) = *self.timers.peek()?;
-            let live = self
-                .joined_slot(conn)
-                .filter(|&slot| self.conns[slot].timer_at == Some(at));
-            match live {
-                Some(slot) if self.deadline(slot) == Some(at) => return Some(at),
-                Some(slot) => {
-                    self.timers.pop();
-                    self.conns[slot].timer_at = None;
-                    self.schedule(conn);
-                }
-                None => {
-                    self.timers.pop();
-                }
-            }
-        }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first()
     }
 
     /// Lines of `conn` waiting for flood control; reading is stopped while
     /// there are any.
     pub fn held_lines(&self, conn: ConnId) -> Option<usize> {
-        self.slot_of(conn).map(|slot| self.conns[slot].held.len())
+        self.slot_of(conn).map(|slot| self.conns[slot].flood.held())
     }
 
     /// Ids of the connections still open (joined or closing).
@@ -651,13 +393,14 @@ impl Server {
     /// Bytes held for `conn`: queued, or given to the driver and not yet
     /// reported written. Never above `max_queue`.
     pub fn pending_bytes(&self, conn: ConnId) -> Option<usize> {
-        self.slot_of(conn).map(|slot| self.conns[slot].pending)
+        self.slot_of(conn)
+            .map(|slot| self.conns[slot].outgoing.pending)
     }
 
     /// Bytes of an unterminated line buffered for `conn`; at most `max_line + 1`.
     pub fn buffered_bytes(&self, conn: ConnId) -> Option<usize> {
         self.slot_of(conn)
-            .map(|slot| self.conns[slot].framer.buffered())
+            .map(|slot| self.conns[slot].input.framer.buffered())
     }
 
     /// Connections counted against `max_clients`.
@@ -665,231 +408,19 @@ impl Server {
         self.admitted
     }
 
-    /// Moves the clock to `now` (never back) and runs every timer due by
-    /// then, earliest first. Every `handle_*` call starts with it.
-    fn advance(&mut self, now: Instant) -> Instant {
-        let now = self.clock.map_or(now, |clock| clock.max(now));
-        self.clock = Some(now);
-        while let Some(&Reverse((at, conn))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(slot) = self.joined_slot(conn) else {
-                continue;
-            };
-            if self.conns[slot].timer_at != Some(at) {
-                continue;
-            }
-            self.conns[slot].timer_at = None;
-            self.expire(conn, now);
-            self.schedule(conn);
-        }
-        now
-    }
-
-    /// The connection's next deadline, if it has one.
-    fn deadline(&self, slot: usize) -> Option<Instant> {
-        let entry = &self.conns[slot];
-        if entry.state != State::Joined {
-            return None;
-        }
-        let config = &self.config;
-        let mut deadlines = [None; 3];
-        deadlines[0] = after(entry.over_soft_since, Some(config.soft_queue_grace));
-        if entry.limited.is_some() {
-            if entry.held.is_empty() {
-                deadlines[1] = after(entry.line_since, config.line_timeout);
-                deadlines[2] = after(entry.last_input, config.idle_timeout);
-            } else if let (Some(rate), Some(tat)) = (config.flood, entry.flood_tat) {
-                // When the next held line fits the budget (see `gcra`).
-                deadlines[1] = Some(tat.checked_sub(rate.tolerance()).unwrap_or(tat));
-            }
-        }
-        deadlines.into_iter().flatten().min()
-    }
-
-    /// Makes sure `timers` has an entry for the connection no later than
-    /// its next deadline.
-    fn schedule(&mut self, conn: ConnId) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
+    /// Logs a refused connection and asks the driver to close it.
+    fn reject(&mut self, conn: ConnId, peer: SocketAddr, reason: Reason, flush: bool) {
+        let event = Event::Rejected {
+            conn,
+            peer,
+            reason: reason.clone(),
         };
-        if let Some(deadline) = self.deadline(slot) {
-            // A deadline not after the clock would fire again at once:
-            // `advance` would never end.
-            debug_assert!(self.clock.is_none_or(|now| deadline > now));
-            arm(&mut self.timers, &mut self.conns[slot], deadline);
-        }
-    }
-
-    /// Runs the connection's timers that are due at `now`.
-    fn expire(&mut self, conn: ConnId, now: Instant) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let entry = &self.conns[slot];
-        let config = &self.config;
-        let due = |since, limit| after(since, limit).is_some_and(|at| at <= now);
-        if due(entry.over_soft_since, Some(config.soft_queue_grace)) {
-            // Not reading: no last line, like the hard limit.
-            self.leave(conn, Reason::TooSlow);
-            self.disconnect_too_slow();
-            return;
-        }
-        if entry.limited.is_some() && entry.held.is_empty() {
-            if due(entry.line_since, config.line_timeout) {
-                return self.disconnect(conn, Reason::IncompleteLine);
-            }
-            if due(entry.last_input, config.idle_timeout) {
-                return self.disconnect(conn, Reason::Idle);
-            }
-        }
-        self.release_held(conn, now);
-    }
-
-    /// Whether the client may have one more line handled now: nothing of it
-    /// is held, and flood control (if it applies) has budget, which this
-    /// takes.
-    fn take_flood_budget(&mut self, conn: ConnId, now: Instant) -> bool {
-        let Some(slot) = self.joined_slot(conn) else {
-            return false;
-        };
-        let entry = &mut self.conns[slot];
-        if !entry.held.is_empty() {
-            return false;
-        }
-        let (Some(rate), Some(_)) = (self.config.flood, entry.limited) else {
-            return true;
-        };
-        match gcra(rate, entry.flood_tat, now) {
-            Ok(tat) => {
-                entry.flood_tat = Some(tat);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Keeps a line over the client's flood budget for later; stops
-    /// reading it at the first, disconnects it past `flood_excess`.
-    fn hold(&mut self, conn: ConnId, held: Held) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let entry = &mut self.conns[slot];
-        entry.held.push_back(held);
-        if entry.held.len() > self.config.flood_excess {
-            self.disconnect(conn, Reason::ExcessFlood);
-        } else if entry.held.len() == 1 {
-            if !entry.eof_pending {
-                self.outputs.push_back(Output::StopReading(conn));
-            }
-            self.schedule(conn);
-        }
-    }
-
-    /// Handles the held lines that flood control lets through at `now`;
-    /// once none is left, reading resumes (or a pending EOF is finished).
-    fn release_held(&mut self, conn: ConnId, now: Instant) {
-        let Some(rate) = self.config.flood else {
-            return;
-        };
-        loop {
-            let Some(slot) = self.joined_slot(conn) else {
-                return;
-            };
-            let entry = &mut self.conns[slot];
-            if entry.held.is_empty() {
-                return;
-            }
-            let Ok(tat) = gcra(rate, entry.flood_tat, now) else {
-                return;
-            };
-            entry.flood_tat = Some(tat);
-            entry.last_input = Some(now);
-            let Some(held) = entry.held.pop_front() else {
-                return;
-            };
-            let drained = entry.held.is_empty();
-            let eof_pending = entry.eof_pending;
-            if drained {
-                // The rest of a line being sent waited in the socket, not
-                // in the client: its time starts again.
-                if entry.line_since.is_some() {
-                    entry.line_since = Some(now);
-                }
-                if !eof_pending {
-                    self.outputs.push_back(Output::ResumeReading(conn));
-                }
-            }
-            match held {
-                Held::Line(line) => self.handle_line(conn, &line),
-                Held::TooLong => self.reply_error_line_too_long(conn),
-            }
-            self.disconnect_too_slow();
-            if drained {
-                if eof_pending && self.joined_slot(conn).is_some() {
-                    self.conns[slot].eof_pending = false;
-                    self.finish_input(conn, now);
-                }
-                return;
-            }
-        }
-    }
-
-    /// The client closed its side and nothing of it is held: handles an
-    /// unterminated last line, then the client leaves.
-    fn finish_input(&mut self, conn: ConnId, now: Instant) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let mut framer = std::mem::replace(&mut self.conns[slot].framer, LineFramer::new(0));
-        if let Some(line) = framer.finish() {
-            // The last line counts against the budget like any other.
-            if !self.take_flood_budget(conn, now) {
-                let line = Held::Line(line.into());
-                if let Some(slot) = self.joined_slot(conn) {
-                    self.conns[slot].eof_pending = true;
-                }
-                return self.hold(conn, line);
-            }
-            self.handle_line(conn, line);
-            self.disconnect_too_slow();
-        }
-        if self.joined_slot(conn).is_some() {
-            self.leave(conn, Reason::Eof);
-            self.disconnect_too_slow();
-        }
-    }
-
-    /// Counts a new connection from `ip` against the connect rate and
-    /// `max_per_ip`; false if it is over either.
-    fn admit_address(&mut self, ip: IpAddr, now: Instant) -> bool {
-        // Addresses with nothing open and a full budget carry no state:
-        // sweep them whenever the map has doubled since the last sweep.
-        if self.addresses.len() >= self.addresses_sweep_at {
-            self.addresses.retain(|_, address| {
-                address.open > 0 || address.connect_tat.is_some_and(|tat| tat > now)
-            });
-            self.addresses_sweep_at = (self.addresses.len() * 2).max(MIN_ADDRESS_SWEEP);
-        }
-        let address = self.addresses.entry(ip).or_default();
-        if let Some(rate) = self.config.connect_rate {
-            match gcra(rate, address.connect_tat, now) {
-                Ok(tat) => address.connect_tat = Some(tat),
-                Err(_) => return false,
-            }
-        }
-        if self
-            .config
-            .max_per_ip
-            .is_some_and(|max| address.open >= max)
-        {
-            return false;
-        }
-        address.open += 1;
-        true
+        self.outputs.push_back(Output::Event(Box::new(event)));
+        self.outputs.push_back(Output::Close {
+            conn,
+            reason,
+            flush,
+        });
     }
 
     /// Disconnects a client for a policy, telling it why in a last line.
@@ -901,6 +432,7 @@ impl Server {
         self.disconnect_too_slow();
     }
 
+    /// Where a joined connection sits in `conns`.
     fn joined_slot(&self, conn: ConnId) -> Option<usize> {
         let slot = self.slot_of(conn)?;
         (self.conns[slot].state == State::Joined).then_some(slot)
@@ -911,21 +443,6 @@ impl Server {
         let slot = conn.slot();
         let entry = self.conns.get(slot)?;
         (entry.id == conn && entry.state != State::Free).then_some(slot)
-    }
-
-    /// A random nick no connected client holds: 4 characters while that
-    /// finds one quickly, longer if the 4-character space is crowded.
-    fn generate_nick(&mut self, conn: ConnId) -> String {
-        let mut len = nick::GENERATED_LEN;
-        loop {
-            for _ in 0..16 {
-                let candidate = nick::generate(len, || self.rng.next_u32());
-                if self.nicks.claim(&candidate, conn).is_ok() {
-                    return candidate;
-                }
-            }
-            len += 1;
-        }
     }
 
     /// Queues `line` for every client in `audience`. The one place that
@@ -941,29 +458,30 @@ impl Server {
             too_slow,
             clock,
             timers,
-            log,
+            broadcasts,
             ..
         } = self;
         // Counts the line against the client's limits and wakes its writer;
         // false if it goes over `max_queue` (the line is not for it then).
         let mut push = |conn: &mut Conn| {
-            if conn.pending + len > max_queue {
+            let outgoing = &mut conn.outgoing;
+            if outgoing.pending + len > max_queue {
                 if conn.state == State::Joined {
                     too_slow.insert(conn.id);
                 }
                 return false;
             }
-            conn.pending += len;
-            if conn.pending > soft_queue && conn.over_soft_since.is_none() {
+            outgoing.pending += len;
+            if outgoing.pending > soft_queue && outgoing.over_soft_since.is_none() {
                 if let Some(now) = *clock {
-                    conn.over_soft_since = Some(now);
-                    if let Some(deadline) = now.checked_add(grace) {
-                        arm(timers, conn, deadline);
+                    outgoing.over_soft_since = Some(now);
+                    if conn.state == State::Joined {
+                        timers.set(conn.id, Timer::SoftQueueGrace, now.checked_add(grace));
                     }
                 }
             }
-            if !conn.transmit_signalled {
-                conn.transmit_signalled = true;
+            if !conn.outgoing.transmit_signalled {
+                conn.outgoing.transmit_signalled = true;
                 outputs.push_back(Output::Transmit(conn.id));
             }
             true
@@ -972,45 +490,29 @@ impl Server {
             Audience::AllBut(sender) => {
                 // Stored once; a client over its limit is disconnected
                 // before anything more is sent to it.
-                log.push(sender, line);
+                broadcasts.push(sender, line);
                 conns
                     .iter_mut()
                     .filter(|c| c.state == State::Joined && c.id != sender)
                     .for_each(|c| {
                         push(c);
                     });
-                if log.is_full() {
-                    self.trim_log();
+                if broadcasts.is_full() {
+                    let readers = conns
+                        .iter_mut()
+                        .filter(|c| c.state != State::Free)
+                        .map(|c| (c.id, &mut c.outgoing.queue));
+                    broadcasts.trim_for(readers);
                 }
             }
             Audience::One(conn) => {
                 if let Some(entry) = conns.get_mut(conn.slot()) {
                     if entry.id == conn && entry.state != State::Free && push(entry) {
-                        entry.inbox.push(log, line);
+                        entry.outgoing.queue.push(broadcasts, line);
                     }
                 }
             }
         }
-    }
-
-    /// Drops the lines of the shared log that nobody needs any more, after
-    /// moving what a client far behind still needs into its private queue:
-    /// the log never holds more than [`LOG_LINES`] lines, however slowly
-    /// some client reads, and a batch of lines that everyone has still to
-    /// read (joins being announced) is not copied.
-    fn trim_log(&mut self) {
-        let mut from = self.log.end();
-        for conn in &mut self.conns {
-            if conn.state == State::Free {
-                continue;
-            }
-            if self.log.lags(&conn.inbox) {
-                self.log.detach(conn.id, &mut conn.inbox);
-            } else if let Some(needs) = self.log.needs_from(&conn.inbox) {
-                from = from.min(needs);
-            }
-        }
-        self.log.trim(from);
     }
 
     /// Disconnects the clients that went over their output limit, telling the
@@ -1030,15 +532,15 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.state = State::Closing { admitted: true };
-        entry.inbox.stop(&self.log);
-        entry.held = VecDeque::new();
-        entry.eof_pending = false;
+        entry.outgoing.queue.stop(&self.broadcasts);
+        entry.flood.clear();
+        self.timers.cancel_all(conn);
         let nick = std::mem::take(&mut entry.nick);
         let flush = match reason {
             Reason::TooSlow => {
                 // It is not reading: drop what it holds rather than flush it.
-                entry.inbox.discard(&self.log);
-                entry.pending = 0;
+                entry.outgoing.queue.discard(&self.broadcasts);
+                entry.outgoing.pending = 0;
                 Some(false)
             }
             Reason::Closed => None,
@@ -1071,175 +573,13 @@ impl Server {
         self.deliver(Audience::One(conn), render(&["* ", text]));
     }
 
+    /// The reply to a line over `max_line`, sent once per such line.
     fn reply_error_line_too_long(&mut self, conn: ConnId) {
         let text = format!(
             "error: line too long (max {} bytes), discarded",
             self.config.max_line
         );
         self.reply(conn, &text);
-    }
-
-    /// One complete raw line from a joined client.
-    fn handle_line(&mut self, conn: ConnId, raw: &[u8]) {
-        let text = sanitize(raw);
-        if text.is_empty() {
-            return;
-        }
-        match text.strip_prefix('/') {
-            Some(escaped) if escaped.starts_with('/') => self.chat(conn, escaped),
-            Some(command) => self.command(conn, command),
-            None => self.chat(conn, &text),
-        }
-    }
-
-    /// A chat line: `NICK: TEXT` to every other client.
-    fn chat(&mut self, conn: ConnId, text: &str) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let line = render(&[&self.conns[slot].nick, ": ", text]);
-        self.deliver(Audience::AllBut(conn), line);
-    }
-
-    /// A command line, without its leading `/`.
-    fn command(&mut self, conn: ConnId, line: &str) {
-        let (name, args) = split_word(line);
-        match name.to_ascii_lowercase().as_str() {
-            "nick" => self.command_nick(conn, args),
-            "me" => self.command_me(conn, args),
-            "msg" => self.command_msg(conn, args),
-            "who" => self.command_who(conn),
-            "help" => {
-                for text in HELP {
-                    self.reply(conn, text);
-                }
-            }
-            "quit" => {
-                self.reply(conn, "bye");
-                let reason = (!args.is_empty()).then(|| args.to_owned());
-                self.leave(conn, Reason::Quit(reason));
-            }
-            _ => {
-                let text = format!("error: unknown command /{name}, try /help");
-                self.reply(conn, &text);
-            }
-        }
-    }
-
-    fn command_nick(&mut self, conn: ConnId, args: &str) {
-        let (new, extra) = split_word(args);
-        if new.is_empty() || !extra.is_empty() {
-            return self.reply(conn, "error: usage: /nick NAME");
-        }
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let old = self.conns[slot].nick.clone();
-        if old == new {
-            return self.reply(conn, &format!("you are now known as {new}"));
-        }
-        let mut nick_tat = None;
-        if let (Some(rate), Some(_), Some(now)) =
-            (self.config.nick_rate, self.conns[slot].limited, self.clock)
-        {
-            match gcra(rate, self.conns[slot].nick_tat, now) {
-                Ok(tat) => nick_tat = Some(tat),
-                Err(ready) => {
-                    let wait = ready.saturating_duration_since(now);
-                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    let text = format!("error: nick changes too fast, try again in {secs} s");
-                    return self.reply(conn, &text);
-                }
-            }
-        }
-        match self.nicks.rename(&old, new, conn) {
-            Err(NickError::Invalid) => {
-                let text = format!(
-                    "error: invalid nick {new}: use 1-{} letters, digits, _ or -",
-                    nick::MAX_NICK_CHARS
-                );
-                self.reply(conn, &text);
-            }
-            Err(NickError::Taken) => {
-                self.reply(conn, &format!("error: nick {new} is already taken"))
-            }
-            Ok(()) => {
-                self.conns[slot].nick = new.to_owned();
-                if nick_tat.is_some() {
-                    self.conns[slot].nick_tat = nick_tat;
-                }
-                self.reply(conn, &format!("you are now known as {new}"));
-                let notice = render(&["* ", &old, " is now known as ", new]);
-                self.deliver(Audience::AllBut(conn), notice);
-                self.outputs
-                    .push_back(Output::Event(Box::new(Event::Renamed {
-                        conn,
-                        from: old,
-                        to: new.to_owned(),
-                    })));
-            }
-        }
-    }
-
-    fn command_me(&mut self, conn: ConnId, text: &str) {
-        if text.is_empty() {
-            return self.reply(conn, "error: usage: /me TEXT");
-        }
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let line = render(&["* ", &self.conns[slot].nick, " ", text]);
-        self.deliver(Audience::AllBut(conn), line);
-    }
-
-    fn command_msg(&mut self, conn: ConnId, args: &str) {
-        let (target, text) = split_word(args);
-        if target.is_empty() || text.is_empty() {
-            return self.reply(conn, "error: usage: /msg NICK TEXT");
-        }
-        let Some(to) = self.nicks.holder(target) else {
-            return self.reply(conn, &format!("error: no such nick {target}"));
-        };
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let line = render(&["*", &self.conns[slot].nick, "* ", text]);
-        self.deliver(Audience::One(to), line);
-    }
-
-    fn command_who(&mut self, conn: ConnId) {
-        let mut nicks: Vec<&str> = self
-            .conns
-            .iter()
-            .filter(|c| c.state == State::Joined)
-            .map(|c| c.nick.as_str())
-            .collect();
-        nicks.sort_unstable_by_key(|n| (n.to_lowercase(), *n));
-        let users = if nicks.len() == 1 { "user" } else { "users" };
-        let text = format!("{} {users} online: {}", nicks.len(), nicks.join(", "));
-        self.reply(conn, &text);
-    }
-}
-
-/// The `/help` reply, each entry sent as one `* ` line.
-pub const HELP: &[&str] = &[
-    "commands:",
-    "  /nick NAME       change your nick",
-    "  /me TEXT         send an action",
-    "  /msg NICK TEXT   send a private message",
-    "  /who             list who is online",
-    "  /help            show this list",
-    "  /quit [REASON]   leave",
-    "  //TEXT           send a line that starts with /",
-];
-
-/// Splits off the first word: the text up to the first space or TAB, and
-/// the rest after the run of spaces and TABs that follows it.
-fn split_word(text: &str) -> (&str, &str) {
-    let is_gap = |c: char| c == ' ' || c == '\t';
-    match text.find(is_gap) {
-        Some(end) => (&text[..end], text[end..].trim_start_matches(is_gap)),
-        None => (text, ""),
     }
 }
 
@@ -1259,27 +599,4 @@ fn after(since: Option<Instant>, limit: Option<Duration>) -> Option<Instant> {
     since
         .zip(limit)
         .and_then(|(since, limit)| since.checked_add(limit))
-}
-
-/// Gives `conn` a live entry in `timers` at `deadline` unless it has one
-/// no later.
-fn arm(timers: &mut BinaryHeap<Reverse<(Instant, ConnId)>>, conn: &mut Conn, deadline: Instant) {
-    if conn.timer_at.is_none_or(|at| deadline < at) {
-        conn.timer_at = Some(deadline);
-        timers.push(Reverse((deadline, conn.id)));
-    }
-}
-
-/// The generic cell rate algorithm: whether one more event at `now` fits
-/// `rate`, given the theoretical arrival time `tat` (`None`: full budget).
-/// `Ok` holds the new `tat`, `Err` the time at which it would fit (always
-/// after `now`).
-fn gcra(rate: Rate, tat: Option<Instant>, now: Instant) -> Result<Instant, Instant> {
-    let tat = tat.map_or(now, |tat| tat.max(now));
-    let tolerance = rate.tolerance();
-    if tat.saturating_duration_since(now) <= tolerance {
-        Ok(tat.checked_add(rate.interval).unwrap_or(tat))
-    } else {
-        Err(tat.checked_sub(tolerance).unwrap_or(tat))
-    }
 }

@@ -1,13 +1,14 @@
-//! Output waiting to be sent: one shared log of broadcast lines, read by
-//! every connection through its own cursor, plus a private queue per
-//! connection for lines meant for it alone.
+//! Output waiting to be sent to clients: one [`BroadcastLog`] of the lines
+//! sent to everyone, read by every connection through its own cursor, and an
+//! [`OutgoingQueue`] per connection: its cursor into the log, merged with
+//! the lines meant for it alone.
 //!
 //! A broadcast is stored once, whatever the number of recipients: it costs
 //! each of them a counter update, not a queued copy or a shared handle, so a
 //! storm of joins (each announced to everyone) does not make every client
 //! hold a queue sized for it. Whenever the log holds [`LOG_LINES`] lines it
 //! is trimmed to what its readers still need: what a client more than half
-//! of that behind still has to read is moved into its private queue first,
+//! of that behind still has to read is moved into its private lines first,
 //! so a slow client never holds the log for the others.
 
 use std::collections::VecDeque;
@@ -16,12 +17,13 @@ use bytes::Bytes;
 
 use crate::server::ConnId;
 
-/// Lines the log holds before it is emptied (see [`Log::new`]).
+/// Lines the broadcast log holds before it is trimmed (see [`BroadcastLog::new`]).
 pub(crate) const LOG_LINES: usize = 1024;
 
-/// The broadcast lines not yet read by every connection, in order.
+/// The lines sent to every client (but their sender) that some connection
+/// has not read yet, in order. Not a log of events: see `Output::Event`.
 #[derive(Debug)]
-pub(crate) struct Log {
+pub(crate) struct BroadcastLog {
     /// Each line with the connection that sent it, which does not receive it.
     lines: VecDeque<(ConnId, Bytes)>,
     /// Sequence number of `lines[0]`; numbers are never reused.
@@ -30,10 +32,11 @@ pub(crate) struct Log {
     capacity: usize,
 }
 
-/// What one connection has still to read: the log from `cursor` (up to
-/// `limit` once it stops following the log), merged with its private lines.
+/// One client's outgoing lines not yet handed to the driver: the broadcast
+/// log from `cursor` (up to `limit` once it stops following the log),
+/// merged with its private lines.
 #[derive(Debug, Default)]
-pub(crate) struct Inbox {
+pub(crate) struct OutgoingQueue {
     cursor: u64,
     /// The log position after which nothing is for this connection.
     limit: Option<u64>,
@@ -42,10 +45,10 @@ pub(crate) struct Inbox {
     private: VecDeque<(u64, Bytes)>,
 }
 
-impl Log {
+impl BroadcastLog {
     /// A log that wants to be emptied once it holds `capacity` lines.
-    pub(crate) fn new(capacity: usize) -> Log {
-        Log {
+    pub(crate) fn new(capacity: usize) -> BroadcastLog {
+        BroadcastLog {
             lines: VecDeque::new(),
             first: 0,
             capacity: capacity.max(1),
@@ -67,57 +70,82 @@ impl Log {
         self.lines.push_back((from, line));
     }
 
-    /// An inbox that receives the lines pushed from now on.
-    pub(crate) fn inbox(&self) -> Inbox {
-        Inbox {
+    /// A queue that receives the lines pushed from now on.
+    pub(crate) fn queue(&self) -> OutgoingQueue {
+        OutgoingQueue {
             cursor: self.end(),
             limit: None,
             private: VecDeque::new(),
         }
     }
 
-    /// Moves everything `inbox` (of connection `conn`) has to read into
+    /// Moves everything `queue` (of connection `conn`) has to read into
     /// `out`, in order; returns the bytes moved.
-    pub(crate) fn drain(&self, conn: ConnId, inbox: &mut Inbox, out: &mut Vec<Bytes>) -> usize {
+    pub(crate) fn drain(
+        &self,
+        conn: ConnId,
+        queue: &mut OutgoingQueue,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
         let mut moved = 0;
-        self.each(conn, inbox, |line| {
+        self.each(conn, queue, |line| {
             moved += line.len();
             out.push(line);
         });
         // Private lines are few (replies, notices): an idle client keeps no
         // room for them.
-        inbox.private = VecDeque::new();
+        queue.private = VecDeque::new();
         moved
     }
 
-    /// The first line `inbox` still needs from the log, if any.
-    pub(crate) fn needs_from(&self, inbox: &Inbox) -> Option<u64> {
-        (inbox.cursor < inbox.limit.unwrap_or(self.end())).then_some(inbox.cursor)
+    /// Drops the lines that none of `readers` needs any more, after moving
+    /// what a reader far behind still needs into its private lines: the log
+    /// never holds more than its capacity, however slowly some client
+    /// reads, and a batch of lines that everyone has still to read (joins
+    /// being announced) is not copied.
+    pub(crate) fn trim_for<'a>(
+        &mut self,
+        readers: impl Iterator<Item = (ConnId, &'a mut OutgoingQueue)>,
+    ) {
+        let mut from = self.end();
+        for (conn, queue) in readers {
+            if self.lags(queue) {
+                self.detach(conn, queue);
+            } else if let Some(needs) = self.needs_from(queue) {
+                from = from.min(needs);
+            }
+        }
+        self.trim(from);
     }
 
-    /// Whether `inbox` is so far behind that it should be detached before
+    /// The first line `queue` still needs from the log, if any.
+    fn needs_from(&self, queue: &OutgoingQueue) -> Option<u64> {
+        (queue.cursor < queue.limit.unwrap_or(self.end())).then_some(queue.cursor)
+    }
+
+    /// Whether `queue` is so far behind that it should be detached before
     /// the log is trimmed, rather than hold the log.
-    pub(crate) fn lags(&self, inbox: &Inbox) -> bool {
+    fn lags(&self, queue: &OutgoingQueue) -> bool {
         let half = (self.capacity / 2) as u64;
-        self.needs_from(inbox)
+        self.needs_from(queue)
             .is_some_and(|from| from.saturating_add(half) < self.end())
     }
 
-    /// Moves what `inbox` has still to read from the log into its private
+    /// Moves what `queue` has still to read from the log into its private
     /// queue, so that the log no longer needs to hold it.
-    pub(crate) fn detach(&self, conn: ConnId, inbox: &mut Inbox) {
-        if self.needs_from(inbox).is_none() {
+    fn detach(&self, conn: ConnId, queue: &mut OutgoingQueue) {
+        if self.needs_from(queue).is_none() {
             return;
         }
         let end = self.end();
         let mut private = VecDeque::new();
-        self.each(conn, inbox, |line| private.push_back((end, line)));
-        inbox.private = private;
+        self.each(conn, queue, |line| private.push_back((end, line)));
+        queue.private = private;
     }
 
-    /// Drops the lines before `from`: every inbox that needs one of them
+    /// Drops the lines before `from`: every queue that needs one of them
     /// must have been detached first.
-    pub(crate) fn trim(&mut self, from: u64) {
+    fn trim(&mut self, from: u64) {
         let drop = from.saturating_sub(self.first).min(self.lines.len() as u64);
         self.lines.drain(..drop as usize);
         self.first += drop;
@@ -128,48 +156,48 @@ impl Log {
         }
     }
 
-    /// Takes every line `inbox` has to read, in order, leaving it empty
+    /// Takes every line `queue` has to read, in order, leaving it empty
     /// with its cursor at its end.
-    fn each(&self, conn: ConnId, inbox: &mut Inbox, mut take: impl FnMut(Bytes)) {
-        let end = inbox.limit.unwrap_or(self.end());
+    fn each(&self, conn: ConnId, queue: &mut OutgoingQueue, mut take: impl FnMut(Bytes)) {
+        let end = queue.limit.unwrap_or(self.end());
         loop {
-            let private_first = inbox
+            let private_first = queue
                 .private
                 .front()
-                .is_some_and(|&(at, _)| at <= inbox.cursor);
-            if inbox.cursor < end && !private_first {
-                // Lines before `first` were moved to every inbox that
+                .is_some_and(|&(at, _)| at <= queue.cursor);
+            if queue.cursor < end && !private_first {
+                // Lines before `first` were moved to every queue that
                 // needed them when the log was emptied.
-                let index = inbox.cursor.saturating_sub(self.first) as usize;
+                let index = queue.cursor.saturating_sub(self.first) as usize;
                 if let Some((from, line)) = self.lines.get(index) {
                     if *from != conn {
                         take(line.clone());
                     }
                 }
-                inbox.cursor += 1;
-            } else if let Some((_, line)) = inbox.private.pop_front() {
+                queue.cursor += 1;
+            } else if let Some((_, line)) = queue.private.pop_front() {
                 take(line);
             } else {
                 break;
             }
         }
-        inbox.cursor = inbox.cursor.max(end);
+        queue.cursor = queue.cursor.max(end);
     }
 }
 
-impl Inbox {
+impl OutgoingQueue {
     /// Queues a line for this connection alone, after the log's lines so far.
-    pub(crate) fn push(&mut self, log: &Log, line: Bytes) {
+    pub(crate) fn push(&mut self, log: &BroadcastLog, line: Bytes) {
         self.private.push_back((log.end(), line));
     }
 
     /// Stops following the log: lines pushed from now on are not for it.
-    pub(crate) fn stop(&mut self, log: &Log) {
+    pub(crate) fn stop(&mut self, log: &BroadcastLog) {
         self.limit.get_or_insert(log.end());
     }
 
     /// Drops everything not yet read.
-    pub(crate) fn discard(&mut self, log: &Log) {
+    pub(crate) fn discard(&mut self, log: &BroadcastLog) {
         self.stop(log);
         self.cursor = self.limit.unwrap_or(self.cursor);
         self.private = VecDeque::new();
@@ -180,9 +208,9 @@ impl Inbox {
 mod tests {
     use super::*;
 
-    fn drained(log: &Log, conn: ConnId, inbox: &mut Inbox) -> Vec<Bytes> {
+    fn drained(log: &BroadcastLog, conn: ConnId, queue: &mut OutgoingQueue) -> Vec<Bytes> {
         let mut out = Vec::new();
-        let moved = log.drain(conn, inbox, &mut out);
+        let moved = log.drain(conn, queue, &mut out);
         assert_eq!(moved, out.iter().map(Bytes::len).sum::<usize>());
         out
     }
@@ -190,49 +218,49 @@ mod tests {
     #[test]
     fn private_lines_keep_their_place_among_broadcasts() {
         let (a, b) = (ConnId(1), ConnId(2));
-        let mut log = Log::new(LOG_LINES);
-        let mut inbox = log.inbox();
+        let mut log = BroadcastLog::new(LOG_LINES);
+        let mut queue = log.queue();
         log.push(a, Bytes::from_static(b"1"));
-        inbox.push(&log, Bytes::from_static(b"p1"));
+        queue.push(&log, Bytes::from_static(b"p1"));
         log.push(a, Bytes::from_static(b"2"));
         log.push(b, Bytes::from_static(b"own"));
-        inbox.push(&log, Bytes::from_static(b"p2"));
-        inbox.push(&log, Bytes::from_static(b"p3"));
+        queue.push(&log, Bytes::from_static(b"p2"));
+        queue.push(&log, Bytes::from_static(b"p3"));
         log.push(a, Bytes::from_static(b"3"));
         assert_eq!(
-            drained(&log, b, &mut inbox),
+            drained(&log, b, &mut queue),
             ["1", "p1", "2", "p2", "p3", "3"]
         );
-        assert!(drained(&log, b, &mut inbox).is_empty());
+        assert!(drained(&log, b, &mut queue).is_empty());
     }
 
     #[test]
     fn a_detached_inbox_reads_the_same_after_the_log_is_emptied() {
         let (a, b) = (ConnId(1), ConnId(2));
-        let mut log = Log::new(LOG_LINES);
-        let mut inbox = log.inbox();
+        let mut log = BroadcastLog::new(LOG_LINES);
+        let mut queue = log.queue();
         log.push(a, Bytes::from_static(b"1"));
-        inbox.push(&log, Bytes::from_static(b"p1"));
+        queue.push(&log, Bytes::from_static(b"p1"));
         log.push(b, Bytes::from_static(b"own"));
         log.push(a, Bytes::from_static(b"2"));
-        log.detach(b, &mut inbox);
+        log.detach(b, &mut queue);
         log.trim(log.end());
-        inbox.push(&log, Bytes::from_static(b"p2"));
+        queue.push(&log, Bytes::from_static(b"p2"));
         log.push(a, Bytes::from_static(b"3"));
-        assert_eq!(drained(&log, b, &mut inbox), ["1", "p1", "2", "p2", "3"]);
+        assert_eq!(drained(&log, b, &mut queue), ["1", "p1", "2", "p2", "3"]);
     }
 
     #[test]
     fn a_stopped_inbox_gets_nothing_pushed_later() {
         let (a, b) = (ConnId(1), ConnId(2));
-        let mut log = Log::new(LOG_LINES);
-        let mut inbox = log.inbox();
+        let mut log = BroadcastLog::new(LOG_LINES);
+        let mut queue = log.queue();
         log.push(a, Bytes::from_static(b"1"));
-        inbox.push(&log, Bytes::from_static(b"bye"));
-        inbox.stop(&log);
+        queue.push(&log, Bytes::from_static(b"bye"));
+        queue.stop(&log);
         log.push(a, Bytes::from_static(b"2"));
-        assert_eq!(drained(&log, b, &mut inbox), ["1", "bye"]);
-        let mut dropped = log.inbox();
+        assert_eq!(drained(&log, b, &mut queue), ["1", "bye"]);
+        let mut dropped = log.queue();
         log.push(a, Bytes::from_static(b"3"));
         dropped.push(&log, Bytes::from_static(b"p"));
         dropped.discard(&log);

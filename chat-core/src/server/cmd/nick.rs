@@ -1,0 +1,56 @@
+//! `/nick NAME`: change one's nick, within the nick-change rate.
+
+use super::split_word;
+use crate::nick::{self, NickError};
+use crate::server::{Audience, ConnId, Event, Output, Server, render};
+
+impl Server {
+    pub(super) fn command_nick(&mut self, conn: ConnId, args: &str) {
+        let (new, extra) = split_word(args);
+        if new.is_empty() || !extra.is_empty() {
+            return self.reply(conn, "error: usage: /nick NAME");
+        }
+        let Some(slot) = self.joined_slot(conn) else {
+            return;
+        };
+        let old = self.conns[slot].nick.clone();
+        if old == new {
+            return self.reply(conn, &format!("you are now known as {new}"));
+        }
+        // Taken from a copy: only a change that succeeds takes from the budget.
+        let mut nick_changes = self.conns[slot].nick_changes;
+        if let (Some(bucket), Some(now)) = (&mut nick_changes, self.clock) {
+            if let Err(ready) = bucket.take(now) {
+                let wait = ready.saturating_duration_since(now);
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let text = format!("error: nick changes too fast, try again in {secs} s");
+                return self.reply(conn, &text);
+            }
+        }
+        match self.nicks.rename(&old, new, conn) {
+            Err(NickError::Invalid) => {
+                let text = format!(
+                    "error: invalid nick {new}: use 1-{} letters, digits, _ or -",
+                    nick::MAX_NICK_CHARS
+                );
+                self.reply(conn, &text);
+            }
+            Err(NickError::Taken) => {
+                self.reply(conn, &format!("error: nick {new} is already taken"))
+            }
+            Ok(()) => {
+                self.conns[slot].nick = new.to_owned();
+                self.conns[slot].nick_changes = nick_changes;
+                self.reply(conn, &format!("you are now known as {new}"));
+                let notice = render(&["* ", &old, " is now known as ", new]);
+                self.deliver(Audience::AllBut(conn), notice);
+                self.outputs
+                    .push_back(Output::Event(Box::new(Event::Renamed {
+                        conn,
+                        from: old,
+                        to: new.to_owned(),
+                    })));
+            }
+        }
+    }
+}

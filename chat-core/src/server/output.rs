@@ -1,0 +1,137 @@
+//! What the server tells its driver: the [`Output`]s it drains, the
+//! [`Event`]s worth logging, and the [`Reason`] a connection ended.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::ConnId;
+#[cfg(doc)]
+use super::Server;
+
+/// Why a connection ended; shown to others as `* NICK left (REASON)` where
+/// [`Reason::notice`] has text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The client sent `/quit`, with its (sanitized) reason if it gave one.
+    Quit(Option<String>),
+    /// The client closed its side of the connection.
+    Eof,
+    /// The driver reported the connection closed or failed.
+    Closed,
+    /// The client's output queue went over `max_queue`.
+    TooSlow,
+    /// Refused on connect: `max_clients` were already connected.
+    ServerFull,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client had more than `flood_excess` lines waiting for flood control.
+    ExcessFlood,
+    /// The client sent nothing for `idle_timeout`.
+    Idle,
+    /// The client held an unterminated line for `line_timeout`.
+    IncompleteLine,
+    /// Refused on connect: its address has `max_per_ip` connections open,
+    /// or connects faster than `connect_rate`.
+    TooManyFromAddress,
+}
+
+impl Reason {
+    /// The text shown to others in parentheses, if any.
+    pub fn notice(&self) -> Option<&str> {
+        match self {
+            Reason::Quit(reason) => reason.as_deref(),
+            Reason::Eof | Reason::Closed => None,
+            Reason::TooSlow => Some("too slow"),
+            Reason::ServerFull => Some("server full"),
+            Reason::Shutdown => Some("shutdown"),
+            Reason::ExcessFlood => Some("excess flood"),
+            Reason::Idle => Some("idle"),
+            Reason::IncompleteLine => Some("incomplete line timeout"),
+            Reason::TooManyFromAddress => Some("too many connections from your address"),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Quit(Some(reason)) => write!(f, "quit: {reason}"),
+            Reason::Quit(None) => f.write_str("quit"),
+            Reason::Eof => f.write_str("client closed the connection"),
+            Reason::Closed => f.write_str("connection lost"),
+            other => f.write_str(other.notice().unwrap_or_default()),
+        }
+    }
+}
+
+/// Something worth logging. Never holds chat text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A client joined under a generated nick.
+    Joined {
+        /// The connection.
+        conn: ConnId,
+        /// Its peer address, as given to [`Server::handle_connect`].
+        peer: SocketAddr,
+        /// Its generated nick.
+        nick: String,
+    },
+    /// A client was refused on connect.
+    Rejected {
+        /// The connection.
+        conn: ConnId,
+        /// Its peer address.
+        peer: SocketAddr,
+        /// Why.
+        reason: Reason,
+    },
+    /// A client changed its nick.
+    Renamed {
+        /// The connection.
+        conn: ConnId,
+        /// The nick it had.
+        from: String,
+        /// The nick it has now.
+        to: String,
+    },
+    /// A client left.
+    Left {
+        /// The connection.
+        conn: ConnId,
+        /// The nick it had.
+        nick: String,
+        /// Why it left.
+        reason: Reason,
+    },
+}
+
+/// What the server asks its driver to do, drained with [`Server::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The connection has bytes to send: when its socket can take them,
+    /// call [`Server::poll_transmit`]. Not repeated for the same connection
+    /// until `poll_transmit` has been called for it.
+    Transmit(ConnId),
+    /// Close the connection, then call [`Server::handle_closed`]. With
+    /// `flush`, first write what [`Server::poll_transmit`] still gives (a
+    /// goodbye or error line), bounded in time; without it, drop it.
+    /// No input for this id is taken after this.
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+        /// Why it is closed.
+        reason: Reason,
+        /// Whether queued output should be written before closing.
+        flush: bool,
+    },
+    /// Stop reading from the connection until [`Output::ResumeReading`]:
+    /// the client is over its flood budget, and leaving its input in the
+    /// socket makes TCP slow it down. Bytes already read may still be given
+    /// to [`Server::handle_bytes`]; they wait their turn inside the server.
+    /// After an [`Output::Close`] for it, reading does not matter any more.
+    StopReading(ConnId),
+    /// Read from the connection again.
+    ResumeReading(ConnId),
+    /// Something worth logging. Boxed so that the frequent outputs stay small.
+    Event(Box<Event>),
+}
