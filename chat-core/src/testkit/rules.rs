@@ -140,3 +140,44 @@ pub fn no_policies() -> Config {
         ..Config::default()
     }
 }
+
+/// The soft output limit of [`soft_config`].
+pub const SOFT: usize = 600;
+/// Its grace time.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Lines of up to 64 bytes, the smallest max queue for them, and a soft
+/// limit of [`SOFT`] bytes for [`GRACE`]; no address policy.
+pub fn soft_config() -> Config {
+    let mut config = Config {
+        max_line: 64,
+        soft_queue: SOFT,
+        soft_queue_grace: GRACE,
+        ..no_policies()
+    };
+    config.max_queue = config.min_queue();
+    assert!(config.max_queue > SOFT + 100);
+    config
+}
+
+/// Sends chat lines from `a` until `slow` holds exactly `target` bytes.
+pub fn fill_to(s: &mut Driver, a: ConnId, an: &str, slow: ConnId, target: usize) {
+    // `NICK: ` and the LF.
+    let prefix = an.len() + 3;
+    loop {
+        let room = target - s.server().pending_bytes(slow).unwrap();
+        if room == 0 {
+            break;
+        }
+        assert!(room > prefix, "no line fills the last {room} bytes");
+        // Leave either nothing or room for one more line.
+        let len = if room - prefix <= 60 {
+            room - prefix
+        } else {
+            (room - 2 * prefix - 1).min(60)
+        };
+        s.send(a, format!("{}\n", "f".repeat(len)));
+    }
+    assert_eq!(s.server().pending_bytes(slow), Some(target));
+    assert_eq!(s.closes(), []);
+}
