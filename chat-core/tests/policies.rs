@@ -1729,7 +1729,7 @@ impl Sim {
         };
         let server = Server::new(config, seed).with_log_lines(3);
         Sim {
-            driver: Driver::with_server(server).observed(mirror),
+            driver: Driver::observed(server, mirror),
             sprayed: 0,
             pickable: Vec::new(),
         }

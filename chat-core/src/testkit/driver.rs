@@ -133,6 +133,14 @@ impl Driver {
 
     /// A driver around `server`, set up as by [`Driver::new`].
     pub fn with_server(server: Server) -> Driver {
+        Driver::observed(server, ())
+    }
+}
+
+impl<O: Observer> Driver<O> {
+    /// A driver around `server`, set up as by [`Driver::new`], with
+    /// `observer` around every call.
+    pub fn observed(server: Server, observer: O) -> Driver<O> {
         Driver {
             server,
             base: Instant::now(),
@@ -148,33 +156,10 @@ impl Driver {
             closes_seen: 0,
             events_seen: 0,
             polled: None,
-            observer: Some(()),
-        }
-    }
-
-    /// The same driver with `observer` around every call.
-    pub fn observed<O: Observer>(self, observer: O) -> Driver<O> {
-        Driver {
-            server: self.server,
-            base: self.base,
-            now: self.now,
-            step: self.step,
-            take_mode: self.take_mode,
-            flush_stalled: self.flush_stalled,
-            linger: self.linger,
-            next_port: self.next_port,
-            clients: self.clients,
-            by_id: self.by_id,
-            trace: self.trace,
-            closes_seen: self.closes_seen,
-            events_seen: self.events_seen,
-            polled: self.polled,
             observer: Some(observer),
         }
     }
-}
 
-impl<O: Observer> Driver<O> {
     /// Moves the clock by `step` before every call but `handle_timeout`
     /// (tests of untimed rules ignore time; this keeps it moving).
     pub fn with_clock_step(mut self, step: Duration) -> Self {

@@ -67,10 +67,9 @@ impl Harness {
             held: 0,
             closing_open: false,
         };
-        let driver = Driver::with_server(server)
+        let driver = Driver::observed(server, checks)
             .with_take(Take::WhenWritable)
-            .with_flush_stalled(true)
-            .observed(checks);
+            .with_flush_stalled(true);
         Harness { driver }
     }
 
