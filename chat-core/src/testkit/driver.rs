@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::client::Client;
+use super::observer::{Call, Input, Observer, Seen};
 use super::{check_lines, check_sent_bytes};
 use crate::{Config, ConnId, Event, Output, Reason, Server};
 
@@ -15,66 +16,6 @@ pub const NS: Duration = Duration::from_nanos(1);
 
 /// Most deadlines [`Driver::advance_to`] runs through before it gives up.
 const MAX_DEADLINES: usize = 100_000;
-
-/// Everything the driver saw, in order ([`Driver::trace`]): for determinism
-/// checks and for what one call caused ([`Observer::after`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
-    /// `Output::Transmit`.
-    Transmit(ConnId),
-    /// Bytes moved out with `poll_transmit` (never empty).
-    Bytes(ConnId, Vec<u8>),
-    /// `Output::Close`: its reason and flush.
-    Close(ConnId, Reason, bool),
-    /// `Output::StopReading`.
-    Stop(ConnId),
-    /// `Output::ResumeReading`.
-    Resume(ConnId),
-    /// `Output::Event`.
-    Event(Event),
-}
-
-/// One call into the server, as an [`Observer`] sees it.
-#[derive(Debug, Clone, Copy)]
-pub enum Call<'a> {
-    /// `handle_connect` from this peer.
-    Connect(SocketAddr),
-    /// `handle_bytes`.
-    Bytes(ConnId, &'a [u8]),
-    /// `handle_eof`.
-    Eof(ConnId),
-    /// `handle_closed`.
-    Closed(ConnId),
-    /// `handle_written` with this many bytes.
-    Written(ConnId, usize),
-    /// `handle_timeout`.
-    Timeout,
-    /// `handle_shutdown`.
-    Shutdown,
-}
-
-/// Input from a client that the driver has not given the server yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// Bytes.
-    Bytes(Vec<u8>),
-    /// The client closed its side.
-    Eof,
-}
-
-/// Hooks a test layer (a model, an oracle) puts around every call the
-/// driver makes into the server. All do nothing by default.
-pub trait Observer: Sized {
-    /// Before `call` is made, at [`Driver::elapsed`].
-    fn before(&mut self, _driver: &Driver<Self>, _call: &Call<'_>) {}
-    /// After `call` was made and its outputs carried out; `seen` is what
-    /// they were.
-    fn after(&mut self, _driver: &Driver<Self>, _call: &Call<'_>, _seen: &[Seen]) {}
-    /// When [`Driver::settle`] found nothing left to do.
-    fn settled(&mut self, _driver: &Driver<Self>) {}
-}
-
-impl Observer for () {}
 
 /// When the driver moves bytes out with `poll_transmit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,11 +32,13 @@ mod client;
 mod driver;
 mod harness;
 mod model;
+mod observer;
 pub mod rules;
 
 pub use client::Client;
-pub use driver::{Call, Driver, Input, NS, Observer, Seen, Take};
+pub use driver::{Driver, NS, Take};
 pub use harness::Harness;
+pub use observer::{Call, Input, Observer, Seen};
 
 /// One step of a simulated session. Client numbers pick among every
 /// connection opened so far (modulo their count), closed ones included, so
