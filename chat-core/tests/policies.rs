@@ -1,8 +1,13 @@
-//! Property tests of the address policies and the soft output limit
-//! (protocol.md, "Address policies" and "Limits and policies"), on a
-//! virtual clock.
+//! Tests for `docs/protocol.md`, "Address policies" (flood control, excess
+//! flood, line and idle timeouts, max per ip, connect rate, nick rate, the
+//! loopback exemption, `poll_timeout`), each named `policies_*`: first one
+//! deterministic test (or a few) per rule, driven by
+//! `chat_core::testkit::Driver` on a virtual clock (in `policies/rules.rs`);
+//! then, here, property tests of the policies and of the soft output limit
+//! ("Limits and policies") against an oracle, on a virtual clock.
 //!
-//! [`Sim`] drives the server the way a real driver does: it feeds no byte of
+//! [`Sim`] runs the server in `testkit::Driver`, which drives it the way a
+//! real driver does: it feeds no byte of
 //! a client while the server has asked to stop reading it (they wait in the
 //! "socket" and are fed on `ResumeReading`; sometimes one read was already in
 //! flight when the stop came and is fed anyway), it calls `handle_timeout`
@@ -15,7 +20,7 @@
 //! as token buckets holding credit in nanoseconds (not GCRA's theoretical
 //! arrival times), a plain FIFO of waiting lines, and every deadline
 //! recomputed from scratch from what the driver fed and when. After every
-//! single call into the server, [`Sim::check`] compares:
+//! single call into the server, the driver's observer [`Mirror`] compares:
 //!
 //! - the `StopReading`, `ResumeReading` and `Close` outputs of that call
 //!   (and the reason of every close) with the oracle's;
@@ -23,20 +28,30 @@
 //!   brute force, and that it is strictly later than the last `now`;
 //! - held lines, pending output bytes (against what the driver holds) and
 //!   buffered line bytes with the oracle; which clients hold a nick;
-//! - that every line sent is whole and clean, and that `StopReading` and
-//!   `ResumeReading` alternate and never follow a `Close`.
+//! - and the driver itself checks that every line sent is whole and clean,
+//!   and that `StopReading` and `ResumeReading` alternate and never follow
+//!   a `Close`.
 //!
 //! Each property then checks its own end result (transcripts with the time
 //! each line arrived, refusals, disconnect times).
-#![allow(clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chat_core::testkit::check_lines;
-use chat_core::{Bytes, Config, ConnId, Event, Output, Rate, Reason, Server};
+use chat_core::testkit::rules::ms;
+use chat_core::testkit::{Call, Client, Driver, Input, Observer, Seen};
+use chat_core::{Config, ConnId, Rate, Reason, Server};
 use proptest::prelude::*;
+
+/// The rule tests, one by one.
+#[path = "policies/rules.rs"]
+mod rules;
+
+// ---------------------------------------------------------------------------
+// Properties against the oracle
+// ---------------------------------------------------------------------------
 
 /// Virtual time: nanoseconds since the start of a run.
 type Nanos = u64;
@@ -46,10 +61,6 @@ const SEC: Nanos = 1_000_000_000;
 
 fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).expect("test durations fit in u64 nanoseconds")
-}
-
-fn ms(millis: u64) -> Duration {
-    Duration::from_millis(millis)
 }
 
 // ---------------------------------------------------------------------------
@@ -617,13 +628,7 @@ impl Oracle {
 }
 
 // ---------------------------------------------------------------------------
-// The simulated driver
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Input {
-    Bytes(Vec<u8>),
-    Eof,
-}
+// The simulated driver: `testkit::Driver`, with the oracle as its observer
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
@@ -669,149 +674,87 @@ struct Timed {
     action: Action,
 }
 
+/// The driver's observer: every call is mirrored into the oracle before it
+/// is made, and its outputs and the server's state compared after.
 #[derive(Debug)]
-struct SimClient {
-    id: ConnId,
-    peer: SocketAddr,
-    nick: Option<String>,
-    /// The server wants it read.
-    reading: bool,
-    /// One read was in flight when reading stopped.
-    read_in_flight: bool,
-    /// Input not yet fed (the server asked to stop reading).
-    socket: VecDeque<Input>,
-    /// The client sent EOF (nothing can follow).
-    eof_sent: bool,
-    /// Taken with `poll_transmit`, not yet written.
-    in_flight: Vec<u8>,
-    /// Every byte written to it.
-    received: Vec<u8>,
-    /// The unterminated tail of `received`.
-    partial: Vec<u8>,
-    /// Every complete line written to it, with the time of the write.
-    lines: Vec<(Nanos, String)>,
-    stalled: bool,
-    linger: bool,
-    /// `Close` came: its reason and flush.
-    close: Option<(Why, bool)>,
-    /// `handle_closed` was called.
-    closed: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Call<'a> {
-    Connect(SocketAddr),
-    Bytes(usize, &'a [u8]),
-    Eof(usize),
-    Closed(usize),
-    Written(usize, usize),
-    Timeout,
-    Shutdown,
+struct Mirror {
+    oracle: Oracle,
+    /// Every steering output, with its time.
+    log: Vec<(Nanos, Ctl)>,
 }
 
 #[derive(Debug)]
 struct Sim {
-    server: Server,
-    base: Instant,
-    now: Nanos,
-    clients: Vec<SimClient>,
-    by_id: HashMap<ConnId, usize>,
-    /// Clients not reported closed.
-    open: BTreeSet<usize>,
-    oracle: Oracle,
-    /// Every steering output, with its time.
-    log: Vec<(Nanos, Ctl)>,
+    driver: Driver<Mirror>,
     /// Fresh addresses handed out by `Spray`.
     sprayed: u32,
     /// The clients actions can name: all but those of `Spray`.
     pickable: Vec<usize>,
-    calls: usize,
 }
 
 impl Sim {
     fn new(config: Config, seed: u64) -> Sim {
-        Sim {
-            server: Server::new(config.clone(), seed).with_log_lines(3),
-            base: Instant::now(),
-            now: 0,
-            clients: Vec::new(),
-            by_id: HashMap::new(),
-            open: BTreeSet::new(),
-            oracle: Oracle::new(config),
+        let mirror = Mirror {
+            oracle: Oracle::new(config.clone()),
             log: Vec::new(),
+        };
+        let server = Server::new(config, seed).with_log_lines(3);
+        Sim {
+            driver: Driver::observed(server, mirror),
             sprayed: 0,
             pickable: Vec::new(),
-            calls: 0,
         }
     }
 
     fn config(&self) -> &Config {
-        &self.oracle.config
+        &self.oracle().config
     }
 
-    fn instant(&self) -> Instant {
-        self.base + Duration::from_nanos(self.now)
+    fn oracle(&self) -> &Oracle {
+        &self.driver.observer().oracle
+    }
+
+    fn server(&self) -> &Server {
+        self.driver.server()
+    }
+
+    fn clients(&self) -> &[Client] {
+        self.driver.clients()
     }
 
     /// Runs the actions in order, then every deadline left.
     fn run(&mut self, actions: &[Timed]) {
         for timed in actions {
-            self.advance_to(timed.at);
-            self.act(&timed.action);
-            self.settle();
+            self.act_at(timed.at, &timed.action);
         }
-        for _ in 0..100_000 {
-            let Some(at) = self.poll() else {
-                return;
-            };
-            self.now = at;
-            self.call(Call::Timeout);
-            self.settle();
-        }
-        panic!("deadlines never run out");
+        self.driver.run_out();
     }
 
-    fn poll(&mut self) -> Option<Nanos> {
-        let base = self.base;
-        self.server.poll_timeout().map(|at| nanos(at - base))
-    }
-
-    /// Lets time pass up to `at`, calling `handle_timeout` at every deadline
-    /// on the way, exactly.
-    fn advance_to(&mut self, at: Nanos) {
-        assert!(at >= self.now, "actions go back in time");
-        for _ in 0..100_000 {
-            match self.poll() {
-                Some(deadline) if deadline <= at => {
-                    self.now = deadline;
-                    self.call(Call::Timeout);
-                    self.settle();
-                }
-                _ => {
-                    self.now = at;
-                    return;
-                }
-            }
-        }
-        panic!("too many deadlines before {at}");
+    /// One action at `at`, with the deadlines before it.
+    fn act_at(&mut self, at: Nanos, action: &Action) {
+        self.driver.advance_to(Duration::from_nanos(at));
+        self.act(action);
+        self.driver.settle();
     }
 
     /// The client an action names: its number modulo the connections so
     /// far, those of `Spray` left out.
-    fn pick(&self, client: usize) -> Option<usize> {
-        (!self.pickable.is_empty()).then(|| self.pickable[client % self.pickable.len()])
+    fn pick(&self, client: usize) -> Option<ConnId> {
+        (!self.pickable.is_empty())
+            .then(|| self.clients()[self.pickable[client % self.pickable.len()]].id)
     }
 
     fn act(&mut self, action: &Action) {
+        let driver = &mut self.driver;
         match *action {
             Action::Connect {
                 peer,
                 linger,
                 stalled,
             } => {
-                self.call(Call::Connect(peer));
-                self.pickable.push(self.clients.len() - 1);
-                let client = self.clients.last_mut().expect("just connected");
+                let id = driver.handle_connect(peer);
+                self.pickable.push(self.driver.index_of(id));
+                let client = self.driver.client_mut(id);
                 client.linger = linger;
                 client.stalled = stalled;
             }
@@ -820,38 +763,30 @@ impl Sim {
                 ref input,
                 in_flight,
             } => {
-                let Some(i) = self.pick(client) else { return };
-                let c = &mut self.clients[i];
-                if c.closed || c.eof_sent {
+                let Some(id) = self.pick(client) else { return };
+                if self.driver.client(id).closed {
                     return;
                 }
-                c.eof_sent = *input == Input::Eof;
-                let fed = c.socket.is_empty()
-                    && (c.reading || (in_flight && std::mem::take(&mut c.read_in_flight)));
-                if fed {
-                    self.feed(i, input.clone());
+                if in_flight {
+                    self.driver.send_racing(id, input.clone());
                 } else {
-                    c.socket.push_back(input.clone());
+                    self.driver.send_input(id, input.clone());
                 }
             }
             Action::Stall { client, stalled } => {
-                if let Some(i) = self.pick(client) {
-                    self.clients[i].stalled = stalled;
+                if let Some(id) = self.pick(client) {
+                    self.driver.client_mut(id).stalled = stalled;
                 }
             }
             Action::Write { client, max } => {
-                if let Some(i) = self.pick(client) {
-                    let c = &self.clients[i];
-                    let n = c.in_flight.len().min(max);
-                    if !c.closed && n > 0 {
-                        self.call(Call::Written(i, n));
-                    }
+                if let Some(id) = self.pick(client) {
+                    self.driver.handle_written(id, max);
                 }
             }
             Action::Drop { client } => {
-                if let Some(i) = self.pick(client) {
-                    if !self.clients[i].closed {
-                        self.call(Call::Closed(i));
+                if let Some(id) = self.pick(client) {
+                    if !self.driver.client(id).closed {
+                        self.driver.handle_closed(id);
                     }
                 }
             }
@@ -860,148 +795,78 @@ impl Sim {
                     self.sprayed += 1;
                     let [_, a, b, c] = self.sprayed.to_be_bytes();
                     let peer = SocketAddr::from(([10, a, b, c], 4000));
-                    self.call(Call::Connect(peer));
-                    let i = self.clients.len() - 1;
-                    self.call(Call::Closed(i));
+                    let id = driver.handle_connect(peer);
+                    driver.handle_closed(id);
                 }
             }
-            Action::Shutdown => self.call(Call::Shutdown),
+            Action::Shutdown => driver.handle_shutdown(),
         }
     }
 
-    fn feed(&mut self, i: usize, input: Input) {
-        match input {
-            Input::Bytes(bytes) => self.call(Call::Bytes(i, &bytes)),
-            Input::Eof => self.call(Call::Eof(i)),
+    /// Every complete line written to a client, with the time of the write.
+    fn lines(&self, i: usize) -> Transcript {
+        self.clients()[i]
+            .lines
+            .iter()
+            .map(|(at, line)| (nanos(*at), line.clone()))
+            .collect()
+    }
+
+    /// The lines a client got after its first (the welcome or refusal).
+    fn lines_after_first(&self, i: usize) -> Transcript {
+        self.lines(i).get(1..).unwrap_or_default().to_vec()
+    }
+
+    fn stops(&self, i: usize) -> usize {
+        self.driver
+            .observer()
+            .log
+            .iter()
+            .filter(|(_, ctl)| *ctl == Ctl::Stop(i))
+            .count()
+    }
+
+    /// When and why the client was closed by the server, if it was.
+    fn closed_for(&self, i: usize) -> Option<(Nanos, Why)> {
+        self.driver
+            .observer()
+            .log
+            .iter()
+            .find_map(|&(at, ctl)| match ctl {
+                Ctl::Close(c, why) if c == i => Some((at, why)),
+                _ => None,
+            })
+    }
+}
+
+impl Observer for Mirror {
+    fn before(&mut self, driver: &Driver<Self>, call: &Call<'_>) {
+        let now = nanos(driver.elapsed());
+        let oracle = &mut self.oracle;
+        oracle.out.clear();
+        match *call {
+            Call::Connect(peer) => oracle.connect(now, peer),
+            Call::Bytes(id, bytes) => oracle.bytes(now, driver.index_of(id), bytes),
+            Call::Eof(id) => oracle.eof(now, driver.index_of(id)),
+            Call::Closed(id) => oracle.closed(now, driver.index_of(id)),
+            Call::Written(..) | Call::Timeout => oracle.run_due(now),
+            Call::Shutdown => oracle.shutdown(now),
         }
     }
 
-    /// Does what the outputs asked until nothing is left to do: writes to
-    /// clients that read, closes, feeds what waited in the socket.
-    fn settle(&mut self) {
-        loop {
-            let mut busy = false;
-            let open: Vec<usize> = self.open.iter().copied().collect();
-            for i in open {
-                let c = &self.clients[i];
-                if c.closed {
-                    continue;
+    fn after(&mut self, driver: &Driver<Self>, call: &Call<'_>, seen: &[Seen]) {
+        let now = nanos(driver.elapsed());
+        let mut observed: Vec<Ctl> = seen
+            .iter()
+            .filter_map(|seen| match seen {
+                Seen::Stop(id) => Some(Ctl::Stop(driver.index_of(*id))),
+                Seen::Resume(id) => Some(Ctl::Resume(driver.index_of(*id))),
+                Seen::Close(id, reason, _) => {
+                    Some(Ctl::Close(driver.index_of(*id), Why::of(reason)))
                 }
-                if let Some((_, flush)) = c.close {
-                    if c.linger {
-                        if flush && !c.stalled && !c.in_flight.is_empty() {
-                            self.call(Call::Written(i, c.in_flight.len()));
-                            busy = true;
-                        }
-                        continue;
-                    }
-                    if flush && !c.stalled && !c.in_flight.is_empty() {
-                        self.call(Call::Written(i, c.in_flight.len()));
-                    }
-                    self.call(Call::Closed(i));
-                    busy = true;
-                    continue;
-                }
-                if !c.stalled && !c.in_flight.is_empty() {
-                    self.call(Call::Written(i, c.in_flight.len()));
-                    busy = true;
-                    continue;
-                }
-                if c.reading {
-                    if let Some(input) = self.clients[i].socket.pop_front() {
-                        self.feed(i, input);
-                        busy = true;
-                    }
-                }
-            }
-            if !busy {
-                return;
-            }
-        }
-    }
-
-    /// One call into the server, mirrored into the oracle; then its outputs
-    /// are carried out and everything is checked.
-    fn call(&mut self, call: Call<'_>) {
-        self.calls += 1;
-        let now = self.now;
-        let t = self.instant();
-        self.oracle.out.clear();
-        match call {
-            Call::Connect(peer) => {
-                self.oracle.connect(now, peer);
-                let id = self.server.handle_connect(t, peer);
-                if let Some(last) = self.clients.last() {
-                    assert!(id > last.id, "connection ids must increase");
-                }
-                self.by_id.insert(id, self.clients.len());
-                self.open.insert(self.clients.len());
-                self.clients.push(SimClient {
-                    id,
-                    peer,
-                    nick: None,
-                    reading: true,
-                    read_in_flight: false,
-                    socket: VecDeque::new(),
-                    eof_sent: false,
-                    in_flight: Vec::new(),
-                    received: Vec::new(),
-                    partial: Vec::new(),
-                    lines: Vec::new(),
-                    stalled: false,
-                    linger: false,
-                    close: None,
-                    closed: false,
-                });
-            }
-            Call::Bytes(i, bytes) => {
-                self.oracle.bytes(now, i, bytes);
-                self.server.handle_bytes(t, self.clients[i].id, bytes);
-            }
-            Call::Eof(i) => {
-                self.oracle.eof(now, i);
-                self.server.handle_eof(t, self.clients[i].id);
-            }
-            Call::Closed(i) => {
-                self.oracle.closed(now, i);
-                let c = &mut self.clients[i];
-                c.closed = true;
-                c.in_flight.clear();
-                self.open.remove(&i);
-                self.server.handle_closed(t, c.id);
-                assert_eq!(
-                    self.server.pending_bytes(c.id),
-                    None,
-                    "client {i} is open after handle_closed"
-                );
-            }
-            Call::Written(i, n) => {
-                self.oracle.run_due(now);
-                self.server.handle_written(t, self.clients[i].id, n);
-                let c = &mut self.clients[i];
-                let written: Vec<u8> = c.in_flight.drain(..n).collect();
-                c.received.extend_from_slice(&written);
-                for byte in written {
-                    if byte == b'\n' {
-                        let line = String::from_utf8(std::mem::take(&mut c.partial))
-                            .expect("lines sent are UTF-8");
-                        c.lines.push((now, line));
-                    } else {
-                        c.partial.push(byte);
-                    }
-                }
-                check_lines(&c.received);
-            }
-            Call::Timeout => {
-                self.oracle.run_due(now);
-                self.server.handle_timeout(t);
-            }
-            Call::Shutdown => {
-                self.oracle.shutdown(now);
-                self.server.handle_shutdown(t);
-            }
-        }
-        let mut observed = self.drain();
+                _ => None,
+            })
+            .collect();
         let mut expected = std::mem::take(&mut self.oracle.out);
         // Clients are handled in connect order, except at shutdown (any
         // order): compare per client, in order.
@@ -1014,80 +879,18 @@ impl Sim {
         self.log.extend(observed.iter().map(|&ctl| (now, ctl)));
         let joined: Vec<usize> = self.oracle.joined.iter().copied().collect();
         for i in joined {
-            let pending = self.clients[i].in_flight.len();
+            let pending = driver.clients()[i].in_flight.len();
             self.oracle.track_soft(i, pending, now);
         }
-        self.check(&call);
+        self.check(driver, call);
     }
+}
 
-    /// Takes every output: output bytes into the driver at once, and the
-    /// steering outputs, checked for order and returned.
-    fn drain(&mut self) -> Vec<Ctl> {
-        let mut ctl = Vec::new();
-        while let Some(output) = self.server.poll_output() {
-            match output {
-                Output::Transmit(id) => {
-                    let i = self.by_id[&id];
-                    assert!(!self.clients[i].closed, "Transmit for {i}, closed");
-                    let mut chunks: Vec<Bytes> = Vec::new();
-                    let moved = self.server.poll_transmit(id, &mut chunks);
-                    let c = &mut self.clients[i];
-                    for chunk in &chunks {
-                        c.in_flight.extend_from_slice(chunk);
-                    }
-                    assert_eq!(moved, chunks.iter().map(|c| c.len()).sum::<usize>());
-                }
-                Output::StopReading(id) => {
-                    let i = self.by_id[&id];
-                    let c = &mut self.clients[i];
-                    assert!(c.reading, "StopReading for {i} twice in a row");
-                    assert!(c.close.is_none(), "StopReading for {i} after Close");
-                    c.reading = false;
-                    c.read_in_flight = true;
-                    ctl.push(Ctl::Stop(i));
-                }
-                Output::ResumeReading(id) => {
-                    let i = self.by_id[&id];
-                    let c = &mut self.clients[i];
-                    assert!(!c.reading, "ResumeReading for {i} without StopReading");
-                    assert!(c.close.is_none(), "ResumeReading for {i} after Close");
-                    c.reading = true;
-                    c.read_in_flight = false;
-                    ctl.push(Ctl::Resume(i));
-                }
-                Output::Close {
-                    conn,
-                    reason,
-                    flush,
-                } => {
-                    let i = self.by_id[&conn];
-                    let c = &mut self.clients[i];
-                    assert!(!c.closed, "Close for {i} after handle_closed");
-                    assert!(c.close.is_none(), "second Close for {i}");
-                    let why = Why::of(&reason);
-                    assert_ne!(why, Why::Closed, "Close with reason Closed");
-                    assert_eq!(flush, why != Why::TooSlow, "flush of Close({reason})");
-                    if !flush {
-                        c.in_flight.clear();
-                    }
-                    c.close = Some((why, flush));
-                    ctl.push(Ctl::Close(i, why));
-                }
-                Output::Event(event) => {
-                    if let Event::Joined { conn, nick, .. } = *event {
-                        let i = self.by_id[&conn];
-                        self.clients[i].nick = Some(nick);
-                    }
-                }
-            }
-        }
-        ctl
-    }
-
+impl Mirror {
     /// Everything that holds after every call.
-    fn check(&mut self, call: &Call<'_>) {
-        let now = self.now;
-        let deadline = self.poll();
+    fn check(&self, driver: &Driver<Self>, call: &Call<'_>) {
+        let now = nanos(driver.elapsed());
+        let deadline = driver.polled_deadline().map(nanos);
         assert_eq!(
             deadline,
             self.oracle.deadline(),
@@ -1099,20 +902,27 @@ impl Sim {
                 "poll_timeout {deadline} ns is not after {now} ns"
             );
         }
-        assert_eq!(self.server.admitted(), self.oracle.admitted, "admitted");
-        let config = self.config();
-        for &i in &self.open {
-            let c = &self.clients[i];
+        let server = driver.server();
+        assert_eq!(server.admitted(), self.oracle.admitted, "admitted");
+        let config = &self.oracle.config;
+        let open = || {
+            driver
+                .clients()
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.closed)
+        };
+        for (i, c) in open() {
             let o = &self.oracle.clients[i];
             let id = c.id;
             assert_eq!(
-                self.server.nick(id).is_some(),
+                server.nick(id).is_some(),
                 o.joined,
                 "whether {i} is in the chat"
             );
-            let held = self.server.held_lines(id).expect("open");
+            let held = server.held_lines(id).expect("open");
             assert!(held <= config.flood_excess, "{i} holds {held} lines");
-            let pending = self.server.pending_bytes(id).expect("open");
+            let pending = server.pending_bytes(id).expect("open");
             assert!(pending <= config.max_queue, "{i} holds {pending} bytes");
             if !o.joined {
                 continue;
@@ -1121,7 +931,7 @@ impl Sim {
             assert_eq!(pending, c.in_flight.len(), "output bytes of {i}");
             let buffered = if o.discarding { 0 } else { o.line.len() };
             assert_eq!(
-                self.server.buffered_bytes(id),
+                server.buffered_bytes(id),
                 Some(buffered),
                 "bytes buffered for {i}"
             );
@@ -1131,38 +941,17 @@ impl Sim {
         }
         if let Some(max) = config.max_per_ip {
             // Independent of the oracle: what the driver saw welcomed and not closed.
-            let mut open: HashMap<IpAddr, usize> = HashMap::new();
-            for &i in &self.open {
-                let c = &self.clients[i];
+            let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+            for (_, c) in open() {
                 let ip = canonical(c.peer.ip());
                 if c.nick.is_some() && (config.limit_loopback || !is_loopback(ip)) {
-                    *open.entry(ip).or_default() += 1;
+                    *per_ip.entry(ip).or_default() += 1;
                 }
             }
-            for (ip, count) in open {
+            for (ip, count) in per_ip {
                 assert!(count <= max, "{count} connections open from {ip}");
             }
         }
-    }
-
-    /// The lines a client got after its first (the welcome or refusal).
-    fn lines_after_first(&self, i: usize) -> &[(Nanos, String)] {
-        self.clients[i].lines.get(1..).unwrap_or_default()
-    }
-
-    fn stops(&self, i: usize) -> usize {
-        self.log
-            .iter()
-            .filter(|(_, ctl)| *ctl == Ctl::Stop(i))
-            .count()
-    }
-
-    /// When and why the client was closed by the server, if it was.
-    fn closed_for(&self, i: usize) -> Option<(Nanos, Why)> {
-        self.log.iter().find_map(|&(at, ctl)| match ctl {
-            Ctl::Close(c, why) if c == i => Some((at, why)),
-            _ => None,
-        })
     }
 }
 
@@ -1180,11 +969,11 @@ fn chat_text(raw: &[u8]) -> Option<String> {
 /// The transcripts the oracle implies for a client that only sends chat
 /// lines: what the others see of it, and the errors it gets itself.
 fn expected_transcripts(sim: &Sim, i: usize) -> (Transcript, Transcript) {
-    let nick = sim.clients[i].nick.clone().expect("the client joined");
+    let nick = sim.clients()[i].nick.clone().expect("the client joined");
     let max_line = sim.config().max_line;
     let mut others = Vec::new();
     let mut own = Vec::new();
-    for (at, client, event) in &sim.oracle.events {
+    for (at, client, event) in &sim.oracle().events {
         if *client != i {
             continue;
         }
@@ -1445,14 +1234,14 @@ proptest! {
     /// when more than `flood_excess` lines wait; reading stops exactly while
     /// lines wait.
     #[test]
-    fn flood_control_agrees_with_a_token_bucket(case in flood_case()) {
+    fn policies_flood_control_agrees_with_a_token_bucket(case in flood_case()) {
         let mut sim = Sim::new(case.config(), 1);
         sim.run(&case.actions());
 
         let (mut others, own) = expected_transcripts(&sim, 1);
-        let nick = sim.clients[1].nick.clone().unwrap_or_default();
+        let nick = sim.clients()[1].nick.clone().unwrap_or_default();
         others.insert(0, (0, format!("* {nick} joined")));
-        prop_assert_eq!(sim.lines_after_first(0), &others[..], "what the observer got, when");
+        prop_assert_eq!(&sim.lines_after_first(0)[..], &others[..], "what the observer got, when");
         let errors: Vec<(Nanos, String)> = sim
             .lines_after_first(1)
             .iter()
@@ -1466,18 +1255,18 @@ proptest! {
         let flooded = sim.closed_for(1).is_some_and(|(_, why)| why == Why::ExcessFlood);
         if !flooded {
             let (_, texts) = case.stream();
-            let nick = sim.clients[1].nick.clone().unwrap_or_default();
+            let nick = sim.clients()[1].nick.clone().unwrap_or_default();
             let prefix = format!("{nick}: ");
-            let got: Vec<&str> = sim.clients[0]
-                .lines
+            let lines = sim.lines(0);
+            let got: Vec<&str> = lines
                 .iter()
                 .filter_map(|(_, line)| line.strip_prefix(&prefix))
                 .collect();
             prop_assert_eq!(got, texts);
-            prop_assert_eq!(sim.server.held_lines(sim.clients[1].id).unwrap_or(0), 0);
+            prop_assert_eq!(sim.server().held_lines(sim.clients()[1].id).unwrap_or(0), 0);
         }
         // A client never over the budget is never slowed down.
-        if !sim.oracle.clients[1].ever_waited {
+        if !sim.oracle().clients[1].ever_waited {
             prop_assert_eq!(sim.stops(1), 0);
         }
         prop_assert_eq!(sim.stops(0), 0, "the observer sends nothing");
@@ -1485,7 +1274,7 @@ proptest! {
 }
 
 #[test]
-fn flood_at_exactly_the_rate_is_never_held() {
+fn policies_flood_at_exactly_the_rate_is_never_held() {
     // burst 1: one line every interval, to the nanosecond, never waits.
     let interval = ms(250) + Duration::from_nanos(7);
     let case = FloodCase {
@@ -1651,7 +1440,7 @@ proptest! {
     /// (stop, resume, close and its reason, refusals) is the oracle's, at
     /// the oracle's time; held lines, output bytes and buffered bytes agree.
     #[test]
-    fn sessions_keep_exact_deadlines(
+    fn policies_sessions_keep_exact_deadlines(
         config in policy_config(),
         seed: u64,
         mut actions in timed(session_action(), 1..60, 3000, SEC),
@@ -1717,13 +1506,13 @@ proptest! {
     /// the welcomed connections open per address never exceed `max_per_ip`;
     /// a refused client gets exactly the refusal line.
     #[test]
-    fn address_limits_agree_with_the_oracle(
+    fn policies_address_limits_agree_with_the_oracle(
         config in address_config(),
         actions in timed(address_action(), 1..60, 3000, SEC),
     ) {
         let mut sim = Sim::new(config, 1);
         sim.run(&actions);
-        for (i, c) in sim.clients.iter().enumerate() {
+        for (i, c) in sim.clients().iter().enumerate() {
             if sim.closed_for(i).is_some_and(|(_, why)| why == Why::TooMany) {
                 prop_assert!(c.nick.is_none());
                 prop_assert_eq!(
@@ -1745,7 +1534,7 @@ proptest! {
     /// are full again, a session runs on the usual few addresses, then 600
     /// more fresh ones go past the sweep threshold, then the session goes on.
     #[test]
-    fn address_sweeps_forget_nothing_that_matters(
+    fn policies_address_sweeps_forget_nothing_that_matters(
         config in address_config(),
         connect_rate in rate(3, 1000..5000),
         before in timed(address_action(), 1..20, 500, SEC / 10),
@@ -1801,7 +1590,7 @@ proptest! {
     /// timeout), never before; it gets `* error: disconnected (REASON)` as
     /// its last line and the observer `* NICK left (REASON)`, both then.
     #[test]
-    fn timeouts_fire_exactly_at_their_deadline(
+    fn policies_timeouts_fire_exactly_at_their_deadline(
         idle in prop::option::of(1u64..6),
         line in prop::option::of(1u64..4),
         actions in timed(timeout_action(), 1..40, 2500, SEC),
@@ -1822,16 +1611,16 @@ proptest! {
         all.extend(actions);
         let mut sim = Sim::new(config, 1);
         sim.run(&all);
-        for i in 1..sim.clients.len() {
+        for i in 1..sim.clients().len() {
             let Some((at, why)) = sim.closed_for(i) else { continue };
             let Some(reason) = why.policy() else { continue };
-            let nick = sim.clients[i].nick.clone().expect("joined");
+            let nick = sim.clients()[i].nick.clone().expect("joined");
             prop_assert_eq!(
-                sim.clients[i].lines.last(),
-                Some(&(at, format!("* error: disconnected ({reason})")))
+                sim.lines(i).last().cloned(),
+                Some((at, format!("* error: disconnected ({reason})")))
             );
             let left = (at, format!("* {nick} left ({reason})"));
-            prop_assert!(sim.clients[0].lines.contains(&left), "observer lacks {:?}", left);
+            prop_assert!(sim.lines(0).contains(&left), "observer lacks {:?}", left);
         }
     }
 }
@@ -1854,7 +1643,7 @@ proptest! {
     /// in N s` (N rounded up) and changes nothing; only changes that succeed
     /// take a token; renaming to one's own nick is not a change.
     #[test]
-    fn nick_changes_agree_with_a_token_bucket(
+    fn policies_nick_changes_agree_with_a_token_bucket(
         nick_rate in rate(4, 1..5000),
         moves in prop::collection::vec((gap(6000), prop::sample::select(vec![
             NickMove::New, NickMove::New, NickMove::New, NickMove::Same, NickMove::Upper, NickMove::Invalid,
@@ -1868,7 +1657,7 @@ proptest! {
         let unit = nanos(nick_rate.interval);
         let mut sim = Sim::new(config, 1);
         sim.act_at(0, &Action::Connect { peer: peer("203.0.113.9", 4000), linger: false, stalled: false });
-        let mut current = sim.clients[0].nick.clone().expect("joined");
+        let mut current = sim.clients()[0].nick.clone().expect("joined");
         let mut bucket = Bucket::new(nick_rate, 0);
         let mut expected = Vec::new();
         let mut fresh = 0;
@@ -1901,16 +1690,7 @@ proptest! {
             sim.act_at(at, &Action::Send { client: 0, input, in_flight: false });
         }
         sim.run(&[]);
-        prop_assert_eq!(sim.lines_after_first(0), &expected[..]);
-    }
-}
-
-impl Sim {
-    /// One action at `at`, with the deadlines before it.
-    fn act_at(&mut self, at: Nanos, action: &Action) {
-        self.advance_to(at);
-        self.act(action);
-        self.settle();
+        prop_assert_eq!(&sim.lines_after_first(0)[..], &expected[..]);
     }
 }
 
@@ -1921,7 +1701,7 @@ impl Sim {
 /// byte of the unterminated line. A read that ends a too-long line (being
 /// discarded) and starts a new one starts the new line's time.
 #[test]
-fn line_time_restarts_after_a_discarded_line() {
+fn policies_line_time_restarts_after_a_discarded_line() {
     let config = Config {
         max_line: 16,
         line_timeout: Some(Duration::from_secs(10)),

@@ -1,0 +1,353 @@
+//! The reference model: the protocol written straight from `docs/protocol.md`,
+//! deliberately naive (whole lines, plain loops, no sharing).
+
+use std::collections::BTreeSet;
+
+use super::is_bidi_control;
+use crate::{Config, HELP};
+
+/// The protocol as a naive reference: who is connected under which nick,
+/// and every byte each client must receive.
+#[derive(Debug)]
+pub(super) struct Model {
+    pub(super) config: Config,
+    pub(super) clients: Vec<ModelClient>,
+    pub(super) admitted: usize,
+    shutting_down: bool,
+    /// Clients over their output limit, disconnected in id order once the
+    /// current input is handled.
+    over_limit: BTreeSet<usize>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ModelClient {
+    /// Set while the client is in the chat.
+    pub(super) nick: Option<String>,
+    /// Counted against max clients until reported closed.
+    admitted: bool,
+    /// The server has asked to close it (or it was refused).
+    pub(super) closing: bool,
+    pub(super) too_slow: bool,
+    /// Every byte the server must have queued for it, in order.
+    pub(super) expected: Vec<u8>,
+    /// Queued or unwritten bytes, as the server counts them.
+    pub(super) pending: usize,
+    /// The current unterminated line.
+    line: Vec<u8>,
+    /// The current line was reported too long; skip to its LF.
+    discarding: bool,
+}
+
+impl Model {
+    pub(super) fn new(config: Config) -> Model {
+        Model {
+            config,
+            clients: Vec::new(),
+            admitted: 0,
+            shutting_down: false,
+            over_limit: BTreeSet::new(),
+        }
+    }
+
+    fn joined(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.nick.as_deref().map(|n| (i, n)))
+    }
+
+    fn send(&mut self, to: usize, line: &str) {
+        let limit = self.config.max_queue;
+        let client = &mut self.clients[to];
+        let len = line.len() + 1;
+        if client.pending + len > limit {
+            if client.nick.is_some() {
+                self.over_limit.insert(to);
+            }
+            return;
+        }
+        client.pending += len;
+        client.expected.extend_from_slice(line.as_bytes());
+        client.expected.push(b'\n');
+    }
+
+    fn send_others(&mut self, from: usize, line: &str) {
+        let others: Vec<usize> = self
+            .joined()
+            .map(|(i, _)| i)
+            .filter(|&i| i != from)
+            .collect();
+        for to in others {
+            self.send(to, line);
+        }
+    }
+
+    /// `nick` is the generated nick the server announced, if it admitted the
+    /// client.
+    pub(super) fn connect(&mut self, nick: Option<String>) {
+        let index = self.clients.len();
+        self.clients.push(ModelClient::default());
+        let refusal = if self.shutting_down {
+            Some("* server shutting down")
+        } else if self.admitted >= self.config.max_clients {
+            Some("* error: server full")
+        } else {
+            None
+        };
+        if let Some(text) = refusal {
+            assert_eq!(nick, None, "a refused client must not join");
+            self.send(index, text);
+            self.clients[index].closing = true;
+            return;
+        }
+        let nick = nick.expect("an admitted client must join");
+        assert!(
+            self.holder(&nick).is_none(),
+            "generated nick {nick} is already taken"
+        );
+        self.admitted += 1;
+        let client = &mut self.clients[index];
+        client.admitted = true;
+        client.nick = Some(nick.clone());
+        let online = self.joined().count();
+        let users = if online == 1 { "user" } else { "users" };
+        self.send(
+            index,
+            &format!("* welcome, you are {nick}; {online} {users} online; type /help for commands"),
+        );
+        self.send_others(index, &format!("* {nick} joined"));
+        self.disconnect_over_limit();
+    }
+
+    fn holder(&self, nick: &str) -> Option<usize> {
+        let wanted = nick.to_lowercase();
+        self.joined()
+            .find(|(_, n)| n.to_lowercase() == wanted)
+            .map(|(i, _)| i)
+    }
+
+    pub(super) fn bytes(&mut self, index: usize, bytes: &[u8]) {
+        let max = self.config.max_line;
+        for &byte in bytes {
+            if self.clients[index].nick.is_none() {
+                return;
+            }
+            let client = &mut self.clients[index];
+            if byte == b'\n' {
+                let mut line = std::mem::take(&mut client.line);
+                if std::mem::take(&mut client.discarding) {
+                    continue;
+                }
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > max {
+                    self.too_long(index);
+                } else {
+                    self.line(index, &line);
+                }
+                self.disconnect_over_limit();
+                continue;
+            }
+            if client.discarding {
+                continue;
+            }
+            client.line.push(byte);
+            // Over the limit even if a CR and LF come next: report it now.
+            let len = client.line.len();
+            if len > max + 1 || (len == max + 1 && byte != b'\r') {
+                client.line.clear();
+                client.discarding = true;
+                self.too_long(index);
+                self.disconnect_over_limit();
+            }
+        }
+    }
+
+    fn too_long(&mut self, index: usize) {
+        let max = self.config.max_line;
+        self.send(
+            index,
+            &format!("* error: line too long (max {max} bytes), discarded"),
+        );
+    }
+
+    pub(super) fn eof(&mut self, index: usize) {
+        if self.clients[index].nick.is_none() {
+            return;
+        }
+        let client = &mut self.clients[index];
+        let mut line = std::mem::take(&mut client.line);
+        if !std::mem::take(&mut client.discarding) && !line.is_empty() {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            self.line(index, &line);
+            self.disconnect_over_limit();
+        }
+        self.leave(index, None, true);
+        self.disconnect_over_limit();
+    }
+
+    pub(super) fn closed(&mut self, index: usize) {
+        if self.clients[index].nick.is_some() {
+            self.leave(index, None, false);
+            self.disconnect_over_limit();
+        }
+        let client = &mut self.clients[index];
+        client.closing = true;
+        if std::mem::take(&mut client.admitted) {
+            self.admitted -= 1;
+        }
+    }
+
+    pub(super) fn written(&mut self, index: usize, written: usize) {
+        let client = &mut self.clients[index];
+        client.pending = client.pending.saturating_sub(written);
+    }
+
+    pub(super) fn shutdown(&mut self) {
+        if std::mem::replace(&mut self.shutting_down, true) {
+            return;
+        }
+        let joined: Vec<usize> = self.joined().map(|(i, _)| i).collect();
+        for index in joined {
+            self.send(index, "* server shutting down");
+            let client = &mut self.clients[index];
+            client.nick = None;
+            client.closing = true;
+        }
+        self.over_limit.clear();
+    }
+
+    /// The client leaves; `why` is the text shown in parentheses.
+    fn leave(&mut self, index: usize, why: Option<&str>, close: bool) {
+        let Some(nick) = self.clients[index].nick.take() else {
+            return;
+        };
+        self.clients[index].closing |= close;
+        let notice = match why {
+            Some(why) => format!("* {nick} left ({why})"),
+            None => format!("* {nick} left"),
+        };
+        self.send_others(index, &notice);
+    }
+
+    fn disconnect_over_limit(&mut self) {
+        while let Some(index) = self.over_limit.pop_first() {
+            if self.clients[index].nick.is_some() {
+                let client = &mut self.clients[index];
+                client.too_slow = true;
+                client.pending = 0;
+                self.leave(index, Some("too slow"), true);
+            }
+        }
+    }
+
+    /// One complete line, CR already removed.
+    fn line(&mut self, index: usize, raw: &[u8]) {
+        let text = sanitize(raw);
+        if text.is_empty() {
+            return;
+        }
+        let nick = self.clients[index]
+            .nick
+            .clone()
+            .expect("only joined clients send");
+        if let Some(rest) = text.strip_prefix("//") {
+            return self.send_others(index, &format!("{nick}: /{rest}"));
+        }
+        let Some(command) = text.strip_prefix('/') else {
+            return self.send_others(index, &format!("{nick}: {text}"));
+        };
+        let words: Vec<&str> = command
+            .split([' ', '\t'])
+            .filter(|w| !w.is_empty())
+            .collect();
+        let name = command.split([' ', '\t']).next().unwrap_or_default();
+        // The text after the first word and the gap that follows it.
+        let after = |text: &str| -> String {
+            match text.find([' ', '\t']) {
+                Some(at) => text[at..].trim_start_matches([' ', '\t']).to_owned(),
+                None => String::new(),
+            }
+        };
+        let args = after(command);
+        match name.to_ascii_lowercase().as_str() {
+            "nick" => {
+                if words.len() != 2 {
+                    return self.send(index, "* error: usage: /nick NAME");
+                }
+                let new = words[1];
+                if new == nick {
+                    return self.send(index, &format!("* you are now known as {new}"));
+                }
+                let count = new.chars().count();
+                let valid = (1..=32).contains(&count)
+                    && new
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+                if !valid {
+                    let text =
+                        format!("* error: invalid nick {new}: use 1-32 letters, digits, _ or -");
+                    return self.send(index, &text);
+                }
+                if self.holder(new).is_some_and(|holder| holder != index) {
+                    return self.send(index, &format!("* error: nick {new} is already taken"));
+                }
+                self.clients[index].nick = Some(new.to_owned());
+                self.send(index, &format!("* you are now known as {new}"));
+                self.send_others(index, &format!("* {nick} is now known as {new}"));
+            }
+            "me" if args.is_empty() => self.send(index, "* error: usage: /me TEXT"),
+            "me" => self.send_others(index, &format!("* {nick} {args}")),
+            "msg" => {
+                let target = words.get(1).copied().unwrap_or_default();
+                let text = after(&args);
+                if target.is_empty() || text.is_empty() {
+                    return self.send(index, "* error: usage: /msg NICK TEXT");
+                }
+                match self.holder(target) {
+                    Some(to) => self.send(to, &format!("*{nick}* {text}")),
+                    None => self.send(index, &format!("* error: no such nick {target}")),
+                }
+            }
+            "who" => {
+                let mut nicks: Vec<String> = self.joined().map(|(_, n)| n.to_owned()).collect();
+                nicks.sort_by_key(|n| (n.to_lowercase(), n.clone()));
+                let users = if nicks.len() == 1 { "user" } else { "users" };
+                let text = format!("* {} {users} online: {}", nicks.len(), nicks.join(", "));
+                self.send(index, &text);
+            }
+            "help" => {
+                for line in HELP {
+                    self.send(index, &format!("* {line}"));
+                }
+            }
+            "quit" => {
+                self.send(index, "* bye");
+                let why = (!args.is_empty()).then_some(args.as_str());
+                self.leave(index, why, true);
+            }
+            _ => self.send(
+                index,
+                &format!("* error: unknown command /{name}, try /help"),
+            ),
+        }
+    }
+}
+
+/// protocol.md, "Sanitizing", written out plainly.
+fn sanitize(raw: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| {
+            if (c.is_control() && c != '\t') || is_bidi_control(c) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    text.trim_end().to_owned()
+}

@@ -1,0 +1,434 @@
+//! Rule tests for `docs/protocol.md`, "Limits and policies": one
+//! deterministic test (or a few) per rule, each named `limits_*` and citing
+//! its rule. The soft output limit is `limits_soft_queue_*`; config
+//! validation is here too.
+//!
+//! The tests drive one `chat_core::Server` through
+//! `chat_core::testkit::Driver`, the simulated driver that follows the run
+//! loop of the crate docs on a virtual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chat_core::testkit::rules::{GRACE, SOFT, fill_to, line_config, secs, soft_config};
+use chat_core::testkit::{Driver, NS};
+use chat_core::{Config, ConfigError, ConnId, Event, Reason};
+
+/// Limits, max clients: a connection over the limit gets
+/// `* error: server full` and a flushing Close, is logged as Rejected, and
+/// nobody else sees anything of it.
+#[test]
+fn limits_max_clients_refuses_over_the_limit() {
+    let config = Config {
+        max_clients: 2,
+        ..Config::default()
+    };
+    let mut s = Driver::untimed(config, 1);
+    let (a, _, b, _) = s.pair();
+    let c = s.connect();
+    assert_eq!(s.lines(c), ["* error: server full"]);
+    assert_eq!(s.closes(), [(c, Reason::ServerFull, true)]);
+    assert!(matches!(
+        &s.events()[..],
+        [Event::Rejected { conn, reason: Reason::ServerFull, .. }] if *conn == c
+    ));
+    s.assert_quiet(&[a, b]);
+    assert_eq!(s.server().nick(c), None);
+    // Its input goes nowhere; its closing frees no slot.
+    s.send(c, "hello?\n/who\n");
+    s.eof(c);
+    s.close(c);
+    s.assert_quiet(&[a, b, c]);
+    let d = s.connect();
+    assert_eq!(s.lines(d), ["* error: server full"]);
+    s.closes();
+    s.events();
+    s.send(a, "/who\n");
+    assert!(s.lines(a)[0].starts_with("* 2 users online"));
+}
+
+/// Limits, max clients: a slot frees when a leaver's connection is closed
+/// (`handle_closed`), not when its Close is asked for.
+#[test]
+fn limits_max_clients_slot_frees_on_closed() {
+    let config = Config {
+        max_clients: 2,
+        ..Config::default()
+    };
+    let mut s = Driver::untimed(config, 1);
+    let (a, _, b, _) = s.pair();
+    s.send(a, "/quit\n");
+    assert_eq!(s.closes().len(), 1);
+    s.lines(a);
+    s.lines(b);
+    let c = s.connect();
+    assert_eq!(s.lines(c), ["* error: server full"], "a is still open");
+    s.closes();
+    s.events();
+    s.close(a);
+    s.assert_quiet(&[a, b]);
+    let (_, dn) = s.join(&[b]);
+    assert_eq!(dn.len(), 4);
+    // EOF and failures free their slot on handle_closed the same way.
+    s.eof(b);
+    s.closes();
+    let e = s.connect();
+    assert_eq!(s.lines(e), ["* error: server full"]);
+    s.close(b);
+    s.close(e);
+    let f = s.connect();
+    assert!(s.lines(f)[0].starts_with("* welcome"));
+}
+
+/// Limits, max queue: a client that is never written to is disconnected as
+/// `too slow` (a non-flushing Close) when its pending bytes would exceed
+/// max_queue, not before; its pending bytes never exceed it; the others get
+/// `* NICK left (too slow)` and keep receiving.
+#[test]
+fn limits_max_queue_drops_slow_client() {
+    let config = line_config(64);
+    let max_queue = config.max_queue;
+    let mut s = Driver::untimed(config, 2);
+    let [(a, an), (b, _), (slow, slow_nick)] = s.trio();
+    s.stall(slow, true);
+    s.lines(slow);
+    let text = "m".repeat(60);
+    let line_len = an.len() + 2 + text.len() + 1;
+    let mut sent = 0;
+    loop {
+        let pending = s.server().pending_bytes(slow).unwrap();
+        let overflows = pending + line_len > max_queue;
+        s.send(a, format!("{text}\n"));
+        sent += 1;
+        if overflows {
+            assert_eq!(s.closes(), [(slow, Reason::TooSlow, false)]);
+            break;
+        }
+        assert_eq!(s.lines(b), [format!("{an}: {text}")]);
+        assert_eq!(s.closes(), [], "dropped before going over");
+        assert_eq!(s.server().pending_bytes(slow), Some(pending + line_len));
+        assert!(sent < 1000);
+    }
+    assert!(sent > 10);
+    assert_eq!(s.lines(a), [format!("* {slow_nick} left (too slow)")]);
+    assert_eq!(
+        s.lines(b),
+        [
+            format!("{an}: {text}"),
+            format!("* {slow_nick} left (too slow)")
+        ]
+    );
+    assert!(
+        s.lines(slow)
+            .iter()
+            .all(|l| l.starts_with(&format!("{an}: ")))
+    );
+    assert!(matches!(
+        &s.events()[..],
+        [Event::Left { conn, reason: Reason::TooSlow, .. }] if *conn == slow
+    ));
+    // The others keep receiving; the slow one gets nothing more.
+    s.send(a, "after\n");
+    assert_eq!(s.lines(b), [format!("{an}: after")]);
+    assert_eq!(s.lines(slow), Vec::<String>::new());
+    s.send(slow, "ignored\n");
+    s.assert_quiet(&[a, b, slow]);
+}
+
+/// Limits, max queue: a queue filled to exactly max_queue is not over it;
+/// one byte more is.
+#[test]
+fn limits_max_queue_exact_boundary() {
+    let config = line_config(64);
+    let max_queue = config.max_queue;
+    let mut s = Driver::untimed(config, 2);
+    let [(a, an), (b, _), (slow, slow_nick)] = s.trio();
+    s.stall(slow, true);
+    let prefix = an.len() + 3;
+    let room = |s: &Driver| max_queue - s.server().pending_bytes(slow).unwrap();
+    while room(&s) > 2 * prefix + 100 {
+        s.send(a, format!("{}\n", "e".repeat(50)));
+    }
+    let first = (room(&s) - 2 * prefix) / 2;
+    s.send(a, format!("{}\n", "e".repeat(first)));
+    let last = room(&s) - prefix;
+    assert!((1..=64).contains(&last));
+    s.send(a, format!("{}\n", "e".repeat(last)));
+    assert_eq!(s.server().pending_bytes(slow), Some(max_queue));
+    assert_eq!(s.closes(), [], "exactly full is not over");
+    assert!(s.server().nick(slow).is_some());
+    s.send(a, "e\n");
+    assert_eq!(s.closes(), [(slow, Reason::TooSlow, false)]);
+    assert_eq!(
+        s.lines(b).last().unwrap(),
+        &format!("* {slow_nick} left (too slow)")
+    );
+}
+
+/// Limits, max queue: a client that goes over its limit with its own
+/// replies (and never reads) is dropped as too slow too.
+#[test]
+fn limits_max_queue_own_replies() {
+    let config = line_config(64);
+    let mut s = Driver::untimed(config, 2);
+    let (a, an, b, _) = s.pair();
+    s.stall(a, true);
+    for _ in 0..100 {
+        s.send(a, "/help\n");
+        if !s.closes().is_empty() {
+            break;
+        }
+    }
+    assert_eq!(s.lines(b), [format!("* {an} left (too slow)")]);
+    assert!(s.server().nick(a).is_none());
+}
+
+/// Limits, max queue: a client whose queue a leave notice overflows is
+/// disconnected at once, whoever left and however (/quit, EOF, failure).
+#[test]
+fn limits_max_queue_overflow_by_join_notice() {
+    let config = line_config(64);
+    let max_queue = config.max_queue;
+    let mut s = Driver::untimed(config, 2);
+    let (a, an, slow, slow_nick) = s.pair();
+    s.stall(slow, true);
+    // Fill slow's queue to the brim with lines from a.
+    fill_to_brim(&mut s, a, &an, slow, max_queue);
+    s.connect();
+    assert_eq!(s.closes(), [(slow, Reason::TooSlow, false)]);
+    assert!(
+        s.lines(a)
+            .contains(&format!("* {slow_nick} left (too slow)"))
+    );
+}
+
+/// Sends chat lines from `a` until `slow` holds more than `max_queue - 12`
+/// bytes, so that any notice overflows it.
+fn fill_to_brim(s: &mut Driver, a: ConnId, an: &str, slow: ConnId, max_queue: usize) {
+    let prefix = an.len() + 3;
+    loop {
+        let room = max_queue - s.server().pending_bytes(slow).unwrap();
+        if room <= 12 {
+            break;
+        }
+        let len = (room - prefix).min(60);
+        s.send(a, format!("{}\n", "f".repeat(len.max(1))));
+    }
+    assert_eq!(s.closes(), []);
+}
+
+/// Limits, max queue: a leave notice that overflows a slow client
+/// disconnects it at once, whoever leaves and however.
+#[test]
+fn limits_max_queue_overflow_by_leave_notice() {
+    type Leave = fn(&mut Driver, ConnId);
+    let leaves: [(&str, Leave); 3] = [
+        ("/quit", |s, b| s.send(b, "/quit bye bye\n")),
+        ("EOF", |s, b| s.eof(b)),
+        ("handle_closed", |s, b| s.close(b)),
+    ];
+    for (how, leave) in leaves {
+        let config = line_config(64);
+        let max_queue = config.max_queue;
+        let mut s = Driver::untimed(config, 2);
+        let [(a, an), (b, _), (slow, _)] = s.trio();
+        s.stall(slow, true);
+        fill_to_brim(&mut s, a, &an, slow, max_queue);
+        leave(&mut s, b);
+        let closes = s.closes();
+        assert!(
+            closes.contains(&(slow, Reason::TooSlow, false)),
+            "leaving by {how}: {closes:?}"
+        );
+    }
+}
+
+/// Limits, max queue: a client whose writes are reported is never dropped,
+/// however much passes through it.
+#[test]
+fn limits_max_queue_reading_client_never_dropped() {
+    let config = line_config(64);
+    let max_queue = config.max_queue;
+    let mut s = Driver::untimed(config, 2);
+    let (a, _, b, _) = s.pair();
+    let mut received = 0;
+    for i in 0..2000 {
+        s.send(a, format!("{i:064}\n"));
+        received += s.lines(b).len();
+    }
+    assert_eq!(received, 2000);
+    assert!(2000 * 64 > 10 * max_queue);
+    assert_eq!(s.closes(), []);
+    assert_eq!(s.server().pending_bytes(b), Some(0));
+}
+
+/// Limits, max queue: the longest possible line (max line invalid bytes from
+/// a 32-character nick of 4-byte characters) fits a minimal max_queue.
+#[test]
+fn limits_max_queue_holds_longest_line() {
+    let config = line_config(140);
+    let mut s = Driver::untimed(config, 2);
+    let (a, _, b, _) = s.pair();
+    let nick = "\u{1d49c}".repeat(32);
+    s.rename(a, &nick, &[b]);
+    s.send(a, [0xffu8; 140]);
+    s.send(a, "\n");
+    assert_eq!(s.lines(b), [format!("{nick}: {}", "\u{fffd}".repeat(140))]);
+    assert_eq!(s.closes(), []);
+}
+
+/// Three loopback clients; the last, `slow`, does not read and holds
+/// exactly [`SOFT`] bytes (not over the soft limit). Every line is taken.
+fn soft_setup(s: &mut Driver) -> [(ConnId, String); 3] {
+    let [(a, an), (b, bn), (slow, slow_nick)] = s.trio();
+    s.stall(slow, true);
+    fill_to(s, a, &an, slow, SOFT);
+    s.lines(b);
+    s.lines(slow);
+    assert_eq!(s.deadline(), None, "at the soft limit is not over it");
+    [(a, an), (b, bn), (slow, slow_nick)]
+}
+
+/// Limits and policies, soft output limit: a client whose queue stays above
+/// the soft limit for the whole grace time is disconnected as `too slow`
+/// exactly when the grace ends (counted from when it went over), without a
+/// last line (a non-flushing Close, nothing left for it), and the others get
+/// `* NICK left (too slow)`. It applies to loopback peers.
+#[test]
+fn limits_soft_queue_over_for_the_grace_is_too_slow() {
+    let mut s = Driver::timed(soft_config());
+    let [(a, an), (b, _), (slow, slow_nick)] = soft_setup(&mut s);
+    s.advance(secs(3));
+    let over = s.elapsed();
+    assert_eq!(s.relayed(a, &an, b, b"x\n"), ["x"]);
+    assert!(s.server().pending_bytes(slow).unwrap() > SOFT);
+    assert_eq!(s.deadline(), Some(over + GRACE));
+    // More lines while it is over do not move the deadline.
+    s.advance(secs(5));
+    assert_eq!(s.relayed(a, &an, b, b"y\n"), ["y"]);
+    assert_eq!(s.deadline(), Some(over + GRACE));
+    assert_eq!(s.lines(slow), [format!("{an}: x"), format!("{an}: y")]);
+    s.quiet_until(over + GRACE, &[a, b, slow]);
+    assert_eq!(s.closes(), [(slow, Reason::TooSlow, false)]);
+    for conn in [a, b] {
+        assert_eq!(s.lines(conn), [format!("* {slow_nick} left (too slow)")]);
+    }
+    assert!(matches!(
+        &s.events()[..],
+        [Event::Left { conn, reason: Reason::TooSlow, .. }] if *conn == slow
+    ));
+    // No last line: nothing is left to write to it.
+    assert_eq!(s.server().pending_bytes(slow), Some(0));
+    assert_eq!(s.server_mut().poll_transmit(slow, &mut Vec::new()), 0);
+    assert_eq!(s.deadline(), None);
+}
+
+/// Limits and policies, soft output limit: a client that drops to the soft
+/// limit (exactly) before its grace ends stays, dropping to one byte above it
+/// is not enough, and the grace starts again the next time it goes over.
+#[test]
+fn limits_soft_queue_read_down_in_time_stays() {
+    let mut s = Driver::timed(soft_config());
+    let [(a, an), (b, _), (slow, slow_nick)] = soft_setup(&mut s);
+    s.advance(secs(3));
+    let over = s.elapsed();
+    assert_eq!(s.relayed(a, &an, b, b"x\n"), ["x"]);
+    s.lines(slow);
+    // One byte above the soft limit is still over it.
+    s.advance(secs(4));
+    let pending = s.server().pending_bytes(slow).unwrap();
+    s.write(slow, pending - SOFT - 1);
+    assert_eq!(s.deadline(), Some(over + GRACE));
+    // At the soft limit, one nanosecond before the grace ends, is not.
+    s.advance_to(over + GRACE - NS);
+    s.write(slow, 1);
+    assert_eq!(s.server().pending_bytes(slow), Some(SOFT));
+    assert_eq!(s.deadline(), None);
+    s.advance(secs(3600));
+    s.assert_quiet(&[a, b, slow]);
+    assert_eq!(s.server().nick(slow), Some(slow_nick.as_str()));
+    // Over again: a whole new grace.
+    let again = s.elapsed();
+    assert_eq!(s.relayed(a, &an, b, b"z\n"), ["z"]);
+    assert_eq!(s.deadline(), Some(again + GRACE));
+    s.lines(slow);
+    s.quiet_until(again + GRACE, &[a, b, slow]);
+    assert_eq!(s.closes(), [(slow, Reason::TooSlow, false)]);
+    assert_eq!(s.lines(b), [format!("* {slow_nick} left (too slow)")]);
+}
+
+/// Limits and policies, soft output limit: a soft limit equal to the max
+/// queue turns it off: a client holding exactly max queue bytes is never
+/// dropped for it, however long.
+#[test]
+fn limits_soft_queue_equal_to_max_queue_is_off() {
+    let config = line_config(64);
+    assert_eq!(config.soft_queue, config.max_queue);
+    let max_queue = config.max_queue;
+    let mut s = Driver::timed(config);
+    let [(a, an), (b, _), (slow, slow_nick)] = s.trio();
+    s.stall(slow, true);
+    fill_to(&mut s, a, &an, slow, max_queue);
+    s.lines(b);
+    s.lines(slow);
+    assert_eq!(s.deadline(), None);
+    s.advance(secs(24 * 3600));
+    s.assert_quiet(&[a, b, slow]);
+    assert_eq!(s.server().nick(slow), Some(slow_nick.as_str()));
+}
+
+/// Limits and policies: a soft limit above the max queue is refused.
+#[test]
+fn limits_soft_queue_above_max_queue_refused() {
+    let config = Config {
+        soft_queue: Config::default().max_queue + 1,
+        ..Config::default()
+    };
+    assert_eq!(config.validate(), Err(ConfigError::SoftQueueAboveHard));
+}
+
+/// Limits and policies: the server refuses configurations that cannot work:
+/// no clients, a max line below 16, a max queue below `3 * max-line + 1155`.
+#[test]
+fn limits_config_validate() {
+    let base = Config::default();
+    assert_eq!(base.max_clients, 10_000);
+    assert_eq!(base.max_line, 4096);
+    assert_eq!(base.max_queue, 1 << 20);
+    assert_eq!(base.validate(), Ok(()));
+    assert_eq!(
+        Config {
+            max_clients: 0,
+            ..base.clone()
+        }
+        .validate(),
+        Err(ConfigError::NoClients)
+    );
+    assert_eq!(
+        Config {
+            max_line: 15,
+            ..base.clone()
+        }
+        .validate(),
+        Err(ConfigError::LineTooShort)
+    );
+    for max_line in [16, 100, 4096, 65_536] {
+        let min = 3 * max_line + 1155;
+        let at = |max_queue| Config {
+            max_clients: 1,
+            max_line,
+            max_queue,
+            soft_queue: max_queue,
+            ..Config::default()
+        };
+        assert_eq!(at(min).validate(), Ok(()), "max line {max_line}");
+        assert_eq!(
+            at(min - 1).validate(),
+            Err(ConfigError::QueueTooSmall { min }),
+            "max line {max_line}"
+        );
+    }
+    assert!(
+        ConfigError::QueueTooSmall { min: 1234 }
+            .to_string()
+            .contains("1234")
+    );
+}
