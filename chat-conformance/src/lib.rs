@@ -12,7 +12,8 @@
 //!
 //! which expands to one `#[test]` per check in [`checks`]. A check's name
 //! starts with the protocol section it checks (`framing_`, `sanitizing_`,
-//! `lines_`, `nicknames_`, `commands_`, `session_`, `limits_`).
+//! `lines_`, `nicknames_`, `commands_`, `session_`, `limits_` for "Limits and
+//! policies", `policies_` for "Address policies").
 //!
 //! Synchronisation is by events, never by sleeping: a check waits until a
 //! client sees the line that proves the server has done what comes before
@@ -138,14 +139,14 @@ macro_rules! conformance_suite {
             limits_max_clients,
             limits_slow_reader_is_disconnected,
             limits_soft_queue_grace,
-            limits_held_lines_reach_everyone_while_a_socket_fills,
-            limits_flood_control_delays_only_the_flooder,
-            limits_excess_flood_disconnects,
-            limits_incomplete_line_timeout,
-            limits_idle_timeout,
-            limits_max_per_ip,
-            limits_connect_rate,
-            limits_nick_rate,
+            policies_flood_control_delays_only_the_flooder,
+            policies_excess_flood_disconnects,
+            policies_held_lines_reach_everyone_while_a_socket_fills,
+            policies_incomplete_line_timeout,
+            policies_idle_timeout,
+            policies_max_per_ip,
+            policies_connect_rate,
+            policies_nick_rate,
         );
     };
     (@tests $binary:expr; $($check:ident),* $(,)?) => {

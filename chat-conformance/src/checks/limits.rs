@@ -5,7 +5,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{clients, labelled};
+use super::{clients, expect_numbered, kernel_buffer_bound, labelled, push_numbered};
 use crate::{Client, Received, ServerProcess, TIMEOUT, join, sync};
 
 /// Limits and policies (`--max-clients 3`): a fourth client gets
@@ -187,99 +187,5 @@ pub fn limits_soft_queue_grace(binary: &Path) {
     );
 }
 
-/// Limits and policies, flood control with a client that has stopped
-/// reading: lines that flood control holds are broadcast when they are due,
-/// by the server's timer rather than as they are read; they still reach
-/// everyone, at the rate, while the socket of a client that never reads
-/// fills up (and the server starts queueing for it) in the middle of them.
-///
-/// One line at once, then one per millisecond, so nearly every line goes
-/// out from the timer; more than the kernel can buffer for the stuck client
-/// ([`kernel_buffer_bound`]), so its socket surely fills; both output limits
-/// out of reach, so nobody is dropped.
-pub fn limits_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
-    const LEN: usize = 4000;
-    let lines = kernel_buffer_bound() / LEN + 16;
-    let limit = (4 * lines * LEN).to_string();
-    let mut server = ServerProcess::start_with(
-        binary,
-        &[
-            "--limit-loopback",
-            "--flood-burst=1",
-            "--flood-rate=1000",
-            "--flood-excess=100000",
-            "--max-queue",
-            &limit,
-            "--soft-queue",
-            &limit,
-        ],
-    );
-    let [mut a, mut b, mut stuck] = labelled(&server, ["A", "B", "S"]);
-    sync(&mut a, &mut [&mut b, &mut stuck]);
-    let mut burst = Vec::with_capacity(lines * LEN);
-    for i in 0..lines {
-        push_numbered(&mut burst, i, b'h', LEN);
-    }
-    // Written from another thread: the server reads it only at the rate.
-    let start = Instant::now();
-    let mut writer = a.try_clone_stream();
-    let sending = thread::spawn(move || std::io::Write::write_all(&mut writer, &burst));
-    let prefix = format!("{}: ", a.nick());
-    for i in 0..lines {
-        let line = match b.receive(TIMEOUT) {
-            Received::Line(line) => String::from_utf8(line).expect("UTF-8"),
-            other => panic!("B: {other:?} after {i} of {lines} held lines"),
-        };
-        expect_numbered(&line, &prefix, i, LEN);
-    }
-    // Not before the rate allows: the lines did go through flood control.
-    let took = start.elapsed();
-    let bound = Duration::from_millis(lines as u64 - 1);
-    assert!(
-        took >= bound,
-        "{lines} lines in {took:?}, faster than the rate allows ({bound:?})"
-    );
-    sending.join().expect("writer thread").expect("A's write");
-    sync(&mut b, &mut [&mut a]);
-    server.assert_running();
-}
-
-/// An upper bound on the chat bytes the kernel holds for one connection
-/// that has not read: the server's send buffer (autotuned at most to the
-/// third field of `tcp_wmem`; the servers do not set `SO_SNDBUF`) and the
-/// client's receive buffer (the second field of `tcp_rmem`: it grows only as
-/// the client reads). Linux defaults if those cannot be read.
-fn kernel_buffer_bound() -> usize {
-    let field = |name: &str, index: usize, default: usize| {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
-            .ok()
-            .and_then(|text| text.split_whitespace().nth(index)?.parse().ok())
-            .unwrap_or(default)
-    };
-    field("tcp_wmem", 2, 4 << 20) + field("tcp_rmem", 1, 128 << 10)
-}
-
 /// Bytes of each numbered line the output-limit checks send, LF included.
 const LINE: usize = 1024;
-
-/// Appends line `i` of a numbered stream: its number, then `fill` up to
-/// `len` bytes with the LF.
-fn push_numbered(out: &mut Vec<u8>, i: usize, fill: u8, len: usize) {
-    let head = format!("{i:08} ");
-    out.extend_from_slice(head.as_bytes());
-    out.resize(out.len() + len - head.len() - 1, fill);
-    out.push(b'\n');
-}
-
-/// Checks that B received line `i` of a numbered stream (of `len`-byte
-/// lines) whole, after the sender's `prefix`.
-fn expect_numbered(line: &str, prefix: &str, i: usize, len: usize) {
-    let body = line
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
-    assert!(
-        body.starts_with(&format!("{i:08} ")) && body.len() == len - 1,
-        "B: expected line {i} complete, got one starting {:?}",
-        &body[..body.len().min(20)]
-    );
-}

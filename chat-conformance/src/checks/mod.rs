@@ -3,7 +3,8 @@
 //! starts its own server and stops it when done.
 //!
 //! Sections: "Framing", "Sanitizing", "Lines the server sends",
-//! "Nicknames", "Commands", "Session events", "Limits and policies".
+//! "Nicknames", "Commands", "Session events", "Limits and policies",
+//! "Address policies".
 
 mod commands;
 mod framing;
@@ -64,4 +65,41 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
+}
+
+/// An upper bound on the chat bytes the kernel holds for one connection
+/// that has not read: the server's send buffer (autotuned at most to the
+/// third field of `tcp_wmem`; the servers do not set `SO_SNDBUF`) and the
+/// client's receive buffer (the second field of `tcp_rmem`: it grows only as
+/// the client reads). Linux defaults if those cannot be read.
+fn kernel_buffer_bound() -> usize {
+    let field = |name: &str, index: usize, default: usize| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(index)?.parse().ok())
+            .unwrap_or(default)
+    };
+    field("tcp_wmem", 2, 4 << 20) + field("tcp_rmem", 1, 128 << 10)
+}
+
+/// Appends line `i` of a numbered stream: its number, then `fill` up to
+/// `len` bytes with the LF.
+fn push_numbered(out: &mut Vec<u8>, i: usize, fill: u8, len: usize) {
+    let head = format!("{i:08} ");
+    out.extend_from_slice(head.as_bytes());
+    out.resize(out.len() + len - head.len() - 1, fill);
+    out.push(b'\n');
+}
+
+/// Checks that B received line `i` of a numbered stream (of `len`-byte
+/// lines) whole, after the sender's `prefix`.
+fn expect_numbered(line: &str, prefix: &str, i: usize, len: usize) {
+    let body = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
+    assert!(
+        body.starts_with(&format!("{i:08} ")) && body.len() == len - 1,
+        "B: expected line {i} complete, got one starting {:?}",
+        &body[..body.len().min(20)]
+    );
 }

@@ -1,6 +1,6 @@
-//! protocol.md, "Limits and policies": the address policies (flood control,
-//! the idle and incomplete-line timeouts, connections per address, the
-//! connect rate and the nick rate).
+//! protocol.md, "Address policies": flood control (also with a client
+//! whose socket fills while lines are held), the idle and incomplete-line
+//! timeouts, connections per address, the connect rate and the nick rate.
 //!
 //! Those do not apply to loopback peers unless the server is started with
 //! `--limit-loopback`, which every check here passes ([`start_limited`]).
@@ -13,13 +13,12 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{clients, labelled};
+use super::{clients, expect_numbered, kernel_buffer_bound, labelled, push_numbered};
 use crate::{Client, Received, ServerProcess, TIMEOUT, join, join_all, marker, sync};
 
 /// The line a connection over `--max-per-ip` or the connect rate gets.
 const TOO_MANY: &str = "* error: too many connections from your address";
 
-/// Starts `binary --limit-loopback EXTRA...`.
 /// Flood control in the flood checks: `--flood-burst` and `--flood-rate`.
 const BURST: usize = 5;
 const RATE: f64 = 20.0;
@@ -41,6 +40,7 @@ fn start_flood(binary: &Path, excess: usize) -> ServerProcess {
     )
 }
 
+/// Starts `binary --limit-loopback EXTRA...`.
 fn start_limited(binary: &Path, extra: &[&str]) -> ServerProcess {
     let mut args = vec!["--limit-loopback"];
     args.extend_from_slice(extra);
@@ -85,11 +85,11 @@ fn expect_refused(addr: SocketAddr, label: &str) {
     Client::connect_raw(addr, label).expect_error_and_close(TOO_MANY);
 }
 
-/// Limits and policies (flood control, `--flood-burst 5 --flood-rate 20`):
+/// Address policies (flood control, `--flood-burst 5 --flood-rate 20`):
 /// a client that sends 40 lines at once gets 5 through at once and the rest
 /// at 20 a second, none lost, in order; meanwhile a line of another client
 /// passes ahead of the flooder's last line, and nobody is disconnected.
-pub fn limits_flood_control_delays_only_the_flooder(binary: &Path) {
+pub fn policies_flood_control_delays_only_the_flooder(binary: &Path) {
     const LINES: usize = 40;
     let server = start_flood(binary, 1000);
     let [mut f, mut c, mut o] = labelled(&server, ["F", "C", "O"]);
@@ -136,14 +136,14 @@ pub fn limits_flood_control_delays_only_the_flooder(binary: &Path) {
     sync(&mut f, &mut [&mut c, &mut o]);
 }
 
-/// Limits and policies (flood control, `--flood-burst 5 --flood-rate 20
+/// Address policies (flood control, `--flood-burst 5 --flood-rate 20
 /// --flood-excess 10`): a client that sends 100 lines at once has more than
 /// 10 lines waiting, gets `* error: disconnected (excess flood)` and EOF;
 /// the others see at most the lines the rate let through, in order, then
 /// `* NICK left (excess flood)`. A client that sends 15 lines at once (10
 /// waiting: not more than the limit) and then EOF stays until all 15 are
 /// handled at the rate, and leaves without a reason.
-pub fn limits_excess_flood_disconnects(binary: &Path) {
+pub fn policies_excess_flood_disconnects(binary: &Path) {
     const EXCESS: usize = 10;
     let server = start_flood(binary, EXCESS);
     let [mut f, mut o] = labelled(&server, ["F", "O"]);
@@ -199,12 +199,68 @@ fn expect_flood(observer: &mut Client, nick: &str, last: &str) -> usize {
     }
 }
 
-/// Limits and policies (incomplete line timeout, `--line-timeout 2`): a
+/// Address policies, flood control with a client that has stopped
+/// reading: lines that flood control holds are broadcast when they are due,
+/// by the server's timer rather than as they are read; they still reach
+/// everyone, at the rate, while the socket of a client that never reads
+/// fills up (and the server starts queueing for it) in the middle of them.
+///
+/// One line at once, then one per millisecond, so nearly every line goes
+/// out from the timer; more than the kernel can buffer for the stuck client
+/// ([`kernel_buffer_bound`]), so its socket surely fills; both output limits
+/// out of reach, so nobody is dropped.
+pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
+    const LEN: usize = 4000;
+    let lines = kernel_buffer_bound() / LEN + 16;
+    let limit = (4 * lines * LEN).to_string();
+    let mut server = start_limited(
+        binary,
+        &[
+            "--flood-burst=1",
+            "--flood-rate=1000",
+            "--flood-excess=100000",
+            "--max-queue",
+            &limit,
+            "--soft-queue",
+            &limit,
+        ],
+    );
+    let [mut a, mut b, mut stuck] = labelled(&server, ["A", "B", "S"]);
+    sync(&mut a, &mut [&mut b, &mut stuck]);
+    let mut burst = Vec::with_capacity(lines * LEN);
+    for i in 0..lines {
+        push_numbered(&mut burst, i, b'h', LEN);
+    }
+    // Written from another thread: the server reads it only at the rate.
+    let start = Instant::now();
+    let mut writer = a.try_clone_stream();
+    let sending = thread::spawn(move || std::io::Write::write_all(&mut writer, &burst));
+    let prefix = format!("{}: ", a.nick());
+    for i in 0..lines {
+        let line = match b.receive(TIMEOUT) {
+            Received::Line(line) => String::from_utf8(line).expect("UTF-8"),
+            other => panic!("B: {other:?} after {i} of {lines} held lines"),
+        };
+        expect_numbered(&line, &prefix, i, LEN);
+    }
+    // Not before the rate allows: the lines did go through flood control.
+    let took = start.elapsed();
+    let bound = Duration::from_millis(lines as u64 - 1);
+    assert!(
+        took >= bound,
+        "{lines} lines in {took:?}, faster than the rate allows ({bound:?})"
+    );
+    sending.join().expect("writer thread").expect("A's write");
+    sync(&mut b, &mut [&mut a]);
+    server.assert_running();
+}
+
+/// Address policies (incomplete line timeout, `--line-timeout 2`): a
 /// client that sends one byte every half second and never an LF gets
 /// `* error: disconnected (incomplete line timeout)` and EOF, not before 2 s
 /// after its first byte; the others see `* NICK left (incomplete line
 /// timeout)` and none of its partial line.
-pub fn limits_incomplete_line_timeout(binary: &Path) {
+pub fn policies_incomplete_line_timeout(binary: &Path) {
     const BOUND: Duration = Duration::from_secs(2);
     const PACE: Duration = Duration::from_millis(500);
     let server = start_limited(binary, &["--line-timeout", "2"]);
@@ -243,11 +299,11 @@ pub fn limits_incomplete_line_timeout(binary: &Path) {
     sync(&mut n, &mut [&mut o]);
 }
 
-/// Limits and policies (idle timeout, `--idle-timeout 1`): a client that
+/// Address policies (idle timeout, `--idle-timeout 1`): a client that
 /// sends nothing gets `* error: disconnected (idle)` and EOF, not before 1 s
 /// after it connected, while one that sends a line every 300 ms stays and
 /// sees `* NICK left (idle)`.
-pub fn limits_idle_timeout(binary: &Path) {
+pub fn policies_idle_timeout(binary: &Path) {
     const BOUND: Duration = Duration::from_secs(1);
     const PACE: Duration = Duration::from_millis(300);
     let server = start_limited(binary, &["--idle-timeout", "1"]);
@@ -292,11 +348,11 @@ pub fn limits_idle_timeout(binary: &Path) {
     sync(&mut o, &mut [&mut n]);
 }
 
-/// Limits and policies (`--max-per-ip`, default 16): a 17th connection from
+/// Address policies (`--max-per-ip`, default 16): a 17th connection from
 /// the same address gets `* error: too many connections from your address`
 /// and EOF, and nobody hears of it; once one of the 16 has left, a new
 /// connection gets in, and the 17th is refused again.
-pub fn limits_max_per_ip(binary: &Path) {
+pub fn policies_max_per_ip(binary: &Path) {
     const MAX: usize = 16;
     let server = start_limited(binary, &[]);
     let addr = server.addr();
@@ -345,11 +401,11 @@ pub fn limits_max_per_ip(binary: &Path) {
     sync_all(&mut all);
 }
 
-/// Limits and policies (connect rate, `--connect-burst 3 --connect-rate
+/// Address policies (connect rate, `--connect-burst 3 --connect-rate
 /// 1`, a minute): a fourth connection in a row gets
 /// `* error: too many connections from your address` and EOF although only
 /// three are open, and still after one of them has left; nobody hears of it.
-pub fn limits_connect_rate(binary: &Path) {
+pub fn policies_connect_rate(binary: &Path) {
     let server = start_limited(binary, &["--connect-burst", "3", "--connect-rate", "1"]);
     let addr = server.addr();
     let [mut a, mut b, mut c] = clients(&server);
@@ -364,13 +420,13 @@ pub fn limits_connect_rate(binary: &Path) {
     sync(&mut c, &mut [&mut a]);
 }
 
-/// Limits and policies (nick rate, `--nick-burst 2 --nick-rate 1`, a
+/// Address policies (nick rate, `--nick-burst 2 --nick-rate 1`, a
 /// minute): two renames in a row work, the third gets
 /// `* error: nick changes too fast, try again in N s` with N the true wait
 /// (at most 60, not less than what is left of the minute), the nick is
 /// unchanged and nobody else hears of it; a change that fails (an invalid
 /// nick) does not count; another client still has its own budget.
-pub fn limits_nick_rate(binary: &Path) {
+pub fn policies_nick_rate(binary: &Path) {
     let server = start_limited(binary, &["--nick-burst", "2", "--nick-rate", "1"]);
     let [mut a, mut b] = clients(&server);
     // A failed change does not count.
