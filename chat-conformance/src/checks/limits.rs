@@ -106,7 +106,7 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
     a.expect_line(&too_slow);
     sync(&mut a, &mut [&mut b]);
     sync(&mut b, &mut [&mut a]);
-    slow.drain_until_closed(TIMEOUT);
+    slow.drain_until_closed();
     let after = server.rss_bytes();
     assert!(
         after < before + SLACK,
@@ -180,7 +180,7 @@ pub fn limits_soft_queue_grace(binary: &Path) {
     bursty.expect_line(&too_slow);
     sync(&mut a, &mut [&mut bursty]);
     sync(&mut bursty, &mut [&mut a]);
-    let got = stuck.drain_until_closed(TIMEOUT);
+    let got = stuck.drain_until_closed();
     assert!(
         got < lines,
         "S read {got} of {lines} lines, then was closed"
