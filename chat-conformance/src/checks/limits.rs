@@ -2,10 +2,11 @@
 //! the soft output limit (`--soft-queue`, `--soft-queue-grace`).
 
 use std::path::Path;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{clients, expect_numbered, kernel_buffer_bound, labelled, push_numbered};
+use super::{
+    clients, connect_once_admitted, expect_numbered, kernel_buffer_bound, labelled, push_numbered,
+};
 use crate::{Client, Received, ServerProcess, TIMEOUT, join, sync};
 
 /// Limits and policies (`--max-clients 3`): a fourth client gets
@@ -27,24 +28,10 @@ pub fn limits_max_clients(binary: &Path) {
     a.expect_line(&format!("* {} left", c.nick()));
     b.expect_line(&format!("* {} left", c.nick()));
 
-    // The slot is freed when the server has finished closing C, which no
-    // client can observe; so a refusal here is retried (bounded), and the
-    // check is that a new client does get in.
-    let mut e = None;
-    for attempt in 0..200 {
-        let mut client = Client::connect_raw(server.addr(), &format!("E{attempt}"));
-        let line = client.read_line();
-        if line == "* error: server full" {
-            client.assert_closed();
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        let online = client.take_welcome(&line);
-        assert_eq!(online, 3, "the welcome of the client taking the freed slot");
-        e = Some(client);
-        break;
-    }
-    let mut e = e.expect("no client could join after one of three left");
+    // The slot frees when the server has finished closing C, which no
+    // client can observe: a refusal until then is retried.
+    let (mut e, online) = connect_once_admitted(server.addr(), "E", "* error: server full");
+    assert_eq!(online, 3, "the welcome of the client taking the freed slot");
     let joined = format!("* {} joined", e.nick());
     a.expect_line(&joined);
     b.expect_line(&joined);

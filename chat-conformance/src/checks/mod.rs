@@ -24,7 +24,11 @@ pub use policies::*;
 pub use sanitizing::*;
 pub use session::*;
 
-use crate::{Client, ServerProcess, join, join_all};
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{Client, ServerProcess, TIMEOUT, join, join_all};
 
 /// `N` clients joined one after the other (see [`join_all`]).
 fn clients<const N: usize>(server: &ServerProcess) -> [Client; N] {
@@ -42,6 +46,36 @@ fn labelled<const N: usize>(server: &ServerProcess, labels: [&str; N]) -> [Clien
         clients.push(client);
     }
     clients.try_into().expect("N clients")
+}
+
+/// Connects new clients (labelled `LABEL0`, `LABEL1`, ...) until one is
+/// welcomed rather than refused with `refusal` (each refused one must then
+/// be closed); returns it and the number online its welcome gives.
+///
+/// For a slot that frees when the server has finished closing a leaver,
+/// which no client can observe: the attempts are paced by a short sleep and
+/// go on for up to [`TIMEOUT`], so a server that is slow to close on a
+/// loaded machine is waited for, and only one that never frees the slot
+/// fails.
+fn connect_once_admitted(addr: SocketAddr, label: &str, refusal: &str) -> (Client, usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut attempt = 0;
+    loop {
+        let mut client = Client::connect_raw(addr, &format!("{label}{attempt}"));
+        let line = client.read_line();
+        if line != refusal {
+            let online = client.take_welcome(&line);
+            return (client, online);
+        }
+        client.assert_closed();
+        assert!(
+            Instant::now() < deadline,
+            "{label}: still refused with `{refusal}` after {} attempts in {TIMEOUT:?}",
+            attempt + 1
+        );
+        thread::sleep(Duration::from_millis(10));
+        attempt += 1;
+    }
 }
 
 /// A deterministic pseudo-random generator (xorshift64*), so that a failing

@@ -13,7 +13,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{clients, expect_numbered, kernel_buffer_bound, labelled, push_numbered};
+use super::{
+    clients, connect_once_admitted, expect_numbered, kernel_buffer_bound, labelled, push_numbered,
+};
 use crate::{Client, Received, ServerProcess, TIMEOUT, join, join_all, marker, sync};
 
 /// The line a connection over `--max-per-ip` or the connect rate gets.
@@ -348,13 +350,14 @@ pub fn policies_idle_timeout(binary: &Path) {
     sync(&mut o, &mut [&mut n]);
 }
 
-/// Address policies (`--max-per-ip`, default 16): a 17th connection from
-/// the same address gets `* error: too many connections from your address`
-/// and EOF, and nobody hears of it; once one of the 16 has left, a new
-/// connection gets in, and the 17th is refused again.
+/// Address policies (`--max-per-ip`, default 16, with `--connect-rate 0`
+/// so that every refusal is this limit's): a 17th connection from the same
+/// address gets `* error: too many connections from your address` and EOF,
+/// and nobody hears of it; once one of the 16 has left, a new connection
+/// gets in, and the 17th is refused again.
 pub fn policies_max_per_ip(binary: &Path) {
     const MAX: usize = 16;
-    let server = start_limited(binary, &[]);
+    let server = start_limited(binary, &["--connect-rate", "0"]);
     let addr = server.addr();
     let mut all = join_all(addr, MAX);
     expect_refused(addr, "Q1");
@@ -368,30 +371,14 @@ pub fn policies_max_per_ip(binary: &Path) {
         client.expect_line(&left);
     }
 
-    // The slot is freed when the server has finished closing the leaver,
-    // which no client can observe; so a refusal here is retried, a few
-    // times only: each attempt also counts against the connect rate (a
-    // burst of 32, 18 used so far).
-    let mut newcomer = None;
-    let mut backoff = Duration::from_millis(10);
-    for attempt in 0..10 {
-        let mut client = Client::connect_raw(addr, &format!("E{attempt}"));
-        let line = client.read_line();
-        if line == TOO_MANY {
-            client.assert_closed();
-            thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_millis(500));
-            continue;
-        }
-        let online = client.take_welcome(&line);
-        assert_eq!(
-            online, MAX,
-            "the welcome of the client taking the freed slot"
-        );
-        newcomer = Some(client);
-        break;
-    }
-    let newcomer = newcomer.expect("no new connection could join after one of 16 left");
+    // The slot frees when the server has finished closing the leaver,
+    // which no client can observe: a refusal until then is retried (the
+    // connect rate is off, so attempts cost nothing).
+    let (newcomer, online) = connect_once_admitted(addr, "E", TOO_MANY);
+    assert_eq!(
+        online, MAX,
+        "the welcome of the client taking the freed slot"
+    );
     let joined = format!("* {} joined", newcomer.nick());
     for client in &mut all {
         client.expect_line(&joined);
