@@ -112,7 +112,7 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
 ///
 /// The server's queue for a client is what the kernel buffers do not hold,
 /// so the burst is the soft limit plus a bound on those buffers
-/// ([`kernel_buffer_bound`]) plus 1 MiB: both non-reading clients are then
+/// (`kernel_buffer_bound`) plus 1 MiB: both non-reading clients are then
 /// surely over the soft limit once the server has handled the burst, which
 /// the sender learns from the reply to a `/who` sent after it. The hard
 /// limit is twice the burst, more than any client is ever sent, so only the
@@ -120,7 +120,7 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
 ///
 /// Why this cannot fail on a slow machine: the only race is the reading
 /// client's, which must catch up within the grace, so the grace is sized
-/// from the bytes it must move ([`grace_for`]), with a margin no loaded
+/// from the bytes it must move (`grace_for`), with a margin no loaded
 /// machine comes near, instead of being a fixed few seconds. The other side
 /// of the rule, that a client over the limit for the grace is dropped, is
 /// proved by a client that never reads, so it holds however slow the machine

@@ -229,7 +229,7 @@ fn expect_flood(observer: &mut Client, nick: &str, last: &str) -> usize {
 ///
 /// One line at once, then one per millisecond, so nearly every line goes
 /// out from the timer; more than the kernel can buffer for the stuck client
-/// ([`kernel_buffer_bound`]), so its socket surely fills; both output limits
+/// (`kernel_buffer_bound`), so its socket surely fills; both output limits
 /// out of reach, so nobody is dropped.
 pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
     const LEN: usize = 4000;
