@@ -15,7 +15,7 @@ pub fn lines_listening_line_on_stdout(binary: &Path) {
     a.send_line("/nick somebody");
     a.expect_line("* you are now known as somebody");
     server.sigterm();
-    let status = server.wait_exit(TIMEOUT / 2);
+    let status = server.wait_exit(TIMEOUT);
     assert!(status.success(), "exit status {status}");
     let extra = server.stdout_after_exit();
     assert!(

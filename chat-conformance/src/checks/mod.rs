@@ -3,7 +3,8 @@
 //! starts its own server and stops it when done.
 //!
 //! Sections: "Framing", "Sanitizing", "Lines the server sends",
-//! "Nicknames", "Commands", "Session events", "Limits and policies".
+//! "Nicknames", "Commands", "Session events", "Limits and policies",
+//! "Address policies".
 
 mod commands;
 mod framing;
@@ -23,7 +24,11 @@ pub use policies::*;
 pub use sanitizing::*;
 pub use session::*;
 
-use crate::{Client, ServerProcess, join, join_all};
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{Client, ServerProcess, TIMEOUT, join, join_all};
 
 /// `N` clients joined one after the other (see [`join_all`]).
 fn clients<const N: usize>(server: &ServerProcess) -> [Client; N] {
@@ -41,6 +46,36 @@ fn labelled<const N: usize>(server: &ServerProcess, labels: [&str; N]) -> [Clien
         clients.push(client);
     }
     clients.try_into().expect("N clients")
+}
+
+/// Connects new clients (labelled `LABEL0`, `LABEL1`, ...) until one is
+/// welcomed rather than refused with `refusal` (each refused one must then
+/// be closed); returns it and the number online its welcome gives.
+///
+/// For a slot that frees when the server has finished closing a leaver,
+/// which no client can observe: the attempts are paced by a short sleep and
+/// go on for up to [`TIMEOUT`], so a server that is slow to close on a
+/// loaded machine is waited for, and only one that never frees the slot
+/// fails.
+fn connect_once_admitted(addr: SocketAddr, label: &str, refusal: &str) -> (Client, usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut attempt = 0;
+    loop {
+        let mut client = Client::connect_raw(addr, &format!("{label}{attempt}"));
+        let line = client.read_line();
+        if line != refusal {
+            let online = client.take_welcome(&line);
+            return (client, online);
+        }
+        client.assert_closed();
+        assert!(
+            Instant::now() < deadline,
+            "{label}: still refused with `{refusal}` after {} attempts in {TIMEOUT:?}",
+            attempt + 1
+        );
+        thread::sleep(Duration::from_millis(10));
+        attempt += 1;
+    }
 }
 
 /// A deterministic pseudo-random generator (xorshift64*), so that a failing
@@ -64,4 +99,41 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
+}
+
+/// An upper bound on the chat bytes the kernel holds for one connection
+/// that has not read: the server's send buffer (autotuned at most to the
+/// third field of `tcp_wmem`; the servers do not set `SO_SNDBUF`) and the
+/// client's receive buffer (the second field of `tcp_rmem`: it grows only as
+/// the client reads). Linux defaults if those cannot be read.
+fn kernel_buffer_bound() -> usize {
+    let field = |name: &str, index: usize, default: usize| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(index)?.parse().ok())
+            .unwrap_or(default)
+    };
+    field("tcp_wmem", 2, 4 << 20) + field("tcp_rmem", 1, 128 << 10)
+}
+
+/// Appends line `i` of a numbered stream: its number, then `fill` up to
+/// `len` bytes with the LF.
+fn push_numbered(out: &mut Vec<u8>, i: usize, fill: u8, len: usize) {
+    let head = format!("{i:08} ");
+    out.extend_from_slice(head.as_bytes());
+    out.resize(out.len() + len - head.len() - 1, fill);
+    out.push(b'\n');
+}
+
+/// Checks that B received line `i` of a numbered stream (of `len`-byte
+/// lines) whole, after the sender's `prefix`.
+fn expect_numbered(line: &str, prefix: &str, i: usize, len: usize) {
+    let body = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
+    assert!(
+        body.starts_with(&format!("{i:08} ")) && body.len() == len - 1,
+        "B: expected line {i} complete, got one starting {:?}",
+        &body[..body.len().min(20)]
+    );
 }

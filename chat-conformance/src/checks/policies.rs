@@ -1,6 +1,6 @@
-//! protocol.md, "Limits and policies": the address policies (flood control,
-//! the idle and incomplete-line timeouts, connections per address, the
-//! connect rate and the nick rate).
+//! protocol.md, "Address policies": flood control (also with a client
+//! whose socket fills while lines are held), the idle and incomplete-line
+//! timeouts, connections per address, the connect rate and the nick rate.
 //!
 //! Those do not apply to loopback peers unless the server is started with
 //! `--limit-loopback`, which every check here passes ([`start_limited`]).
@@ -13,13 +13,14 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{clients, labelled};
+use super::{
+    clients, connect_once_admitted, expect_numbered, kernel_buffer_bound, labelled, push_numbered,
+};
 use crate::{Client, Received, ServerProcess, TIMEOUT, join, join_all, marker, sync};
 
 /// The line a connection over `--max-per-ip` or the connect rate gets.
 const TOO_MANY: &str = "* error: too many connections from your address";
 
-/// Starts `binary --limit-loopback EXTRA...`.
 /// Flood control in the flood checks: `--flood-burst` and `--flood-rate`.
 const BURST: usize = 5;
 const RATE: f64 = 20.0;
@@ -41,6 +42,7 @@ fn start_flood(binary: &Path, excess: usize) -> ServerProcess {
     )
 }
 
+/// Starts `binary --limit-loopback EXTRA...`.
 fn start_limited(binary: &Path, extra: &[&str]) -> ServerProcess {
     let mut args = vec!["--limit-loopback"];
     args.extend_from_slice(extra);
@@ -85,11 +87,18 @@ fn expect_refused(addr: SocketAddr, label: &str) {
     Client::connect_raw(addr, label).expect_error_and_close(TOO_MANY);
 }
 
-/// Limits and policies (flood control, `--flood-burst 5 --flood-rate 20`):
+/// Address policies (flood control, `--flood-burst 5 --flood-rate 20`):
 /// a client that sends 40 lines at once gets 5 through at once and the rest
-/// at 20 a second, none lost, in order; meanwhile a line of another client
-/// passes ahead of the flooder's last line, and nobody is disconnected.
-pub fn limits_flood_control_delays_only_the_flooder(binary: &Path) {
+/// at 20 a second, none lost, in order, and nobody is disconnected; then,
+/// while it has a flood held that lasts longer than [`TIMEOUT`] at the rate,
+/// a line of another client passes ahead of the flooder's last line (once).
+///
+/// Why this cannot fail on a slow machine: the rate is checked from below
+/// (no more lines than the rate allows by then), and the other client's
+/// line has the whole held flood, at least [`TIMEOUT`], to overtake it: the
+/// same guard as for any line. That flood is not waited out: the check ends
+/// once the line has overtaken it.
+pub fn policies_flood_control_delays_only_the_flooder(binary: &Path) {
     const LINES: usize = 40;
     let server = start_flood(binary, 1000);
     let [mut f, mut c, mut o] = labelled(&server, ["F", "C", "O"]);
@@ -100,50 +109,63 @@ pub fn limits_flood_control_delays_only_the_flooder(binary: &Path) {
     f.send(&lines_of(
         (0..LINES).map(|i| format!("flood {i:02} of {LINES}")),
     ));
+    for next in 0..LINES {
+        o.expect_line(&flood(next));
+        assert_within_rate(
+            "O, the flooder's lines",
+            next + 1,
+            BURST,
+            RATE,
+            start.elapsed(),
+        );
+    }
+    for i in 0..LINES {
+        c.expect_line(&flood(i));
+    }
+    // Everyone is still in, and F's lines still pass.
+    sync(&mut o, &mut [&mut f, &mut c]);
+    sync(&mut f, &mut [&mut c, &mut o]);
+
+    // More lines held than the rate lets through in TIMEOUT.
+    let held = BURST + 1 + (RATE * TIMEOUT.as_secs_f64()).ceil() as usize;
+    let flood = |i: usize| format!("{nf}: held {i:03} of {held}");
+    let start = Instant::now();
+    f.send(&lines_of(
+        (0..held).map(|i| format!("held {i:03} of {held}")),
+    ));
     // The flood has begun: now C speaks once.
     o.expect_line(&flood(0));
     let probe = marker();
     c.send_line(&probe);
     let probe = format!("{}: {probe}", c.nick());
-
-    let mut probe_seen = false;
     let mut next = 1;
-    while next < LINES {
+    loop {
         let line = o.read_line();
-        if line == probe && !probe_seen {
-            probe_seen = true;
-            continue;
+        if line == probe {
+            break;
         }
-        assert_eq!(
-            line,
-            flood(next),
-            "O: the flooder's lines come in order, none lost, and C's line once"
+        assert!(
+            next + 1 < held,
+            "O: C's line did not come before the flooder's last line: flood control \
+             delays the other clients' lines"
         );
+        assert_eq!(line, flood(next), "O: the flooder's held lines, in order");
         next += 1;
-        assert_within_rate("O, the flooder's lines", next, BURST, RATE, start.elapsed());
+        assert_within_rate("O, the held lines", next, BURST, RATE, start.elapsed());
     }
-    assert!(
-        probe_seen,
-        "O: C's line did not come before the flooder's last line: flood control \
-         delays the other clients' lines"
-    );
-    for i in 0..LINES {
-        c.expect_line(&flood(i));
-    }
+    // C's line came once: the flood goes on after it.
+    o.expect_line(&flood(next));
     f.expect_line(&probe);
-    // Everyone is still in, and F's lines still pass.
-    sync(&mut o, &mut [&mut f, &mut c]);
-    sync(&mut f, &mut [&mut c, &mut o]);
 }
 
-/// Limits and policies (flood control, `--flood-burst 5 --flood-rate 20
+/// Address policies (flood control, `--flood-burst 5 --flood-rate 20
 /// --flood-excess 10`): a client that sends 100 lines at once has more than
 /// 10 lines waiting, gets `* error: disconnected (excess flood)` and EOF;
 /// the others see at most the lines the rate let through, in order, then
 /// `* NICK left (excess flood)`. A client that sends 15 lines at once (10
 /// waiting: not more than the limit) and then EOF stays until all 15 are
 /// handled at the rate, and leaves without a reason.
-pub fn limits_excess_flood_disconnects(binary: &Path) {
+pub fn policies_excess_flood_disconnects(binary: &Path) {
     const EXCESS: usize = 10;
     let server = start_flood(binary, EXCESS);
     let [mut f, mut o] = labelled(&server, ["F", "O"]);
@@ -199,12 +221,68 @@ fn expect_flood(observer: &mut Client, nick: &str, last: &str) -> usize {
     }
 }
 
-/// Limits and policies (incomplete line timeout, `--line-timeout 2`): a
+/// Address policies, flood control with a client that has stopped
+/// reading: lines that flood control holds are broadcast when they are due,
+/// by the server's timer rather than as they are read; they still reach
+/// everyone, at the rate, while the socket of a client that never reads
+/// fills up (and the server starts queueing for it) in the middle of them.
+///
+/// One line at once, then one per millisecond, so nearly every line goes
+/// out from the timer; more than the kernel can buffer for the stuck client
+/// (`kernel_buffer_bound`), so its socket surely fills; both output limits
+/// out of reach, so nobody is dropped.
+pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
+    const LEN: usize = 4000;
+    let lines = kernel_buffer_bound() / LEN + 16;
+    let limit = (4 * lines * LEN).to_string();
+    let mut server = start_limited(
+        binary,
+        &[
+            "--flood-burst=1",
+            "--flood-rate=1000",
+            "--flood-excess=100000",
+            "--max-queue",
+            &limit,
+            "--soft-queue",
+            &limit,
+        ],
+    );
+    let [mut a, mut b, mut stuck] = labelled(&server, ["A", "B", "S"]);
+    sync(&mut a, &mut [&mut b, &mut stuck]);
+    let mut burst = Vec::with_capacity(lines * LEN);
+    for i in 0..lines {
+        push_numbered(&mut burst, i, b'h', LEN);
+    }
+    // Written from another thread: the server reads it only at the rate.
+    let start = Instant::now();
+    let mut writer = a.try_clone_stream();
+    let sending = thread::spawn(move || std::io::Write::write_all(&mut writer, &burst));
+    let prefix = format!("{}: ", a.nick());
+    for i in 0..lines {
+        let line = match b.receive(TIMEOUT) {
+            Received::Line(line) => String::from_utf8(line).expect("UTF-8"),
+            other => panic!("B: {other:?} after {i} of {lines} held lines"),
+        };
+        expect_numbered(&line, &prefix, i, LEN);
+    }
+    // Not before the rate allows: the lines did go through flood control.
+    let took = start.elapsed();
+    let bound = Duration::from_millis(lines as u64 - 1);
+    assert!(
+        took >= bound,
+        "{lines} lines in {took:?}, faster than the rate allows ({bound:?})"
+    );
+    sending.join().expect("writer thread").expect("A's write");
+    sync(&mut b, &mut [&mut a]);
+    server.assert_running();
+}
+
+/// Address policies (incomplete line timeout, `--line-timeout 2`): a
 /// client that sends one byte every half second and never an LF gets
 /// `* error: disconnected (incomplete line timeout)` and EOF, not before 2 s
 /// after its first byte; the others see `* NICK left (incomplete line
 /// timeout)` and none of its partial line.
-pub fn limits_incomplete_line_timeout(binary: &Path) {
+pub fn policies_incomplete_line_timeout(binary: &Path) {
     const BOUND: Duration = Duration::from_secs(2);
     const PACE: Duration = Duration::from_millis(500);
     let server = start_limited(binary, &["--line-timeout", "2"]);
@@ -243,17 +321,25 @@ pub fn limits_incomplete_line_timeout(binary: &Path) {
     sync(&mut n, &mut [&mut o]);
 }
 
-/// Limits and policies (idle timeout, `--idle-timeout 1`): a client that
-/// sends nothing gets `* error: disconnected (idle)` and EOF, not before 1 s
-/// after it connected, while one that sends a line every 300 ms stays and
-/// sees `* NICK left (idle)`.
-pub fn limits_idle_timeout(binary: &Path) {
-    const BOUND: Duration = Duration::from_secs(1);
+/// Address policies (idle timeout, `--idle-timeout 5`): a client that
+/// sends nothing gets `* error: disconnected (idle)` and EOF, not before 5 s
+/// after it connected, while one that connected before it and sends a line
+/// every 300 ms stays (it would otherwise have been dropped first) and sees
+/// `* NICK left (idle)`.
+///
+/// Why this cannot fail on a slow machine: the silent client's time is
+/// checked only from below, and the keepalive client only needs its lines
+/// (and, after the drop, the check's next steps) to reach the server within
+/// 5 s of each other, 300 ms apart: a stall of the whole test of several
+/// seconds, far more than any loaded machine shows, would be needed to break
+/// that, not a slow reader or writer.
+pub fn policies_idle_timeout(binary: &Path) {
+    const BOUND: Duration = Duration::from_secs(5);
     const PACE: Duration = Duration::from_millis(300);
-    let server = start_limited(binary, &["--idle-timeout", "1"]);
+    let server = start_limited(binary, &["--idle-timeout", "5"]);
+    let (mut o, _) = Client::connect_welcomed(server.addr(), "O");
     let start = Instant::now();
-    let (mut idle, _) = Client::connect_welcomed(server.addr(), "I");
-    let mut o = join(server.addr(), "O", &mut [&mut idle]);
+    let mut idle = join(server.addr(), "I", &mut [&mut o]);
     let error = "* error: disconnected (idle)";
 
     let mut sent = 0;
@@ -269,7 +355,7 @@ pub fn limits_idle_timeout(binary: &Path) {
         if now >= next_send {
             o.send_line(&format!("keepalive {sent}"));
             sent += 1;
-            next_send += PACE;
+            next_send = now + PACE;
         }
         match idle.receive(next_send.saturating_duration_since(Instant::now())) {
             Received::TimedOut => {}
@@ -286,19 +372,21 @@ pub fn limits_idle_timeout(binary: &Path) {
         }
     }
     assert_not_before("I was disconnected as idle", start.elapsed(), BOUND);
-    idle.assert_closed();
+    // O, in before I, is still in: its lines kept it.
     o.expect_line(&format!("* {} left (idle)", idle.nick()));
+    idle.assert_closed();
     let mut n = join(server.addr(), "N", &mut [&mut o]);
     sync(&mut o, &mut [&mut n]);
 }
 
-/// Limits and policies (`--max-per-ip`, default 16): a 17th connection from
-/// the same address gets `* error: too many connections from your address`
-/// and EOF, and nobody hears of it; once one of the 16 has left, a new
-/// connection gets in, and the 17th is refused again.
-pub fn limits_max_per_ip(binary: &Path) {
+/// Address policies (`--max-per-ip`, default 16, with `--connect-rate 0`
+/// so that every refusal is this limit's): a 17th connection from the same
+/// address gets `* error: too many connections from your address` and EOF,
+/// and nobody hears of it; once one of the 16 has left, a new connection
+/// gets in, and the 17th is refused again.
+pub fn policies_max_per_ip(binary: &Path) {
     const MAX: usize = 16;
-    let server = start_limited(binary, &[]);
+    let server = start_limited(binary, &["--connect-rate", "0"]);
     let addr = server.addr();
     let mut all = join_all(addr, MAX);
     expect_refused(addr, "Q1");
@@ -312,30 +400,14 @@ pub fn limits_max_per_ip(binary: &Path) {
         client.expect_line(&left);
     }
 
-    // The slot is freed when the server has finished closing the leaver,
-    // which no client can observe; so a refusal here is retried, a few
-    // times only: each attempt also counts against the connect rate (a
-    // burst of 32, 18 used so far).
-    let mut newcomer = None;
-    let mut backoff = Duration::from_millis(10);
-    for attempt in 0..10 {
-        let mut client = Client::connect_raw(addr, &format!("E{attempt}"));
-        let line = client.read_line();
-        if line == TOO_MANY {
-            client.assert_closed();
-            thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_millis(500));
-            continue;
-        }
-        let online = client.take_welcome(&line);
-        assert_eq!(
-            online, MAX,
-            "the welcome of the client taking the freed slot"
-        );
-        newcomer = Some(client);
-        break;
-    }
-    let newcomer = newcomer.expect("no new connection could join after one of 16 left");
+    // The slot frees when the server has finished closing the leaver,
+    // which no client can observe: a refusal until then is retried (the
+    // connect rate is off, so attempts cost nothing).
+    let (newcomer, online) = connect_once_admitted(addr, "E", TOO_MANY);
+    assert_eq!(
+        online, MAX,
+        "the welcome of the client taking the freed slot"
+    );
     let joined = format!("* {} joined", newcomer.nick());
     for client in &mut all {
         client.expect_line(&joined);
@@ -345,11 +417,11 @@ pub fn limits_max_per_ip(binary: &Path) {
     sync_all(&mut all);
 }
 
-/// Limits and policies (connect rate, `--connect-burst 3 --connect-rate
+/// Address policies (connect rate, `--connect-burst 3 --connect-rate
 /// 1`, a minute): a fourth connection in a row gets
 /// `* error: too many connections from your address` and EOF although only
 /// three are open, and still after one of them has left; nobody hears of it.
-pub fn limits_connect_rate(binary: &Path) {
+pub fn policies_connect_rate(binary: &Path) {
     let server = start_limited(binary, &["--connect-burst", "3", "--connect-rate", "1"]);
     let addr = server.addr();
     let [mut a, mut b, mut c] = clients(&server);
@@ -364,13 +436,13 @@ pub fn limits_connect_rate(binary: &Path) {
     sync(&mut c, &mut [&mut a]);
 }
 
-/// Limits and policies (nick rate, `--nick-burst 2 --nick-rate 1`, a
+/// Address policies (nick rate, `--nick-burst 2 --nick-rate 1`, a
 /// minute): two renames in a row work, the third gets
 /// `* error: nick changes too fast, try again in N s` with N the true wait
 /// (at most 60, not less than what is left of the minute), the nick is
 /// unchanged and nobody else hears of it; a change that fails (an invalid
 /// nick) does not count; another client still has its own budget.
-pub fn limits_nick_rate(binary: &Path) {
+pub fn policies_nick_rate(binary: &Path) {
     let server = start_limited(binary, &["--nick-burst", "2", "--nick-rate", "1"]);
     let [mut a, mut b] = clients(&server);
     // A failed change does not count.

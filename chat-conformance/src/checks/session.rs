@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
 
 use super::clients;
 use crate::{Client, ServerProcess, TIMEOUT, is_join_or_leave, join, sync};
@@ -64,7 +63,7 @@ pub fn session_churn_loses_no_lines(binary: &Path) {
                     _ => c.send_line("/quit churning"),
                 }
                 // Read until closed: the server is done with this client.
-                c.drain_until_closed(TIMEOUT);
+                c.drain_until_closed();
                 i += 1;
                 churns.store(i, Ordering::Relaxed);
             }
@@ -102,7 +101,9 @@ pub fn session_churn_loses_no_lines(binary: &Path) {
 
 /// Session events (shutdown on SIGTERM): every client gets
 /// `* server shutting down` as its last line, then EOF; the process exits
-/// with status 0 (the protocol allows 3 s; the guard here is 5 s).
+/// with status 0. How soon it exits is not checked: every client has seen
+/// EOF before the wait starts, so the wait ([`TIMEOUT`]) is only a guard
+/// against a server that never exits.
 pub fn session_sigterm_shuts_down_cleanly(binary: &Path) {
     shuts_down_cleanly(binary, ServerProcess::sigterm);
 }
@@ -123,6 +124,6 @@ fn shuts_down_cleanly(binary: &Path, signal: fn(&ServerProcess)) {
         client.expect_line("* server shutting down");
         client.assert_closed();
     }
-    let status = server.wait_exit(Duration::from_secs(5));
+    let status = server.wait_exit(TIMEOUT);
     assert!(status.success(), "exit status after the signal: {status}");
 }
