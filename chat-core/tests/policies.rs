@@ -890,7 +890,7 @@ impl Mirror {
     /// Everything that holds after every call.
     fn check(&self, driver: &Driver<Self>, call: &Call<'_>) {
         let now = nanos(driver.elapsed());
-        let deadline = driver.polled_deadline().map(nanos);
+        let deadline = driver.deadline().map(nanos);
         assert_eq!(
             deadline,
             self.oracle.deadline(),

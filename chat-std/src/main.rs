@@ -71,8 +71,8 @@ impl chat_runtime::Runtime for Std {
 
     // Output is first written with this, from whichever thread produced
     // it; a writer thread exists only while a socket is full (two threads
-    // per client would hit the kernel's limit on memory maps, each thread
-    // mapping a stack and a signal stack, near 8000 clients).
+    // per client would hit the kernel's limit on memory maps far sooner,
+    // each thread mapping a stack and a signal stack; docs/performance.md).
     fn try_write(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         SockRef::from(stream).send_with_flags(buf, libc::MSG_DONTWAIT)
     }

@@ -60,8 +60,6 @@ pub struct Driver<O: Observer = ()> {
     /// How much of `trace` [`Driver::closes`] and [`Driver::events`] took.
     pub(super) closes_seen: usize,
     pub(super) events_seen: usize,
-    /// `poll_timeout` after the latest call.
-    pub(super) polled: Option<Duration>,
     pub(super) observer: Option<O>,
 }
 
@@ -96,7 +94,6 @@ impl<O: Observer> Driver<O> {
             trace: Vec::new(),
             closes_seen: 0,
             events_seen: 0,
-            polled: None,
             observer: Some(observer),
         }
     }
@@ -166,16 +163,8 @@ impl<O: Observer> Driver<O> {
     }
 
     /// `poll_timeout` as a time since the start.
-    pub fn deadline(&mut self) -> Option<Duration> {
-        let base = self.base;
-        self.polled = self.server.poll_timeout().map(|at| at - base);
-        self.polled
-    }
-
-    /// What `poll_timeout` said (as a time since the start) right after the
-    /// latest call: for observers, which cannot poll.
-    pub fn polled_deadline(&self) -> Option<Duration> {
-        self.polled
+    pub fn deadline(&self) -> Option<Duration> {
+        self.server.poll_timeout().map(|at| at - self.base)
     }
 
     /// Every connection so far, in connect order.
