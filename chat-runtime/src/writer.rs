@@ -16,9 +16,6 @@ use crate::hub::{Half, Link, Next, Task};
 /// a vectored write of the chunks, whose per-segment cost in the kernel
 /// dominates for ~100-byte segments.
 pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
-/// Largest write buffer a task keeps between calls: a task keeps small
-/// scratch, not the largest it ever needed (there is a task per client).
-const KEPT_WRITE_BUFFER: usize = 4 * 1024;
 
 /// Output taken from the core for one connection and not yet written:
 /// `buf[pos..]`, then `chunks[next..]` less the first `offset` bytes of
@@ -84,16 +81,6 @@ impl Unwritten {
             }
         } else {
             self.pos += len;
-        }
-    }
-
-    /// Frees scratch larger than a task keeps between calls.
-    pub(crate) fn trim(&mut self) {
-        if self.buf.capacity() > KEPT_WRITE_BUFFER {
-            self.buf = Vec::new();
-        }
-        if self.chunks.capacity() * size_of::<Bytes>() > KEPT_WRITE_BUFFER {
-            self.chunks = Vec::new();
         }
     }
 }

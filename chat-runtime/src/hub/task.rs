@@ -28,8 +28,6 @@ const MAX_SHARING: usize = 16;
 pub(crate) struct Task<R: Runtime> {
     pub(super) hub: Arc<Hub<R::Stream>>,
     pub(super) after: After<R::Stream>,
-    /// Output being written by [`Task::write_now`]; empty between calls.
-    out: Unwritten,
     runtime: PhantomData<fn() -> R>,
 }
 
@@ -38,7 +36,6 @@ impl<R: Runtime> Task<R> {
         Task {
             hub,
             after: After::default(),
-            out: Unwritten::default(),
             runtime: PhantomData,
         }
     }
@@ -127,41 +124,42 @@ impl<R: Runtime> Task<R> {
 
     /// Writes what the connections in `to_write` have queued, without
     /// blocking; a connection whose socket does not take it all gets a
-    /// writer for the rest.
+    /// writer for the rest. The write buffer lives only for the call: a
+    /// task per client keeps no scratch while its client is quiet.
     fn write_queued(&mut self) {
         if R::SHARE_WRITES {
             self.share();
         }
+        let mut out = Unwritten::default();
         while let Some(link) = self.after.to_write.pop() {
-            self.write_now(link);
+            self.write_now(link, &mut out);
         }
-        self.out.trim();
     }
 
     /// Writes the connection's output until it has none left (it is then
     /// released, or done) or its socket takes less than offered: a writer
     /// then takes over what is unwritten.
-    fn write_now(&mut self, link: Arc<Link<R::Stream>>) {
+    fn write_now(&mut self, link: Arc<Link<R::Stream>>, out: &mut Unwritten) {
         let mut written = 0;
         loop {
-            let chunks = self.out.refill();
+            let chunks = out.refill();
             match self.hub.take(&link, written, chunks, &mut self.after) {
                 Next::Write => written = 0,
                 Next::Idle => return,
                 Next::Done => return self.hub.finished(&link, Half::Writer, &mut self.after),
             }
-            while let Some(bytes) = self.out.next() {
+            while let Some(bytes) = out.next() {
                 let offered = bytes.len();
                 match R::try_write(&link.stream, bytes) {
                     Ok(len) => {
-                        self.out.advance(len);
+                        out.advance(len);
                         written += len;
                         if len < offered {
-                            return self.start_writer(link, written);
+                            return self.start_writer(link, out, written);
                         }
                     }
                     Err(error) if matches!(error.kind(), WouldBlock | Interrupted) => {
-                        return self.start_writer(link, written);
+                        return self.start_writer(link, out, written);
                     }
                     Err(error) => {
                         debug!(conn = %link.id, "write failed: {error}");
@@ -174,8 +172,8 @@ impl<R: Runtime> Task<R> {
 
     /// Hands what is unwritten, of which `written` bytes are written but
     /// not reported, to a new writer.
-    fn start_writer(&mut self, link: Arc<Link<R::Stream>>, written: usize) {
-        let out = std::mem::take(&mut self.out);
+    fn start_writer(&mut self, link: Arc<Link<R::Stream>>, out: &mut Unwritten, written: usize) {
+        let out = std::mem::take(out);
         let task = writer::<R>(self.sibling(), link.clone(), out, written);
         self.spawn_for(task, &[link], Half::Writer);
     }
@@ -216,7 +214,10 @@ impl<R: Runtime> Task<R> {
             let part: Arc<[_]> = self.after.to_write.drain(from..).collect();
             let (mut task, links) = (self.sibling(), part.clone());
             let job = async move {
-                links.iter().for_each(|link| task.write_now(link.clone()));
+                let mut out = Unwritten::default();
+                links
+                    .iter()
+                    .for_each(|link| task.write_now(link.clone(), &mut out));
                 task.write_queued();
                 task.hub.sharing.fetch_sub(1, Relaxed);
             };
