@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn a_detached_inbox_reads_the_same_after_the_log_is_emptied() {
+    fn a_detached_queue_reads_the_same_after_the_log_is_emptied() {
         let (a, b) = (ConnId(1), ConnId(2));
         let mut log = BroadcastLog::new(LOG_LINES);
         let mut queue = log.queue();
@@ -251,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_inbox_gets_nothing_pushed_later() {
+    fn a_stopped_queue_gets_nothing_pushed_later() {
         let (a, b) = (ConnId(1), ConnId(2));
         let mut log = BroadcastLog::new(LOG_LINES);
         let mut queue = log.queue();
