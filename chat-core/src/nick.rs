@@ -320,6 +320,8 @@ mod tests {
             ("\u{df}", "ss"),
             ("\u{fb00}", "ff"),
             ("b0b", "bob"),
+            ("alice", "\u{aa}lice"), // ª: only NFKC makes it a
+            ("bob", "b\u{ba}b"),     // º: only NFKC makes it o
             ("\u{c9}mile", "\u{e9}MILE"),
         ];
         for (a, b) in same {

@@ -243,8 +243,9 @@ fn refused(
 }
 
 /// Nicknames: compared by key = the confusable skeleton of the NFKC, fully
-/// case-folded nick: fullwidth forms, full case folding (ß/SS, ſ/s, ﬀ/ff,
-/// Σ/σ/ς) and confusables (dotless ı, digit 0 for o) all collide.
+/// case-folded nick: fullwidth forms, compatibility forms (ª, º), full case
+/// folding (ß/SS, ſ/s, ﬀ/ff, Σ/σ/ς) and confusables (dotless ı, digit 0
+/// for o) all collide.
 #[test]
 fn nicknames_taken_by_skeleton_key() {
     let mut s = Driver::plain();
@@ -265,6 +266,8 @@ fn nicknames_taken_by_skeleton_key() {
         ("\u{fb00}", "ff"), // ﬀ
         ("ff", "\u{fb00}"),
         ("bob", "b0b"),
+        ("alice", "\u{aa}lice"), // ªlice: NFKC makes ª an a
+        ("bob", "b\u{ba}b"),     // bºb: NFKC makes º an o
     ];
     for (held, attempt) in cases {
         if s.server().nick(a) != Some(held) {
