@@ -392,7 +392,8 @@ pub fn reference_nick_refusal(nick: &str) -> Option<String> {
         .filter(|c| !c.script_extension().contains_script(Script::Latin))
         .collect();
     let cjk = AugmentedScriptSet::for_str(&not_latin);
-    if !nick.is_single_script() && !(cjk.hanb || cjk.jpan || cjk.kore) {
+    let highly_restrictive = nick.is_single_script() || cjk.hanb || cjk.jpan || cjk.kore;
+    if !highly_restrictive {
         let mut names: Vec<&str> = Vec::new();
         for c in chars {
             let ext = c.script_extension();
