@@ -58,7 +58,7 @@ pub fn nicknames_rename_notifies_everyone(binary: &Path) {
 /// Nicknames: `/nick` errors, each only to the one who asked, nick
 /// unchanged: `* error: usage: /nick NAME` (no name, or more than one word),
 /// `* error: invalid nick X: use 1-32 letters, digits, _ or -`, and
-/// `* error: nick X is already taken` (compared case-insensitively).
+/// `* error: nick X is already taken` (compared by key, so case variants).
 pub fn nicknames_rename_errors(binary: &Path) {
     let server = ServerProcess::start(binary);
     let [mut a, mut b] = clients(&server);
@@ -99,8 +99,8 @@ pub fn nicknames_rename_errors(binary: &Path) {
     sync(&mut b, &mut [&mut a]);
 }
 
-/// Nicknames: renaming to a case variant of one's own nick is allowed and
-/// announced; renaming to the very same nick only confirms it to the
+/// Nicknames: renaming to a case variant of one's own nick (same key) is
+/// allowed and announced; renaming to the very same nick only confirms it to the
 /// renamer, nobody else is told.
 pub fn nicknames_case_variant_and_same_nick(binary: &Path) {
     let server = ServerProcess::start(binary);

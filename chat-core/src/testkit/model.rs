@@ -394,22 +394,9 @@ pub fn reference_nick_refusal(nick: &str) -> Option<String> {
     let cjk = AugmentedScriptSet::for_str(&not_latin);
     let highly_restrictive = nick.is_single_script() || cjk.hanb || cjk.jpan || cjk.kore;
     if !highly_restrictive {
-        let mut names: Vec<&str> = Vec::new();
-        for c in chars {
-            let ext = c.script_extension();
-            if ext.is_common() || ext.is_inherited() || ext.is_empty() {
-                continue;
-            }
-            let script = match c.script() {
-                Script::Common | Script::Inherited | Script::Unknown => ext.iter().next(),
-                other => Some(other),
-            };
-            if let Some(name) = script.map(|s| s.full_name()) {
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-            }
-        }
+        // Only the naming of the scripts is the crate's own (nick::scripts):
+        // whether the nick is refused is decided above, independently.
+        let names = crate::nick::scripts(nick);
         return Some(format!("mixes scripts ({})", names.join(", ")));
     }
     None
