@@ -135,6 +135,7 @@ macro_rules! conformance_suite {
             nicknames_rename_notifies_everyone,
             nicknames_rename_errors,
             nicknames_case_variant_and_same_nick,
+            nicknames_confusables_taken_and_mixed_scripts_refused,
             commands_me,
             commands_msg,
             commands_msg_errors,

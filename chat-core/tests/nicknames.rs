@@ -155,8 +155,8 @@ fn nicknames_invalid() {
     }
 }
 
-/// Nicknames: unique among connected clients after `to_lowercase()`; the
-/// refused rename changes nothing and tells nobody else.
+/// Nicknames: unique among connected clients by key, so case variants
+/// collide; the refused rename changes nothing and tells nobody else.
 #[test]
 fn nicknames_taken_case_insensitively() {
     let mut s = Driver::plain();
@@ -191,8 +191,8 @@ fn nicknames_freed_by_rename_and_leave() {
     s.rename(b, "FIRST", &[]);
 }
 
-/// Nicknames: renaming to a case variant of one's own nick is allowed and
-/// announced.
+/// Nicknames: renaming to a variant of one's own nick (same key), here a
+/// case variant, is allowed and announced.
 #[test]
 fn nicknames_case_variant_of_own_allowed_and_announced() {
     let mut s = Driver::plain();
@@ -222,4 +222,205 @@ fn nicknames_same_nick_is_noop_success() {
     assert_eq!(s.lines(a), [format!("* you are now known as {an}")]);
     s.assert_quiet(&[a, b]);
     assert_eq!(s.server().nick(a), Some(an.as_str()));
+}
+
+/// Asks for `nick` on `who` and checks the one error line it gets, that
+/// nobody else hears of it, and that the nick is unchanged.
+fn refused(
+    s: &mut Driver,
+    who: chat_core::ConnId,
+    others: &[chat_core::ConnId],
+    nick: &str,
+    error: &str,
+) {
+    let held = s.server().nick(who).unwrap().to_owned();
+    s.send(who, format!("/nick {nick}\n"));
+    assert_eq!(s.lines(who), [format!("* error: {error}")], "{nick:?}");
+    let mut all = others.to_vec();
+    all.push(who);
+    s.assert_quiet(&all);
+    assert_eq!(s.server().nick(who), Some(held.as_str()));
+}
+
+/// Nicknames: compared by key = the confusable skeleton of the NFKC, fully
+/// case-folded nick: fullwidth forms, compatibility forms (ª, º), full case
+/// folding (ß/SS, ſ/s, ﬀ/ff, Σ/σ/ς) and confusables (dotless ı, digit 0
+/// for o) all collide.
+#[test]
+fn nicknames_taken_by_skeleton_key() {
+    let mut s = Driver::plain();
+    let (a, _, b, _) = s.pair();
+    let cases = [
+        ("alice", "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}"), // ａｌｉｃｅ
+        ("alice", "\u{ff21}\u{ff2c}\u{ff29}\u{ff23}\u{ff25}"), // ＡＬＩＣＥ
+        ("alice", "ALICE"),
+        ("alice", "al\u{131}ce"), // alıce: the skeleton maps ı to i
+        ("\u{3a3}", "\u{3c3}"),   // Σ σ
+        ("\u{3c3}", "\u{3c2}"),   // σ ς
+        ("\u{3a3}", "\u{3c2}"),   // Σ ς
+        ("\u{17f}am", "sam"),     // ſam
+        ("sam", "\u{17f}am"),
+        ("\u{df}", "SS"), // ß
+        ("SS", "\u{df}"),
+        ("\u{df}", "ss"),
+        ("\u{fb00}", "ff"), // ﬀ
+        ("ff", "\u{fb00}"),
+        ("bob", "b0b"),
+        ("alice", "\u{aa}lice"), // ªlice: NFKC makes ª an a
+        ("bob", "b\u{ba}b"),     // bºb: NFKC makes º an o
+    ];
+    for (held, attempt) in cases {
+        if s.server().nick(a) != Some(held) {
+            s.rename(a, held, &[b]);
+        }
+        refused(
+            &mut s,
+            b,
+            &[a],
+            attempt,
+            &format!("nick {attempt} is already taken"),
+        );
+    }
+}
+
+/// Nicknames: a confusable from another script that is not a whole-script
+/// look-alike (Cyrillic а among Latin) is refused for mixing scripts, with
+/// the scripts named in order of first use; Latin with Greek, Cyrillic with
+/// Greek likewise.
+#[test]
+fn nicknames_mixed_scripts_refused() {
+    let mut s = Driver::plain();
+    let (a, _, b, _) = s.pair();
+    s.rename(a, "alice", &[b]);
+    let cases = [
+        ("\u{430}lice", "Cyrillic, Latin"),
+        ("alic\u{435}", "Latin, Cyrillic"),
+        ("alic\u{3b5}", "Latin, Greek"),
+        (
+            "\u{414}\u{43c}\u{438}\u{442}\u{3c1}\u{438}\u{439}",
+            "Cyrillic, Greek",
+        ),
+        ("x_\u{414}-1", "Latin, Cyrillic"),
+    ];
+    for (nick, scripts) in cases {
+        refused(
+            &mut s,
+            b,
+            &[a],
+            nick,
+            &format!("invalid nick {nick}: mixes scripts ({scripts})"),
+        );
+    }
+}
+
+/// Nicknames: single-script nicks in any script are valid and distinct from
+/// each other and from Latin transliterations; Japanese mixing Han,
+/// Hiragana and Katakana counts as one script, Latin with Han too (UTS #39
+/// "highly restrictive"); digits, `_` and `-` mix with anything.
+#[test]
+fn nicknames_single_scripts_valid_and_distinct() {
+    let mut s = Driver::plain();
+    let mut conns = Vec::new();
+    for _ in 0..9 {
+        let (conn, _) = s.join(&conns);
+        conns.push(conn);
+    }
+    let nicks = [
+        "\u{414}\u{43c}\u{438}\u{442}\u{440}\u{438}\u{439}", // Дмитрий
+        "\u{592a}\u{90ce}",                                  // 太郎
+        "\u{395}\u{3bb}\u{3ad}\u{3bd}\u{3b7}",               // Ελένη
+        "\u{592a}\u{90ce}\u{305f}\u{30ed}\u{30a6}",          // 太郎たロウ
+        "taro\u{592a}\u{90ce}",
+        "dmitrij",
+        "eleni",
+        "\u{d55c}\u{56fd}_42", // Hangul + Han
+        "\u{414}\u{43c}\u{438}\u{442}\u{440}\u{438}\u{439}-2",
+    ];
+    for (i, (&conn, nick)) in conns.iter().zip(nicks).enumerate() {
+        let others: Vec<_> = conns.iter().copied().filter(|&c| c != conn).collect();
+        let old = s.server().nick(conn).unwrap().to_owned();
+        s.send(conn, format!("/nick {nick}\n"));
+        assert_eq!(
+            s.lines(conn),
+            [format!("* you are now known as {nick}")],
+            "#{i}"
+        );
+        for other in others {
+            assert_eq!(s.lines(other), [format!("* {old} is now known as {nick}")]);
+        }
+    }
+}
+
+/// Nicknames: a nick holds no default-ignorable code point: Hangul fillers
+/// (which would make a blank nick or pad another one) and zero-width
+/// characters are refused, naming the code point.
+#[test]
+fn nicknames_invisible_code_points_refused() {
+    let mut s = Driver::plain();
+    let (a, _, b, _) = s.pair();
+    s.rename(a, "alice", &[b]);
+    for c in [
+        '\u{1160}', '\u{3164}', '\u{ffa0}', '\u{115f}', '\u{200b}', '\u{2060}', '\u{ad}',
+    ] {
+        let code = u32::from(c);
+        for nick in [format!("alice{c}"), c.to_string(), format!("b{c}ob")] {
+            let error = format!("invalid nick {nick}: holds invisible character U+{code:04X}");
+            refused(&mut s, b, &[a], &nick, &error);
+        }
+    }
+}
+
+/// Nicknames: at most 3 combining marks on one character, and none before
+/// the first character.
+#[test]
+fn nicknames_combining_mark_pile_up_refused() {
+    let mut s = Driver::plain();
+    let (a, _, b, _) = s.pair();
+    // Arabic beh carrying fathatan (U+064B), an alphabetic combining mark.
+    let beh = |marks: usize| format!("\u{628}{}", "\u{64b}".repeat(marks));
+    for n in [4, 5, 20] {
+        let nick = beh(n);
+        let error = format!("invalid nick {nick}: more than 3 combining marks on one character");
+        refused(&mut s, b, &[a], &nick, &error);
+    }
+    let nick = format!("\u{64b}{}", beh(0));
+    refused(
+        &mut s,
+        b,
+        &[a],
+        &nick,
+        &format!("invalid nick {nick}: starts with a combining mark"),
+    );
+    // Three are fine, on every character; so is fully pointed Hebrew.
+    s.rename(b, &beh(3).repeat(2), &[a]);
+    s.rename(b, "\u{5e9}\u{5bc}\u{5c1}\u{5b8}", &[a]);
+}
+
+/// Nicknames: renaming to a variant of one's own nick with the same key
+/// (fullwidth, ß for ss) is allowed and announced; the old form is then
+/// free for nobody else.
+#[test]
+fn nicknames_own_key_variant_allowed_and_announced() {
+    let mut s = Driver::plain();
+    let (a, _, b, _) = s.pair();
+    s.rename(a, "alice", &[b]);
+    let fullwidth = "\u{ff21}\u{ff2c}\u{ff29}\u{ff23}\u{ff25}";
+    s.send(a, format!("/nick {fullwidth}\n"));
+    assert_eq!(s.lines(a), [format!("* you are now known as {fullwidth}")]);
+    assert_eq!(s.lines(b), [format!("* alice is now known as {fullwidth}")]);
+    assert_eq!(
+        s.events(),
+        [Event::Renamed {
+            conn: a,
+            from: "alice".into(),
+            to: fullwidth.into()
+        }]
+    );
+    refused(&mut s, b, &[a], "alice", "nick alice is already taken");
+    s.rename(a, "stra\u{df}e", &[b]);
+    s.rename(a, "STRASSE", &[b]);
+    refused(&mut s, b, &[a], "strasse", "nick strasse is already taken");
+    s.send(a, "/nick STRASSE\n");
+    assert_eq!(s.lines(a), ["* you are now known as STRASSE"]);
+    s.assert_quiet(&[a, b]);
 }

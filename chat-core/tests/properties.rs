@@ -12,7 +12,8 @@ use chat_core::{Bytes, Config, Output, Server};
 use proptest::prelude::*;
 
 /// Lines that hit the interesting rules: commands and their errors, nick
-/// edge cases, CR, control characters, split UTF-8, over-long lines.
+/// edge cases (Unicode look-alikes among them), CR, control characters,
+/// split UTF-8, over-long lines.
 fn fragment() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(b"hi\n".to_vec()),
@@ -20,6 +21,13 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"/nick BOB\n".to_vec()),
         Just(b"/nick a b\n".to_vec()),
         Just(b"/nick no.pe\n".to_vec()),
+        // Unicode variants of bob: fullwidth and digit look-alikes (same
+        // key), Cyrillic o (mixed scripts), a Hangul filler (invisible).
+        Just("/nick \u{ff42}\u{ff4f}\u{ff42}\n".as_bytes().to_vec()),
+        Just("/nick b0b\n".as_bytes().to_vec()),
+        Just("/nick b\u{43e}b\n".as_bytes().to_vec()),
+        Just("/nick bob\u{3164}\n".as_bytes().to_vec()),
+        Just("/msg \u{ff22}\u{ff2f}\u{ff22} psst\n".as_bytes().to_vec()),
         Just(b"/me waves\n".to_vec()),
         Just(b"/me\n".to_vec()),
         Just(b"/msg bob psst\n".to_vec()),

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use chat_core::framing::{self, Frame, LineFramer};
-use chat_core::nick::{self, NickError, NickRegistry};
-use chat_core::testkit::{self, Harness, Step};
+use chat_core::nick::{self, NickRegistry};
+use chat_core::testkit::{self, Harness, Step, reference_nick_key, reference_nick_refusal};
 use chat_core::{Bytes, Config, ConnId, Output, Rate, Server};
 
 // ---------------------------------------------------------------------------
@@ -721,7 +721,9 @@ pub enum NamePart {
 /// How many connections the `nick` target plays with: few, so they collide.
 pub const NICK_CONNS: u8 = 4;
 
-/// Names whose lowercase forms collide, change length, or sit on the limits.
+/// Names whose keys collide (case, full folding, compatibility forms,
+/// confusables), change length, sit on the limits, or break a validity rule
+/// (invisible fillers, mark pile-ups, mixed scripts).
 pub const NAME_POOL: &[&str] = &[
     "bob",
     "BOB",
@@ -743,6 +745,23 @@ pub const NAME_POOL: &[&str] = &[
     "k",
     "\u{fffd}",
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "alice",
+    "\u{430}lice",
+    "\u{ff21}\u{ff2c}\u{ff29}\u{ff23}\u{ff25}",
+    "al\u{131}ce",
+    "\u{17f}",
+    "\u{fb00}",
+    "ff",
+    "\u{3164}",
+    "\u{1160}",
+    "\u{200b}",
+    "\u{414}\u{43c}\u{438}\u{442}\u{440}\u{438}\u{439}",
+    "\u{592a}\u{90ce}",
+    "\u{395}\u{3bb}\u{3ad}\u{3bd}\u{3b7}",
+    "\u{628}\u{64b}\u{64b}",
+    "\u{13b7}",
+    "rn",
+    "m",
 ];
 
 impl Name {
@@ -760,18 +779,11 @@ impl Name {
     }
 }
 
-/// protocol.md, "Nicknames", written out plainly.
-fn reference_is_valid(nick: &str) -> bool {
-    (1..=nick::MAX_NICK_CHARS).contains(&nick.chars().count())
-        && nick
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-}
-
-/// `nick`: `nick::is_valid` agrees with a plain reference, and a
-/// [`NickRegistry`] driven by claims, renames and releases agrees with a
-/// plain model (who holds what, compared after `to_lowercase`) after every
-/// operation; generated nicks have the asked length and alphabet.
+/// `nick`: `nick::check` and `nick::key` agree with the plain references
+/// of the testkit's model, and a [`NickRegistry`] driven by claims, renames
+/// and releases agrees with a plain model (who holds what, compared by the
+/// reference key) after every operation; the key is idempotent, a valid nick holds no default-ignorable code point and has a
+/// non-empty key; generated nicks have the asked length and alphabet.
 ///
 /// The registry's preconditions are kept (a connection claims only while it
 /// holds no nick and renames only from its own), since the server keeps them.
@@ -790,7 +802,9 @@ pub fn nick(data: &[u8]) {
                 if expected.is_ok() {
                     model.insert(conn, name.clone());
                 }
-                let got = registry.claim(&name, ConnId(conn.into()));
+                let got = registry
+                    .claim(&name, ConnId(conn.into()))
+                    .map_err(|e| e.message(&name));
                 assert_eq!(got, expected, "claim {name:?} by {conn}");
                 seen.push(name);
             }
@@ -803,7 +817,9 @@ pub fn nick(data: &[u8]) {
                 if expected.is_ok() {
                     model.insert(conn, name.clone());
                 }
-                let got = registry.rename(&old, &name, ConnId(conn.into()));
+                let got = registry
+                    .rename(&old, &name, ConnId(conn.into()))
+                    .map_err(|e| e.message(&name));
                 assert_eq!(got, expected, "rename {old:?} to {name:?} by {conn}");
                 seen.push(name);
             }
@@ -811,7 +827,7 @@ pub fn nick(data: &[u8]) {
                 let (conn, name) = (conn % NICK_CONNS, name.text());
                 if model
                     .get(&conn)
-                    .is_some_and(|held| held.to_lowercase() == name.to_lowercase())
+                    .is_some_and(|held| reference_nick_key(held) == reference_nick_key(&name))
                 {
                     model.remove(&conn);
                 }
@@ -912,22 +928,23 @@ impl Name {
     }
 }
 
-/// What claiming (or renaming to) `name` must give for `conn`.
-fn expect_claim(model: &HashMap<u8, String>, conn: u8, name: &str) -> Result<(), NickError> {
-    if !reference_is_valid(name) {
-        return Err(NickError::Invalid);
+/// What claiming (or renaming to) `name` must give for `conn`: the error
+/// line's text (after `error: `) on refusal.
+fn expect_claim(model: &HashMap<u8, String>, conn: u8, name: &str) -> Result<(), String> {
+    if let Some(why) = reference_nick_refusal(name) {
+        return Err(format!("invalid nick {name}: {why}"));
     }
     match model_holder(model, name) {
-        Some(holder) if holder != conn => Err(NickError::Taken),
+        Some(holder) if holder != conn => Err(format!("nick {name} is already taken")),
         _ => Ok(()),
     }
 }
 
 fn model_holder(model: &HashMap<u8, String>, name: &str) -> Option<u8> {
-    let wanted = name.to_lowercase();
+    let wanted = reference_nick_key(name);
     model
         .iter()
-        .find(|(_, held)| held.to_lowercase() == wanted)
+        .find(|(_, held)| reference_nick_key(held) == wanted)
         .map(|(&conn, _)| conn)
 }
 
@@ -939,8 +956,18 @@ fn check_registry(registry: &NickRegistry, model: &HashMap<u8, String>, seen: &[
     );
     assert_eq!(registry.is_empty(), model.is_empty());
     for name in seen {
-        assert_eq!(nick::is_valid(name), reference_is_valid(name), "{name:?}");
-        assert_eq!(nick::key(name), name.to_lowercase(), "key of {name:?}");
+        let valid = nick::is_valid(name);
+        assert_eq!(valid, reference_nick_refusal(name).is_none(), "{name:?}");
+        let key = nick::key(name);
+        assert_eq!(key, reference_nick_key(name), "key of {name:?}");
+        assert_eq!(nick::key(&key), key, "key of the key of {name:?}");
+        if valid {
+            assert!(!key.is_empty(), "empty key of valid {name:?}");
+            assert!(
+                !name.chars().any(nick::is_default_ignorable),
+                "valid {name:?} holds a default-ignorable code point"
+            );
+        }
         assert_eq!(
             registry.holder(name),
             model_holder(model, name).map(|conn| ConnId(conn.into())),

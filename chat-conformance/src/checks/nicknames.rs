@@ -1,5 +1,5 @@
-//! protocol.md, "Nicknames": generated nicks, valid nicks, uniqueness, and
-//! renaming with `/nick`.
+//! protocol.md, "Nicknames": generated nicks, valid nicks, uniqueness (by
+//! confusable skeleton key), mixed scripts, and renaming with `/nick`.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -58,7 +58,7 @@ pub fn nicknames_rename_notifies_everyone(binary: &Path) {
 /// Nicknames: `/nick` errors, each only to the one who asked, nick
 /// unchanged: `* error: usage: /nick NAME` (no name, or more than one word),
 /// `* error: invalid nick X: use 1-32 letters, digits, _ or -`, and
-/// `* error: nick X is already taken` (compared case-insensitively).
+/// `* error: nick X is already taken` (compared by key, so case variants).
 pub fn nicknames_rename_errors(binary: &Path) {
     let server = ServerProcess::start(binary);
     let [mut a, mut b] = clients(&server);
@@ -99,8 +99,8 @@ pub fn nicknames_rename_errors(binary: &Path) {
     sync(&mut b, &mut [&mut a]);
 }
 
-/// Nicknames: renaming to a case variant of one's own nick is allowed and
-/// announced; renaming to the very same nick only confirms it to the
+/// Nicknames: renaming to a case variant of one's own nick (same key) is
+/// allowed and announced; renaming to the very same nick only confirms it to the
 /// renamer, nobody else is told.
 pub fn nicknames_case_variant_and_same_nick(binary: &Path) {
     let server = ServerProcess::start(binary);
@@ -128,5 +128,40 @@ pub fn nicknames_case_variant_and_same_nick(binary: &Path) {
     a.expect_line("* you are now known as ALICE");
     // B was not told about the no-op rename.
     sync(&mut a, &mut [&mut b]);
+    sync(&mut b, &mut [&mut a]);
+}
+
+/// Nicknames: nicks are compared by their confusable skeleton key, and a
+/// nick that mixes scripts is refused. While `alice` is connected,
+/// `/nick аlice` (Cyrillic а) is refused (it mixes Latin and Cyrillic) and
+/// `/nick ＡＬＩＣＥ` (fullwidth) is taken; a Cyrillic-only `Дмитрий` stays
+/// valid. Each error only to the one who asked, nick unchanged.
+pub fn nicknames_confusables_taken_and_mixed_scripts_refused(binary: &Path) {
+    let server = ServerProcess::start(binary);
+    let [mut a, mut b] = clients(&server);
+    a.send_line("/nick alice");
+    a.expect_line("* you are now known as alice");
+    b.expect_line(&format!("* {} is now known as alice", a.nick()));
+    a.set_nick("alice");
+
+    let fullwidth = "\u{ff21}\u{ff2c}\u{ff29}\u{ff23}\u{ff25}";
+    b.send_line(&format!("/nick {fullwidth}"));
+    b.expect_line(&format!("* error: nick {fullwidth} is already taken"));
+    let cyrillic_a = "\u{430}lice";
+    b.send_line(&format!("/nick {cyrillic_a}"));
+    b.expect_line(&format!(
+        "* error: invalid nick {cyrillic_a}: mixes scripts (Cyrillic, Latin)"
+    ));
+    b.send_line("/nick ALICE");
+    b.expect_line("* error: nick ALICE is already taken");
+    // A saw none of it, and B's nick is unchanged (the marker carries it).
+    sync(&mut b, &mut [&mut a]);
+
+    let dmitrij = "\u{414}\u{43c}\u{438}\u{442}\u{440}\u{438}\u{439}";
+    let was = b.nick().to_owned();
+    b.send_line(&format!("/nick {dmitrij}"));
+    b.expect_line(&format!("* you are now known as {dmitrij}"));
+    a.expect_line(&format!("* {was} is now known as {dmitrij}"));
+    b.set_nick(dmitrij);
     sync(&mut b, &mut [&mut a]);
 }

@@ -38,6 +38,7 @@ pub mod rules;
 pub use client::Client;
 pub use driver::{Driver, NS, Take};
 pub use harness::Harness;
+pub use model::{reference_nick_key, reference_nick_refusal};
 pub use observer::{Call, Input, Observer, Seen};
 
 /// One step of a simulated session. Client numbers pick among every

@@ -3,6 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use unicode_normalization::UnicodeNormalization;
+use unicode_script::{Script, UnicodeScript};
+use unicode_security::MixedScript;
+use unicode_security::mixed_script::AugmentedScriptSet;
+
 use super::is_bidi_control;
 use crate::{Config, HELP};
 
@@ -120,9 +125,9 @@ impl Model {
     }
 
     fn holder(&self, nick: &str) -> Option<usize> {
-        let wanted = nick.to_lowercase();
+        let wanted = reference_nick_key(nick);
         self.joined()
-            .find(|(_, n)| n.to_lowercase() == wanted)
+            .find(|(_, n)| reference_nick_key(n) == wanted)
             .map(|(i, _)| i)
     }
 
@@ -282,15 +287,8 @@ impl Model {
                 if new == nick {
                     return self.send(index, &format!("* you are now known as {new}"));
                 }
-                let count = new.chars().count();
-                let valid = (1..=32).contains(&count)
-                    && new
-                        .chars()
-                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
-                if !valid {
-                    let text =
-                        format!("* error: invalid nick {new}: use 1-32 letters, digits, _ or -");
-                    return self.send(index, &text);
+                if let Some(why) = reference_nick_refusal(new) {
+                    return self.send(index, &format!("* error: invalid nick {new}: {why}"));
                 }
                 if self.holder(new).is_some_and(|holder| holder != index) {
                     return self.send(index, &format!("* error: nick {new} is already taken"));
@@ -350,4 +348,74 @@ fn sanitize(raw: &[u8]) -> String {
         })
         .collect();
     text.trim_end().to_owned()
+}
+
+/// protocol.md, "Nicknames": why `nick` is not a valid nick (the text after
+/// `invalid nick NICK: `), or `None` if it is one. Written out plainly from
+/// the rules, in their order, with the Unicode crates' public functions.
+pub fn reference_nick_refusal(nick: &str) -> Option<String> {
+    let chars: Vec<char> = nick.chars().collect();
+    let usage = "use 1-32 letters, digits, _ or -".to_owned();
+    if chars.is_empty() || chars.len() > 32 {
+        return Some(usage);
+    }
+    for &c in &chars {
+        // Default_Ignorable_Code_Point: what the skeleton drops.
+        if unicode_security::skeleton(&c.to_string()).count() == 0 {
+            return Some(format!("holds invisible character U+{:04X}", u32::from(c)));
+        }
+    }
+    if !chars
+        .iter()
+        .all(|&c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
+        return Some(usage);
+    }
+    for (i, &c) in chars.iter().enumerate() {
+        if !unicode_normalization::char::is_combining_mark(c) {
+            continue;
+        }
+        if i == 0 {
+            return Some("starts with a combining mark".to_owned());
+        }
+        let run = chars[..=i]
+            .iter()
+            .rev()
+            .take_while(|&&m| unicode_normalization::char::is_combining_mark(m))
+            .count();
+        if run > 3 {
+            return Some("more than 3 combining marks on one character".to_owned());
+        }
+    }
+    let not_latin: String = chars
+        .iter()
+        .filter(|c| !c.script_extension().contains_script(Script::Latin))
+        .collect();
+    let cjk = AugmentedScriptSet::for_str(&not_latin);
+    let highly_restrictive = nick.is_single_script() || cjk.hanb || cjk.jpan || cjk.kore;
+    if !highly_restrictive {
+        // Only the naming of the scripts is the crate's own (nick::scripts):
+        // whether the nick is refused is decided above, independently.
+        let names = crate::nick::scripts(nick);
+        return Some(format!("mixes scripts ({})", names.join(", ")));
+    }
+    None
+}
+
+/// protocol.md, "Nicknames": the comparison key of `nick`, the step
+/// NFKC, full case folding, skeleton, full case folding, NFKC repeated
+/// until nothing changes (at most 8 times).
+pub fn reference_nick_key(nick: &str) -> String {
+    let mut text = nick.to_owned();
+    for _ in 0..8 {
+        let nfkc: String = text.nfkc().collect();
+        let folded = caseless::default_case_fold_str(&nfkc);
+        let skeleton: String = unicode_security::skeleton(&folded).collect();
+        let next: String = caseless::default_case_fold_str(&skeleton).nfkc().collect();
+        if next == text {
+            break;
+        }
+        text = next;
+    }
+    text
 }

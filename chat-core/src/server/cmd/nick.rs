@@ -1,7 +1,6 @@
 //! `/nick NAME`: change one's nick, within the nick-change rate.
 
 use super::split_word;
-use crate::nick::{self, NickError};
 use crate::server::{Audience, ConnId, Event, Output, Server, render};
 
 impl Server {
@@ -28,16 +27,7 @@ impl Server {
             }
         }
         match self.nicks.rename(&old, new, conn) {
-            Err(NickError::Invalid) => {
-                let text = format!(
-                    "error: invalid nick {new}: use 1-{} letters, digits, _ or -",
-                    nick::MAX_NICK_CHARS
-                );
-                self.reply(conn, &text);
-            }
-            Err(NickError::Taken) => {
-                self.reply(conn, &format!("error: nick {new} is already taken"))
-            }
+            Err(error) => self.reply(conn, &format!("error: {}", error.message(new))),
             Ok(()) => {
                 self.conns[slot].nick = new.to_owned();
                 self.conns[slot].nick_changes = nick_changes;
