@@ -8,6 +8,18 @@
 
 use chat_core::testkit::Driver;
 
+/// One client sends each `raw` line (LF appended); another receives it as
+/// `NICK: want`.
+fn assert_relayed<R: AsRef<str>, W: AsRef<str>>(cases: impl IntoIterator<Item = (R, W)>) {
+    let mut s = Driver::plain();
+    let (a, an, b, _) = s.pair();
+    for (raw, want) in cases {
+        let raw = raw.as_ref();
+        let got = s.relayed(a, &an, b, format!("{raw}\n").as_bytes());
+        assert_eq!(got, [want.as_ref()], "{raw:?}");
+    }
+}
+
 /// Sanitizing 1: invalid UTF-8 becomes U+FFFD exactly as
 /// `String::from_utf8_lossy` does.
 #[test]
@@ -86,9 +98,7 @@ fn sanitizing_c1_and_bidi_replaced() {
 /// the tag characters.
 #[test]
 fn sanitizing_format_and_separators_replaced() {
-    let mut s = Driver::plain();
-    let (a, an, b, _) = s.pair();
-    for c in [
+    let one_by_one = [
         '\u{200b}',
         '\u{200e}',
         '\u{200f}',
@@ -102,20 +112,17 @@ fn sanitizing_format_and_separators_replaced() {
         '\u{e0001}',
         '\u{e0041}',
         '\u{e007f}',
-    ] {
-        let got = s.relayed(a, &an, b, format!("a{c}b\n").as_bytes());
-        assert_eq!(got, ["a\u{fffd}b"], "{c:?}");
-    }
-    // A tag sequence: each tag character is replaced on its own.
-    assert_eq!(
-        s.relayed(a, &an, b, "x\u{e0001}\u{e0065}\u{e006e}y\n".as_bytes()),
-        ["x\u{fffd}\u{fffd}\u{fffd}y"]
-    );
-    // A line of separators is not blank: they are replaced, not trimmed.
-    assert_eq!(
-        s.relayed(a, &an, b, "\u{2028}\u{2029}\n".as_bytes()),
-        ["\u{fffd}\u{fffd}"]
-    );
+    ]
+    .map(|c| (format!("a{c}b"), "a\u{fffd}b"));
+    assert_relayed(one_by_one.into_iter().chain([
+        // A tag sequence: each tag character is replaced on its own.
+        (
+            "x\u{e0001}\u{e0065}\u{e006e}y".to_owned(),
+            "x\u{fffd}\u{fffd}\u{fffd}y",
+        ),
+        // A line of separators is not blank: they are replaced, not trimmed.
+        ("\u{2028}\u{2029}".to_owned(), "\u{fffd}\u{fffd}"),
+    ]));
 }
 
 /// Sanitizing 2: the Hangul fillers become U+FFFD, in text and in nicks;
@@ -145,18 +152,16 @@ fn sanitizing_hangul_fillers_replaced_braille_blank_kept() {
 /// conjunct with a virama before the ZWJ.
 #[test]
 fn sanitizing_joiners_kept_in_real_text() {
-    let mut s = Driver::plain();
-    let (a, an, b, _) = s.pair();
-    for text in [
-        "\u{1f469}\u{200d}\u{1f4bb}",
-        "\u{2764}\u{fe0f}\u{200d}\u{1f525}",
-        "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
-        "\u{915}\u{94d}\u{200d}\u{937}",
-        "nick \u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467} ok",
-    ] {
-        let got = s.relayed(a, &an, b, format!("{text}\n").as_bytes());
-        assert_eq!(got, [text], "{text:?}");
-    }
+    assert_relayed(
+        [
+            "\u{1f469}\u{200d}\u{1f4bb}",
+            "\u{2764}\u{fe0f}\u{200d}\u{1f525}",
+            "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
+            "\u{915}\u{94d}\u{200d}\u{937}",
+            "nick \u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467} ok",
+        ]
+        .map(|text| (text, text)),
+    );
 }
 
 /// Sanitizing 3: a joiner that is not between two visible characters
@@ -164,9 +169,7 @@ fn sanitizing_joiners_kept_in_real_text() {
 /// to a replaced character, or before a combining mark.
 #[test]
 fn sanitizing_joiners_alone_or_at_edges_replaced() {
-    let mut s = Driver::plain();
-    let (a, an, b, _) = s.pair();
-    for (raw, want) in [
+    assert_relayed([
         ("\u{200d}", "\u{fffd}"),
         ("\u{200c}", "\u{fffd}"),
         ("\u{200d}hi", "\u{fffd}hi"),
@@ -179,10 +182,7 @@ fn sanitizing_joiners_alone_or_at_edges_replaced() {
         ("a\u{200b}\u{200d}b", "a\u{fffd}\u{fffd}b"),
         ("a\u{200d}\u{3164}", "a\u{fffd}\u{fffd}"),
         ("a\u{200d}\u{301}\u{301}", "a\u{fffd}\u{301}\u{301}"),
-    ] {
-        let got = s.relayed(a, &an, b, format!("{raw}\n").as_bytes());
-        assert_eq!(got, [want], "{raw:?}");
-    }
+    ]);
 }
 
 /// Sanitizing 4: of 200 combining marks on one letter the first four are
@@ -220,20 +220,18 @@ fn sanitizing_combining_marks_capped() {
 /// with VS16 and a keycap.
 #[test]
 fn sanitizing_real_text_keeps_its_marks() {
-    let mut s = Driver::plain();
-    let (a, an, b, _) = s.pair();
-    for text in [
-        "Vi\u{1ec7}t",
-        "Vie\u{323}\u{302}t",
-        "\u{5e9}\u{5c1}\u{5bc}\u{5b8}\u{591}",
-        "\u{645}\u{64f}\u{62d}\u{64e}\u{645}\u{651}\u{64e}\u{62f}",
-        "\u{939}\u{93f}\u{928}\u{94d}\u{926}\u{940}",
-        "\u{e01}\u{e34}\u{e48}",
-        "\u{2764}\u{fe0f} 1\u{fe0f}\u{20e3}",
-    ] {
-        let got = s.relayed(a, &an, b, format!("{text}\n").as_bytes());
-        assert_eq!(got, [text], "{text:?}");
-    }
+    assert_relayed(
+        [
+            "Vi\u{1ec7}t",
+            "Vie\u{323}\u{302}t",
+            "\u{5e9}\u{5c1}\u{5bc}\u{5b8}\u{591}",
+            "\u{645}\u{64f}\u{62d}\u{64e}\u{645}\u{651}\u{64e}\u{62f}",
+            "\u{939}\u{93f}\u{928}\u{94d}\u{926}\u{940}",
+            "\u{e01}\u{e34}\u{e48}",
+            "\u{2764}\u{fe0f} 1\u{fe0f}\u{20e3}",
+        ]
+        .map(|text| (text, text)),
+    );
 }
 
 /// Sanitizing 2-4: nicks, quit reasons and echoed command names lose their
