@@ -126,6 +126,7 @@ macro_rules! conformance_suite {
             sanitizing_ansi_escape_sequences,
             sanitizing_invalid_utf8,
             sanitizing_bidi_controls,
+            sanitizing_invisible_characters_and_mark_piles,
             sanitizing_trailing_whitespace_and_empty_lines,
             sanitizing_random_garbage_does_not_crash,
             lines_listening_line_on_stdout,

@@ -145,17 +145,94 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Whether `c` is replaced by U+FFFD: C0 controls but TAB, DEL, C1 controls,
-/// and the bidi embedding, override and isolate controls.
+/// Most combining marks (general category M) kept in a row (protocol.md,
+/// "Sanitizing", rule 4); the marks after them in the same run are removed.
+pub const MAX_MARKS: usize = 4;
+
+/// The Hangul fillers (protocol.md, "Sanitizing", rule 2): letters (Lo, so
+/// they pass `char::is_alphanumeric` and could make a blank nick) that
+/// render as blanks. Listed by hand, from the spec: no general category
+/// singles them out and unicode-properties exposes no property that does.
+pub const FILLERS: [char; 4] = ['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'];
+
+/// ZERO WIDTH NON-JOINER, kept between visible characters (rule 3).
+pub const ZWNJ: char = '\u{200c}';
+/// ZERO WIDTH JOINER, kept between visible characters (rule 3).
+pub const ZWJ: char = '\u{200d}';
+
+/// What sanitizing makes of one character, before looking at its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Replaced by U+FFFD wherever it stands.
+    Forbidden,
+    /// ZWJ or ZWNJ: kept or replaced depending on its neighbours.
+    Joiner,
+    /// A combining mark: kept unless it is past the cap of its run.
+    Mark,
+    /// Whitespace that is not forbidden (TAB, spaces).
+    Space,
+    /// Anything else: kept as is.
+    Visible,
+}
+
+impl Class {
+    /// A neighbour that lets a joiner stay: not whitespace, not forbidden,
+    /// not itself a joiner.
+    fn visible(self) -> bool {
+        matches!(self, Class::Mark | Class::Visible)
+    }
+}
+
+fn classify(c: char) -> Class {
+    use unicode_properties::{GeneralCategory as Gc, UnicodeGeneralCategory};
+    if c.is_ascii() {
+        return match c {
+            '\t' | ' ' => Class::Space,
+            _ if c.is_ascii_control() => Class::Forbidden,
+            _ => Class::Visible,
+        };
+    }
+    match c.general_category() {
+        Gc::Control | Gc::LineSeparator | Gc::ParagraphSeparator => Class::Forbidden,
+        Gc::Format if c == ZWJ || c == ZWNJ => Class::Joiner,
+        Gc::Format => Class::Forbidden,
+        Gc::NonspacingMark | Gc::SpacingMark | Gc::EnclosingMark => Class::Mark,
+        _ if FILLERS.contains(&c) => Class::Forbidden,
+        _ if c.is_whitespace() => Class::Space,
+        _ => Class::Visible,
+    }
+}
+
+/// Whether `c` is replaced by U+FFFD wherever it stands (protocol.md,
+/// "Sanitizing", rule 2): controls (general category Cc) but TAB, format
+/// characters (Cf) but ZWJ and ZWNJ, line and paragraph separators (Zl, Zp)
+/// and the Hangul [`FILLERS`]. The bidi controls are format characters.
 pub fn is_forbidden(c: char) -> bool {
-    matches!(c, '\0'..='\x08' | '\x0a'..='\x1f' | '\x7f'..='\u{9f}'
-        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    classify(c) == Class::Forbidden
+}
+
+/// Whether `c` is ZWJ or ZWNJ, kept only between two visible characters
+/// (protocol.md, "Sanitizing", rule 3; see [`sanitize`]).
+pub fn is_joiner(c: char) -> bool {
+    c == ZWJ || c == ZWNJ
+}
+
+/// Whether `c` is a combining mark (general category Mn, Mc or Me), of
+/// which at most [`MAX_MARKS`] are kept in a row.
+pub fn is_combining_mark(c: char) -> bool {
+    classify(c) == Class::Mark
 }
 
 /// Sanitizes one raw line (protocol.md, "Sanitizing"): invalid UTF-8 and
-/// forbidden characters become U+FFFD, then trailing whitespace is trimmed.
+/// forbidden characters become U+FFFD, a joiner (ZWJ, ZWNJ) does too unless
+/// the characters on both sides are visible and the one after is not a
+/// combining mark, only the first [`MAX_MARKS`] of a run of combining marks
+/// are kept, then trailing whitespace is trimmed.
 ///
-/// Borrows when nothing needs replacing, which is the common case.
+/// Borrows when nothing needs replacing, which is the common case. The
+/// result is never more than three times as long as `raw`: only invalid
+/// bytes grow (one byte to three), a replaced character of two to four bytes
+/// becomes three, and marks are only ever removed.
 pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
     // Fast path: printable ASCII and TAB need no replacing at all. Checked
     // without an early exit so that it compiles to SIMD.
@@ -166,22 +243,12 @@ pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
         let text = std::str::from_utf8(raw).unwrap_or_default();
         return Cow::Borrowed(text.trim_end_matches(char::is_whitespace));
     }
-    let lossy = String::from_utf8_lossy(raw);
-    let clean: Cow<'_, str> = if lossy.chars().any(is_forbidden) {
-        Cow::Owned(
-            lossy
-                .chars()
-                .map(|c| {
-                    if is_forbidden(c) {
-                        char::REPLACEMENT_CHARACTER
-                    } else {
-                        c
-                    }
-                })
-                .collect(),
-        )
-    } else {
-        lossy
+    let clean = match String::from_utf8_lossy(raw) {
+        Cow::Borrowed(text) => clean_chars(text),
+        Cow::Owned(text) => match clean_chars(&text) {
+            Cow::Borrowed(_) => Cow::Owned(text),
+            Cow::Owned(cleaner) => Cow::Owned(cleaner),
+        },
     };
     match clean {
         Cow::Borrowed(text) => Cow::Borrowed(text.trim_end_matches(char::is_whitespace)),
@@ -191,6 +258,47 @@ pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
             Cow::Owned(text)
         }
     }
+}
+
+/// Rules 2 to 4 of "Sanitizing" on valid text, copying only if something
+/// changes: each replaced or removed character ends an unchanged span.
+fn clean_chars(text: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut changed = false;
+    let mut prev = Class::Space;
+    let mut marks = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let class = classify(c);
+        marks = if class == Class::Mark { marks + 1 } else { 0 };
+        let replacement = match class {
+            Class::Space | Class::Visible => None,
+            Class::Forbidden => Some("\u{fffd}"),
+            Class::Mark if marks > MAX_MARKS => Some(""),
+            Class::Mark => None,
+            Class::Joiner => {
+                let next = chars.peek().map(|&(_, n)| classify(n));
+                if prev.visible() && next == Some(Class::Visible) {
+                    None
+                } else {
+                    Some("\u{fffd}")
+                }
+            }
+        };
+        prev = class;
+        if let Some(replacement) = replacement {
+            out.push_str(&text[copied..at]);
+            out.push_str(replacement);
+            copied = at + c.len_utf8();
+            changed = true;
+        }
+    }
+    if !changed {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -354,16 +462,24 @@ mod tests {
         }
     }
 
-    /// Sanitizing 2: exactly the C0 controls but TAB, DEL, C1 and the bidi
-    /// controls are forbidden.
+    /// Sanitizing 2: exactly the controls but TAB, the format characters
+    /// but the joiners, the separators Zl and Zp and the Hangul fillers are
+    /// forbidden; a joiner between letters and a mark after a letter stay.
     #[test]
     fn sanitizing_forbidden_set() {
-        for c in '\0'..='\u{30ff}' {
-            let want = (c < ' ' && c != '\t')
-                || ('\u{7f}'..='\u{9f}').contains(&c)
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c);
+        use unicode_properties::{GeneralCategory as Gc, UnicodeGeneralCategory};
+        let planes = ('\0'..='\u{30ff}').chain('\u{fe00}'..='\u{ffff}');
+        for c in planes.chain('\u{e0000}'..='\u{e01ff}') {
+            let gc = c.general_category();
+            let joiner = c == '\u{200c}' || c == '\u{200d}';
+            let want = (gc == Gc::Control && c != '\t')
+                || (gc == Gc::Format && !joiner)
+                || matches!(gc, Gc::LineSeparator | Gc::ParagraphSeparator)
+                || matches!(c, '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}');
             assert_eq!(is_forbidden(c), want, "{c:?}");
+            assert_eq!(is_joiner(c), joiner, "{c:?}");
+            let mark = matches!(gc, Gc::NonspacingMark | Gc::SpacingMark | Gc::EnclosingMark);
+            assert_eq!(is_combining_mark(c), mark, "{c:?}");
             let text = format!("a{c}b");
             let clean = sanitize(text.as_bytes());
             let expect = if want {
@@ -373,9 +489,70 @@ mod tests {
             };
             assert_eq!(clean, expect, "{c:?}");
         }
+        for c in [
+            '\u{61c}',
+            '\u{200b}',
+            '\u{200e}',
+            '\u{2028}',
+            '\u{feff}',
+            '\u{e0041}',
+        ] {
+            assert!(is_forbidden(c), "{c:?}");
+        }
+        assert!(!is_forbidden('\u{2800}'), "braille blank is kept");
     }
 
-    /// Sanitizing 3: trailing whitespace trimmed (after replacing controls),
+    /// Sanitizing 3: a joiner stays only between two visible characters,
+    /// the one after not a mark.
+    #[test]
+    fn sanitizing_joiners() {
+        for (raw, want) in [
+            ("a\u{200d}b", "a\u{200d}b"),
+            ("\u{301}\u{200c}b", "\u{301}\u{200c}b"),
+            ("\u{200d}b", "\u{fffd}b"),
+            ("a\u{200d}", "a\u{fffd}"),
+            ("a\u{200d} b", "a\u{fffd} b"),
+            ("a \u{200d}b", "a \u{fffd}b"),
+            ("a\u{200d}\u{200d}b", "a\u{fffd}\u{fffd}b"),
+            ("a\u{200b}\u{200d}b", "a\u{fffd}\u{fffd}b"),
+            ("a\u{200d}\u{301}", "a\u{fffd}\u{301}"),
+            ("\u{fffd}\u{200d}\u{fffd}", "\u{fffd}\u{200d}\u{fffd}"),
+        ] {
+            assert_eq!(sanitize(raw.as_bytes()), want, "{raw:?}");
+        }
+        assert_eq!(
+            sanitize(b"\xff\xe2\x80\x8d\xff"),
+            "\u{fffd}\u{200d}\u{fffd}"
+        );
+    }
+
+    /// Sanitizing 4: of a run of marks the first four stay, with or without
+    /// a base; anything but a mark starts a new run.
+    #[test]
+    fn sanitizing_mark_cap() {
+        let m = "\u{301}";
+        assert_eq!(
+            sanitize(format!("a{}", m.repeat(4)).as_bytes()),
+            format!("a{}", m.repeat(4))
+        );
+        assert_eq!(
+            sanitize(format!("a{}b", m.repeat(9)).as_bytes()),
+            format!("a{}b", m.repeat(4))
+        );
+        assert_eq!(sanitize(m.repeat(9).as_bytes()), m.repeat(4));
+        let split = format!("a{m}{m}{m}{m}\u{200b}{m}{m}{m}{m}{m}");
+        assert_eq!(
+            sanitize(split.as_bytes()),
+            format!("a{0}\u{fffd}{0}", m.repeat(4))
+        );
+        let joined = format!("a{m}{m}{m}{m}{m}\u{200d}b");
+        assert_eq!(
+            sanitize(joined.as_bytes()),
+            format!("a{}\u{200d}b", m.repeat(4))
+        );
+    }
+
+    /// Sanitizing 5: trailing whitespace trimmed (after replacing controls),
     /// leading whitespace kept.
     #[test]
     fn sanitizing_trim() {

@@ -819,6 +819,22 @@ fn sanitize_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("split-utf8", b"caf\xc3".to_vec()),
         (
+            "format-and-fillers",
+            "\u{200b}\u{200e}\u{61c}\u{feff}\u{ad}\u{e0001}\u{e0041}\u{3164}\u{115f}\u{2800}"
+                .as_bytes()
+                .to_vec(),
+        ),
+        (
+            "joiners",
+            "\u{1f469}\u{200d}\u{1f4bb} \u{6cc}\u{200c}\u{62e} \u{200d}x\u{200c}\u{200d}\u{301}"
+                .as_bytes()
+                .to_vec(),
+        ),
+        (
+            "mark-pile",
+            format!("e{}\u{200b}{}", "\u{301}".repeat(6), "\u{fe0f}".repeat(5)).into_bytes(),
+        ),
+        (
             "control-words",
             [0x2a, 0x20, 0, 0, 0x85, 0, 0, 0, 0x69, 0x20, 0, 0].to_vec(),
         ),

@@ -45,6 +45,19 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"  \t\n".to_vec()),
         Just(b"\x1b[31mred\x07\n".to_vec()),
         Just("\u{202e}evil\u{85}\n".as_bytes().to_vec()),
+        // Sanitizing 2-4: invisibles, joiners in and out of place, a pile of
+        // marks longer than the cap, a Hangul filler, a tag character.
+        Just("a\u{200b}\u{feff}\u{2028}\n".as_bytes().to_vec()),
+        Just("\u{1f469}\u{200d}\u{1f4bb}\n".as_bytes().to_vec()),
+        Just("\u{6cc}\u{200c}\u{62e}".as_bytes().to_vec()),
+        Just("\u{200d}".as_bytes().to_vec()),
+        Just(
+            "e\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}"
+                .as_bytes()
+                .to_vec()
+        ),
+        Just("\u{301}\u{302}\u{fe0f}".as_bytes().to_vec()),
+        Just("\u{3164}\u{e0041}\n".as_bytes().to_vec()),
         Just(vec![0xe2, 0x82]),
         Just(vec![0xac, b'\n']),
         Just(vec![0xff, 0xfe, b'\n']),

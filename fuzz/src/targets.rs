@@ -271,6 +271,20 @@ pub const TOKENS: &[&[u8]] = &[
     "\u{85}".as_bytes(),
     // Exactly `small_config().max_line` bytes.
     b"0123456789abcdef",
+    // Sanitizing 2-4 (appended, so the seeds keep their meaning): format
+    // characters, the joiners, an emoji to join, a combining mark and a
+    // variation selector to pile up, a Hangul filler, a tag character, a
+    // line separator.
+    "\u{200b}".as_bytes(),
+    "\u{feff}".as_bytes(),
+    "\u{200d}".as_bytes(),
+    "\u{200c}".as_bytes(),
+    "\u{1f469}".as_bytes(),
+    "\u{301}".as_bytes(),
+    "\u{fe0f}".as_bytes(),
+    "\u{3164}".as_bytes(),
+    "\u{e0041}".as_bytes(),
+    "\u{2028}".as_bytes(),
 ];
 
 impl Piece {
@@ -979,42 +993,29 @@ fn check_registry(registry: &NickRegistry, model: &HashMap<u8, String>, seen: &[
 // ---------------------------------------------------------------------------
 // sanitize
 
-/// The characters protocol.md, "Sanitizing", replaces, written out plainly:
-/// `char::is_control` is exactly C0, DEL and C1.
-fn reference_forbidden(c: char) -> bool {
-    (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// protocol.md, "Sanitizing", written out plainly.
-fn reference_sanitize(raw: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(raw)
-        .chars()
-        .map(|c| {
-            if reference_forbidden(c) {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect();
-    text.trim_end().to_owned()
-}
-
-/// `sanitize`: `framing::sanitize` of arbitrary bytes equals the plain
-/// reference, holds no forbidden character and no trailing whitespace, and
-/// makes a clean line; `framing::is_forbidden` agrees with the reference on
-/// every character of the input and on every 4-byte word read as a scalar.
+/// `sanitize`: `framing::sanitize` of arbitrary bytes equals the reference
+/// model's plain, character-by-character `testkit::reference_sanitize`,
+/// holds no forbidden character and no trailing whitespace, is at most three
+/// times as long as the input, and makes a clean line (`testkit::check_lines`:
+/// joiners only between visible characters, at most four marks in a row);
+/// `framing::is_forbidden` agrees with the reference on every character of
+/// the input and on every 4-byte word read as a scalar.
 pub fn sanitize(data: &[u8]) {
     let clean = framing::sanitize(data);
-    assert_eq!(clean, reference_sanitize(data), "sanitize({data:?})");
+    assert_eq!(
+        clean,
+        testkit::reference_sanitize(data),
+        "sanitize({data:?})"
+    );
     assert!(
-        !clean.chars().any(reference_forbidden),
+        !clean.chars().any(testkit::reference_forbidden),
         "forbidden character left in {clean:?}"
     );
     assert!(
         !clean.ends_with(char::is_whitespace),
         "trailing whitespace in {clean:?}"
     );
+    assert!(clean.len() <= 3 * data.len(), "grew over 3x: {data:?}");
     testkit::check_lines(format!("{clean}\n").as_bytes());
 
     let words = data
@@ -1023,7 +1024,7 @@ pub fn sanitize(data: &[u8]) {
     for c in String::from_utf8_lossy(data).chars().chain(words) {
         assert_eq!(
             framing::is_forbidden(c),
-            reference_forbidden(c),
+            testkit::reference_forbidden(c),
             "is_forbidden({c:?})"
         );
     }

@@ -93,8 +93,8 @@ pub fn sanitizing_invalid_utf8(binary: &Path) {
 }
 
 /// Sanitizing: the bidi embedding, override and isolate controls
-/// (U+202A..U+202E, U+2066..U+2069) become U+FFFD; their neighbours
-/// (U+200F, U+2029, U+2070) do not.
+/// (U+202A..U+202E, U+2066..U+2069) become U+FFFD; their visible
+/// neighbours (U+2027, U+2070) do not.
 pub fn sanitizing_bidi_controls(binary: &Path) {
     let server = ServerProcess::start(binary);
     let [mut a, mut b] = clients(&server);
@@ -110,10 +110,40 @@ pub fn sanitizing_bidi_controls(binary: &Path) {
                 "g\u{2066}h\u{2067}i\u{2068}j\u{2069}k".as_bytes(),
                 "g\u{fffd}h\u{fffd}i\u{fffd}j\u{fffd}k",
             ),
+            ("kept\u{2027}\u{2070}x".as_bytes(), "kept\u{2027}\u{2070}x"),
+        ],
+    );
+}
+
+/// Sanitizing: invisible characters cannot reach another terminal. Format
+/// characters (U+200B, U+FEFF, a tag character), line separators and Hangul
+/// fillers become U+FFFD; a joiner is kept between visible characters (an
+/// emoji ZWJ sequence, Persian ZWNJ) and replaced at an edge; a pile of 50
+/// combining marks keeps its first 4.
+pub fn sanitizing_invisible_characters_and_mark_piles(binary: &Path) {
+    let server = ServerProcess::start(binary);
+    let [mut a, mut b] = clients(&server);
+    let pile = "\u{301}".repeat(50);
+    let four = "\u{301}".repeat(4);
+    let mixed = format!("zw\u{200b}sp bom\u{feff} ls\u{2028} tag\u{e0041} e{pile}!");
+    let mixed_clean = format!("zw\u{fffd}sp bom\u{fffd} ls\u{fffd} tag\u{fffd} e{four}!");
+    let piled = format!("{pile}x");
+    let piled_clean = format!("{four}x");
+    expect_sanitized(
+        &mut a,
+        &mut b,
+        &[
+            (mixed.as_bytes(), &mixed_clean),
+            (piled.as_bytes(), &piled_clean),
             (
-                "kept\u{200f}\u{2029}\u{2070}x".as_bytes(),
-                "kept\u{200f}\u{2029}\u{2070}x",
+                "\u{3164}\u{ffa0}filler".as_bytes(),
+                "\u{fffd}\u{fffd}filler",
             ),
+            (
+                "\u{1f469}\u{200d}\u{1f4bb} \u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}".as_bytes(),
+                "\u{1f469}\u{200d}\u{1f4bb} \u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
+            ),
+            ("\u{200d}edge\u{200c}".as_bytes(), "\u{fffd}edge\u{fffd}"),
         ],
     );
 }
@@ -222,6 +252,9 @@ fn token_garbage(seed: u64, len: usize) -> Vec<u8> {
         b"\0",
         b"\x7f",
         b"\xc2\x85",
+        "\u{200d}".as_bytes(),
+        "\u{301}".as_bytes(),
+        "\u{200b}".as_bytes(),
         b"-",
         b"_",
     ];

@@ -38,7 +38,9 @@ pub mod rules;
 pub use client::Client;
 pub use driver::{Driver, NS, Take};
 pub use harness::Harness;
-pub use model::{reference_nick_key, reference_nick_refusal};
+pub use model::{
+    reference_forbidden, reference_nick_key, reference_nick_refusal, reference_sanitize,
+};
 pub use observer::{Call, Input, Observer, Seen};
 
 /// One step of a simulated session. Client numbers pick among every
@@ -152,7 +154,11 @@ pub fn policy_peer(index: usize) -> SocketAddr {
 }
 
 /// Every line a client receives is valid UTF-8, ends with LF (never CRLF)
-/// and holds no control character but TAB.
+/// and is clean (protocol.md, "Sanitizing"): no control character but TAB,
+/// no format character (bidi controls, tags, U+200B, U+FEFF, ...), line or
+/// paragraph separator or Hangul filler; a ZWJ or ZWNJ only right after a
+/// visible character (a mark included) and right before a visible one that
+/// is not a mark; no more than four combining marks in a row.
 pub fn check_lines(received: &[u8]) {
     // A partial write may end mid-line: its tail is checked when the rest
     // of the line arrives.
@@ -163,15 +169,57 @@ pub fn check_lines(received: &[u8]) {
     let text = std::str::from_utf8(complete).expect("output must be valid UTF-8");
     for line in text.split_inclusive('\n') {
         let body = &line[..line.len() - 1];
+        check_line(body);
+    }
+}
+
+fn check_line(body: &str) {
+    use unicode_properties::{GeneralCategory as Gc, UnicodeGeneralCategory};
+    let chars: Vec<char> = body.chars().collect();
+    let mut marks = 0;
+    for (i, &c) in chars.iter().enumerate() {
         assert!(
-            !body.chars().any(|c| c.is_control() && c != '\t'),
-            "control character in {body:?}"
+            !(c.is_control() && c != '\t'),
+            "control character {c:?} in {body:?}"
+        );
+        assert!(!is_bidi_control(c), "bidi control {c:?} in {body:?}");
+        let gc = c.general_category();
+        assert!(
+            !matches!(gc, Gc::LineSeparator | Gc::ParagraphSeparator),
+            "separator {c:?} in {body:?}"
         );
         assert!(
-            !body.chars().any(is_bidi_control),
-            "bidi control in {body:?}"
+            !['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'].contains(&c),
+            "Hangul filler {c:?} in {body:?}"
+        );
+        if c == '\u{200c}' || c == '\u{200d}' {
+            let visible = |c: char| {
+                !c.is_whitespace() && c.general_category() != Gc::Format && !c.is_control()
+            };
+            let before = i.checked_sub(1).map(|j| chars[j]);
+            let after = chars.get(i + 1).copied();
+            assert!(
+                before.is_some_and(visible) && after.is_some_and(|a| visible(a) && !is_mark(a)),
+                "joiner {c:?} not between visible characters in {body:?}"
+            );
+        } else {
+            assert!(gc != Gc::Format, "format character {c:?} in {body:?}");
+        }
+        marks = if is_mark(c) { marks + 1 } else { 0 };
+        assert!(
+            marks <= crate::framing::MAX_MARKS,
+            "more than {} combining marks in a row in {body:?}",
+            crate::framing::MAX_MARKS
         );
     }
+}
+
+fn is_mark(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as Gc, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        Gc::NonspacingMark | Gc::SpacingMark | Gc::EnclosingMark
+    )
 }
 
 /// Protocol.md intro / "Lines the server sends": what the server sends (say

@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory as Gc, UnicodeGeneralCategory};
 use unicode_script::{Script, UnicodeScript};
 use unicode_security::MixedScript;
 use unicode_security::mixed_script::AugmentedScriptSet;
 
-use super::is_bidi_control;
 use crate::{Config, HELP};
 
 /// The protocol as a naive reference: who is connected under which nick,
@@ -251,7 +251,7 @@ impl Model {
 
     /// One complete line, CR already removed.
     fn line(&mut self, index: usize, raw: &[u8]) {
-        let text = sanitize(raw);
+        let text = reference_sanitize(raw);
         if text.is_empty() {
             return;
         }
@@ -335,18 +335,58 @@ impl Model {
     }
 }
 
-/// protocol.md, "Sanitizing", written out plainly.
-fn sanitize(raw: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(raw)
-        .chars()
-        .map(|c| {
-            if (c.is_control() && c != '\t') || is_bidi_control(c) {
-                '\u{fffd}'
-            } else {
-                c
+/// protocol.md, "Sanitizing", rule 2, written out plainly: what becomes
+/// U+FFFD wherever it stands.
+pub fn reference_forbidden(c: char) -> bool {
+    let gc = c.general_category();
+    (gc == Gc::Control && c != '\t')
+        || (gc == Gc::Format && c != '\u{200c}' && c != '\u{200d}')
+        || gc == Gc::LineSeparator
+        || gc == Gc::ParagraphSeparator
+        || ['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'].contains(&c)
+}
+
+/// A combining mark: general category Mn, Mc or Me.
+fn is_mark(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        Gc::NonspacingMark | Gc::SpacingMark | Gc::EnclosingMark
+    )
+}
+
+/// Rule 3: neither whitespace, nor replaced by rule 2, nor a joiner.
+fn is_visible(c: char) -> bool {
+    !c.is_whitespace() && !reference_forbidden(c) && c != '\u{200c}' && c != '\u{200d}'
+}
+
+/// protocol.md, "Sanitizing", written out plainly, one character at a time,
+/// each rule looking at the text of rule 1.
+pub fn reference_sanitize(raw: &[u8]) -> String {
+    let chars: Vec<char> = String::from_utf8_lossy(raw).chars().collect();
+    let mut text = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let before = if i == 0 { None } else { Some(chars[i - 1]) };
+        let after = chars.get(i + 1).copied();
+        if reference_forbidden(c) {
+            text.push('\u{fffd}');
+        } else if c == '\u{200c}' || c == '\u{200d}' {
+            let kept = before.is_some_and(is_visible)
+                && after.is_some_and(|a| is_visible(a) && !is_mark(a));
+            text.push(if kept { c } else { '\u{fffd}' });
+        } else if is_mark(c) {
+            // How many marks in a row end here, this one included.
+            let run = chars[..=i]
+                .iter()
+                .rev()
+                .take_while(|&&m| is_mark(m))
+                .count();
+            if run <= 4 {
+                text.push(c);
             }
-        })
-        .collect();
+        } else {
+            text.push(c);
+        }
+    }
     text.trim_end().to_owned()
 }
 
