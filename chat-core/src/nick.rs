@@ -94,7 +94,7 @@ pub fn check(nick: &str) -> Result<(), NickError> {
     }
     let mut marks = None;
     for c in nick.chars() {
-        if unicode_normalization::char::is_combining_mark(c) {
+        if crate::framing::is_combining_mark(c) {
             let on_base = marks.ok_or(NickError::LeadingMark)? + 1;
             if on_base > MAX_COMBINING_MARKS {
                 return Err(NickError::MarkPileUp);

@@ -182,14 +182,13 @@ fn check_line(body: &str) {
             !(c.is_control() && c != '\t'),
             "control character {c:?} in {body:?}"
         );
-        assert!(!is_bidi_control(c), "bidi control {c:?} in {body:?}");
         let gc = c.general_category();
         assert!(
             !matches!(gc, Gc::LineSeparator | Gc::ParagraphSeparator),
             "separator {c:?} in {body:?}"
         );
         assert!(
-            !['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'].contains(&c),
+            !model::HANGUL_FILLERS.contains(&c),
             "Hangul filler {c:?} in {body:?}"
         );
         if c == '\u{200c}' || c == '\u{200d}' {
@@ -199,13 +198,14 @@ fn check_line(body: &str) {
             let before = i.checked_sub(1).map(|j| chars[j]);
             let after = chars.get(i + 1).copied();
             assert!(
-                before.is_some_and(visible) && after.is_some_and(|a| visible(a) && !is_mark(a)),
+                before.is_some_and(visible)
+                    && after.is_some_and(|a| visible(a) && !model::is_mark(a)),
                 "joiner {c:?} not between visible characters in {body:?}"
             );
         } else {
             assert!(gc != Gc::Format, "format character {c:?} in {body:?}");
         }
-        marks = if is_mark(c) { marks + 1 } else { 0 };
+        marks = if model::is_mark(c) { marks + 1 } else { 0 };
         assert!(
             marks <= crate::framing::MAX_MARKS,
             "more than {} combining marks in a row in {body:?}",
@@ -214,17 +214,9 @@ fn check_line(body: &str) {
     }
 }
 
-fn is_mark(c: char) -> bool {
-    use unicode_properties::{GeneralCategory as Gc, UnicodeGeneralCategory};
-    matches!(
-        c.general_category(),
-        Gc::NonspacingMark | Gc::SpacingMark | Gc::EnclosingMark
-    )
-}
-
 /// Protocol.md intro / "Lines the server sends": what the server sends (say
 /// one `poll_transmit`) is whole LF-terminated lines (never CRLF), valid
-/// UTF-8, with no control character but TAB and no bidi control.
+/// UTF-8, and clean by [`check_lines`].
 pub fn check_sent_bytes(bytes: &[u8]) {
     if bytes.is_empty() {
         return;
@@ -244,8 +236,4 @@ fn check_event(event: &Event) {
             "generated nick {nick:?}"
         );
     }
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }

@@ -343,11 +343,14 @@ pub fn reference_forbidden(c: char) -> bool {
         || (gc == Gc::Format && c != '\u{200c}' && c != '\u{200d}')
         || gc == Gc::LineSeparator
         || gc == Gc::ParagraphSeparator
-        || ['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'].contains(&c)
+        || HANGUL_FILLERS.contains(&c)
 }
 
+/// The Hangul fillers protocol.md, "Sanitizing", rule 2 names.
+pub(super) const HANGUL_FILLERS: [char; 4] = ['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'];
+
 /// A combining mark: general category Mn, Mc or Me.
-fn is_mark(c: char) -> bool {
+pub(super) fn is_mark(c: char) -> bool {
     matches!(
         c.general_category(),
         Gc::NonspacingMark | Gc::SpacingMark | Gc::EnclosingMark
