@@ -79,6 +79,25 @@ pub fn is_valid(nick: &str) -> bool {
 /// gives them: length, invisible code points, characters, combining marks,
 /// scripts.
 pub fn check(nick: &str) -> Result<(), NickError> {
+    if nick.is_ascii() {
+        // ASCII holds no invisible code point, no mark and one script
+        // (Latin, with Common digits and punctuation): only the length and
+        // character rules can fail.
+        let fits = (1..=MAX_NICK_CHARS).contains(&nick.len());
+        let chars_ok = nick
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        return if fits && chars_ok {
+            Ok(())
+        } else {
+            Err(NickError::Invalid)
+        };
+    }
+    check_unicode(nick)
+}
+
+/// [`check`] by the rules for any Unicode text.
+fn check_unicode(nick: &str) -> Result<(), NickError> {
     let count = nick.chars().count();
     if count == 0 || count > MAX_NICK_CHARS {
         return Err(NickError::Invalid);
@@ -168,7 +187,34 @@ pub fn scripts(nick: &str) -> Vec<&'static str> {
 /// case folding and the UTS #39 confusable skeleton; the key is what
 /// repeating that step gives once it no longer changes (at most
 /// [`MAX_KEY_ROUNDS`] steps), so `key(key(s)) == key(s)`.
+///
+/// A nick of ASCII letters, digits, `_` and `-` has for key the keys of
+/// its characters put together (each is ASCII, and every step maps ASCII
+/// character by character), read from a table built once: generated nicks
+/// and most claims skip the Unicode pipeline.
 pub fn key(nick: &str) -> String {
+    let keys = ascii_keys();
+    let fast = nick
+        .bytes()
+        .map(|b| keys.get(usize::from(b))?.as_deref())
+        .collect::<Option<String>>();
+    fast.unwrap_or_else(|| unicode_key(nick))
+}
+
+/// The key of every ASCII character by code, where that key is ASCII too
+/// (all nick characters; some punctuation maps to other symbols).
+fn ascii_keys() -> &'static [Option<String>; 128] {
+    static KEYS: std::sync::OnceLock<[Option<String>; 128]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        std::array::from_fn(|code| {
+            let key = unicode_key(&char::from(code as u8).to_string());
+            key.is_ascii().then_some(key)
+        })
+    })
+}
+
+/// [`key`] through the whole Unicode pipeline.
+fn unicode_key(nick: &str) -> String {
     let mut current = key_step(nick);
     for _ in 1..MAX_KEY_ROUNDS {
         let next = key_step(&current);
@@ -346,6 +392,38 @@ mod tests {
                 assert_ne!(key(a), key(b), "{a:?} vs {b:?}");
             }
         }
+    }
+
+    // The ASCII table must give what the pipeline gives: every nick of one
+    // or two ASCII characters, and longer ones of the generated alphabet and
+    // the confusable-prone characters.
+    #[test]
+    fn ascii_key_matches_the_pipeline() {
+        let codes = || (0..128u8).map(char::from);
+        for a in codes() {
+            if a.is_ascii_alphanumeric() || a == '_' || a == '-' {
+                assert!(ascii_keys()[usize::from(a as u8)].is_some(), "{a:?}");
+            }
+            for b in codes() {
+                let nick: String = [a, b].into_iter().collect();
+                assert_eq!(key(&nick), unicode_key(&nick), "{nick:?}");
+            }
+        }
+        for nick in ["rnm0Il1|_-", "WwVvMmOo00", "Qx3vh7Tb", "cl-d_rn"] {
+            assert_eq!(key(nick), unicode_key(nick), "{nick:?}");
+            assert_eq!(check(nick).is_ok(), check_unicode(nick).is_ok(), "{nick:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_check_matches_the_pipeline() {
+        for code in 0..128u8 {
+            let c = char::from(code);
+            for nick in [c.to_string(), format!("a{c}b"), c.to_string().repeat(33)] {
+                assert_eq!(check(&nick), check_unicode(&nick), "{nick:?}");
+            }
+        }
+        assert_eq!(check(""), check_unicode(""));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::client::Client;
 use super::observer::{Call, Input, Observer, Seen};
-use super::{check_lines, check_sent_bytes};
+use super::{check_line, check_sent_bytes};
 use crate::{Config, ConnId, Event, Output, Reason, Server};
 
 /// One nanosecond: the resolution timed tests check deadlines to.
@@ -272,11 +272,11 @@ impl<O: Observer> Driver<O> {
                     if client.received[end] == b'\n' {
                         let line = String::from_utf8(client.received[line_start..end].to_vec())
                             .expect("lines sent are UTF-8");
+                        check_line(&line);
                         client.lines.push((at, line));
                         line_start = end + 1;
                     }
                 }
-                check_lines(&client.received);
             }
             Call::Timeout => self.server.handle_timeout(now),
             Call::Shutdown => self.server.handle_shutdown(now),

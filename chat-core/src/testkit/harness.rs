@@ -6,9 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::model::Model;
-use super::{
-    Call, Driver, Input, Observer, Seen, Step, Take, check_event, check_lines, policy_peer,
-};
+use super::{Call, Driver, Input, Observer, Seen, Step, Take, check_event, policy_peer};
 use crate::{Config, ConnId, Event, Server};
 
 /// A server driven by the [`Driver`] and checked after every step: against
@@ -246,7 +244,6 @@ fn check_policies<O: Observer>(driver: &Driver<O>) {
     let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
     for conn in clients {
         let id = conn.id;
-        check_lines(&conn.received);
         let nick = server.nick(id);
         if let Some(nick) = nick {
             assert!(nicks.insert(nick.to_lowercase()), "nick {nick} held twice");
@@ -298,7 +295,6 @@ fn check_model<O: Observer>(driver: &Driver<O>, model: &Model) {
     for (index, conn) in driver.clients().iter().enumerate() {
         let id = conn.id;
         let model = &model.clients[index];
-        check_lines(&conn.received);
         let nick = server.nick(id);
         assert_eq!(nick, model.nick.as_deref(), "nick of {id}");
         if let Some(nick) = nick {

@@ -173,7 +173,10 @@ pub fn check_lines(received: &[u8]) {
     }
 }
 
-fn check_line(body: &str) {
+/// One line of [`check_lines`], without its LF. The [`Driver`] checks each
+/// line as its last byte is written, so every line anyone receives is checked
+/// once.
+pub(crate) fn check_line(body: &str) {
     use unicode_properties::{GeneralCategory as Gc, UnicodeGeneralCategory};
     let chars: Vec<char> = body.chars().collect();
     let mut marks = 0;
