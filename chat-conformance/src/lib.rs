@@ -154,6 +154,7 @@ macro_rules! conformance_suite {
             limits_max_clients,
             limits_slow_reader_is_disconnected,
             limits_soft_queue_grace,
+            limits_a_full_log_pipe_never_stops_serving,
             policies_flood_control_delays_only_the_flooder,
             policies_excess_flood_disconnects,
             policies_held_lines_reach_everyone_while_a_socket_fills,

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::thread;
@@ -30,6 +30,9 @@ pub struct ServerProcess {
     stdout_rest: Arc<Mutex<Vec<String>>>,
     /// The thread reading stdout, joined by [`ServerProcess::stdout_after_exit`].
     stdout_reader: Option<thread::JoinHandle<()>>,
+    /// The server's stderr, open and never read (see
+    /// [`ServerProcess::start_with_stderr_unread`]).
+    _stderr_unread: Option<ChildStderr>,
 }
 
 impl ServerProcess {
@@ -42,6 +45,16 @@ impl ServerProcess {
     /// [`TIMEOUT`]) for it to print exactly `listening on ADDR` on stdout,
     /// with ADDR a loopback address with a real (non-zero) port.
     pub fn start_with(binary: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_logging(binary, extra, true)
+    }
+
+    /// Like [`ServerProcess::start_with`], but nobody reads the server's
+    /// stderr: once the pipe is full, every write to it would block.
+    pub fn start_with_stderr_unread(binary: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_logging(binary, extra, false)
+    }
+
+    fn start_logging(binary: &Path, extra: &[&str], read_stderr: bool) -> ServerProcess {
         raise_fd_limit();
         let mut child = Command::new(binary)
             .arg("--listen")
@@ -54,9 +67,14 @@ impl ServerProcess {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
 
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr_unread = None;
         if let Some(stderr) = child.stderr.take() {
-            let tail = Arc::clone(&stderr_tail);
-            thread::spawn(move || drain_stderr(stderr, &tail));
+            if read_stderr {
+                let tail = Arc::clone(&stderr_tail);
+                thread::spawn(move || drain_stderr(stderr, &tail));
+            } else {
+                stderr_unread = Some(stderr);
+            }
         }
         let stdout = child.stdout.take().expect("stdout is piped");
         let (first_tx, first_rx) = mpsc::channel();
@@ -79,6 +97,7 @@ impl ServerProcess {
             stderr_tail,
             stdout_rest,
             stdout_reader: Some(stdout_reader),
+            _stderr_unread: stderr_unread,
         };
         let first = match first_rx.recv_timeout(TIMEOUT) {
             Ok(Some(Ok(line))) => line,

@@ -93,7 +93,8 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
         }
     };
     let (addr, config) = config;
-    init_logging();
+    // Dropped last: flushes what the log writer still holds.
+    let _log_writer = init_logging();
     raise_open_file_limit();
     match R::block_on(serve::serve::<R>(addr, config)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -104,16 +105,28 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: info).
-fn init_logging() {
+/// Log lines waiting for stderr at most; past that, new lines are dropped.
+const LOG_BUFFER_LINES: usize = 8192;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info), through a
+/// writer thread: a stderr that stops being read (a full pipe) drops log
+/// lines (at most [`LOG_BUFFER_LINES`] wait) instead of stopping the server.
+/// The returned guard flushes the waiting lines when dropped.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::builder()
         .with_default_directive(tracing::Level::INFO.into())
         .from_env_lossy();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(true)
+        .thread_name("log-writer")
+        .finish(io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
+        .with_writer(writer)
         .with_ansi(io::stderr().is_terminal())
         .init();
+    guard
 }
 
 /// Each client holds a file descriptor, and the soft limit is often far

@@ -210,3 +210,18 @@ fn grace_for(bytes: usize) -> Duration {
 
 /// Bytes of each numbered line the output-limit checks send, LF included.
 const LINE: usize = 1024;
+
+/// Limits and policies, logs: the log never stops the server. Nobody reads
+/// the server's stderr here, so the pipe is full after a few hundred log
+/// lines (64 KiB on Linux); 1500 clients then join and quit one after the
+/// other, each logged twice, and every one is welcomed and said goodbye to.
+pub fn limits_a_full_log_pipe_never_stops_serving(binary: &Path) {
+    let server = ServerProcess::start_with_stderr_unread(binary, &[]);
+    for i in 0..1500 {
+        let (mut client, online) = Client::connect_welcomed(server.addr(), &format!("C{i}"));
+        assert_eq!(online, 1, "client {i} is alone");
+        client.send_line("/quit");
+        client.expect_line("* bye");
+        client.assert_closed();
+    }
+}
