@@ -10,7 +10,8 @@ use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::pin::pin;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -33,9 +34,13 @@ impl chat_runtime::Runtime for Std {
     }
 
     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()> {
+        let slot = ThreadSlot::take()?;
         thread::Builder::new()
             .stack_size(STACK_SIZE)
-            .spawn(move || block_on(task))
+            .spawn(move || {
+                let _slot = slot;
+                block_on(task)
+            })
             .map(drop)
     }
 
@@ -78,6 +83,58 @@ impl chat_runtime::Runtime for Std {
     }
 }
 
+/// Connection threads running now.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Memory maps a thread costs: its stack and signal stack, each with a guard
+/// page, and one spare.
+const MAPS_PER_THREAD: usize = 5;
+
+/// Memory maps kept for everything else (heap, libraries, buffers).
+const MAPS_RESERVED: usize = 4096;
+
+/// One of the connection threads the machine allows, held for the thread's
+/// life. Past the limit a spawn fails, so the shared driver closes the
+/// connections the task was for; a thread the kernel cannot map (its signal
+/// stack) would abort the whole process instead.
+struct ThreadSlot;
+
+impl ThreadSlot {
+    fn take() -> io::Result<ThreadSlot> {
+        let limit = *THREAD_LIMIT.get_or_init(thread_limit);
+        THREADS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map(|_| ThreadSlot)
+            .map_err(|_| io::Error::other(format!("{limit} connection threads already run")))
+    }
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+static THREAD_LIMIT: OnceLock<usize> = OnceLock::new();
+
+/// The connection threads this machine allows: what `vm.max_map_count`
+/// leaves room for, and at most half of `kernel.threads-max`.
+fn thread_limit() -> usize {
+    let read =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let maps = read("/proc/sys/vm/max_map_count").unwrap_or(65_530);
+    let threads = read("/proc/sys/kernel/threads-max").unwrap_or(usize::MAX);
+    threads_allowed(maps, threads)
+}
+
+/// [`thread_limit`] from the two kernel settings.
+fn threads_allowed(max_map_count: usize, threads_max: usize) -> usize {
+    let by_maps = max_map_count.saturating_sub(MAPS_RESERVED) / MAPS_PER_THREAD;
+    by_maps.min(threads_max / 2).max(1)
+}
+
 /// Wakes a thread parked in [`block_on`].
 struct Unpark(Thread);
 
@@ -111,4 +168,34 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_NAME"),
         "A line-based TCP chat server (blocking std threads). Join with `nc HOST PORT`.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_fit_the_kernel_limits() {
+        // The default `vm.max_map_count`: 16,600 threads aborted the
+        // process (4 maps each); the limit stays well below.
+        assert_eq!(threads_allowed(65_530, 192_724), 12_286);
+        assert!(threads_allowed(65_530, 192_724) * 4 + 4096 < 65_530);
+        assert_eq!(threads_allowed(65_530, 1000), 500);
+        assert_eq!(threads_allowed(0, 0), 1);
+    }
+
+    #[test]
+    fn spawns_past_the_limit_fail_and_slots_come_back() {
+        let limit = *THREAD_LIMIT.get_or_init(thread_limit);
+        let slots: Vec<ThreadSlot> = std::iter::from_fn(|| ThreadSlot::take().ok())
+            .take(limit + 1)
+            .collect();
+        assert_eq!(
+            slots.len(),
+            limit - THREADS.load(Ordering::Relaxed) + slots.len()
+        );
+        assert!(ThreadSlot::take().is_err());
+        drop(slots);
+        assert!(ThreadSlot::take().is_ok());
+    }
 }
