@@ -78,14 +78,31 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// reader of each.
 fn start<R: Runtime>(task: &mut Task<R>, accepted: &mut Vec<(R::Stream, SocketAddr)>) {
     for (stream, peer) in accepted.iter() {
-        // Lines are small and should leave at once, not wait for an ACK.
-        if let Err(error) = SockRef::from(stream).set_tcp_nodelay(true) {
-            debug!(%peer, "cannot set TCP_NODELAY: {error}");
+        if let Err(error) = set_options(SockRef::from(stream)) {
+            debug!(%peer, "cannot set socket options: {error}");
         }
     }
     for link in task.connect(accepted.drain(..)) {
         task.start_reader(link);
     }
+}
+
+/// Idle time before TCP keepalive probes a connection, the time between
+/// probes, and the probes unanswered before the kernel fails the socket: a
+/// peer that vanished without a FIN frees its slot within about two minutes.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 6;
+
+/// Options of every accepted socket: lines are small and should leave at
+/// once, not wait for an ACK (TCP_NODELAY); keepalive finds vanished peers.
+fn set_options(socket: SockRef<'_>) -> io::Result<()> {
+    socket.set_tcp_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    socket.set_tcp_keepalive(&keepalive)
 }
 
 /// Starts the thread that runs the core's timers and bounds flushing
@@ -122,4 +139,34 @@ fn watch_signals<R: Runtime>(mut task: Task<R>) -> io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_use_keepalive() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        let socket = SockRef::from(&accepted);
+        assert!(!socket.keepalive().expect("SO_KEEPALIVE"));
+        set_options(SockRef::from(&accepted)).expect("set options");
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            KEEPALIVE_IDLE
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"),
+            KEEPALIVE_PROBES
+        );
+        assert!(socket.tcp_nodelay().expect("TCP_NODELAY"));
+    }
 }
