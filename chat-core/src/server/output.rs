@@ -52,11 +52,12 @@ impl Reason {
     }
 }
 
+/// The reason as logged: a `/quit` reason is chat text, which is never
+/// logged, so it shows as `quit` alone.
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::Quit(Some(reason)) => write!(f, "quit: {reason}"),
-            Reason::Quit(None) => f.write_str("quit"),
+            Reason::Quit(_) => f.write_str("quit"),
             Reason::Eof => f.write_str("client closed the connection"),
             Reason::Closed => f.write_str("connection lost"),
             other => f.write_str(other.notice().unwrap_or_default()),
@@ -134,4 +135,17 @@ pub enum Output {
     ResumeReading(ConnId),
     /// Something worth logging. Boxed so that the frequent outputs stay small.
     Event(Box<Event>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_reasons_hold_no_client_text() {
+        let quit = Reason::Quit(Some("secret plans".into()));
+        assert_eq!(quit.to_string(), "quit");
+        assert_eq!(quit.notice(), Some("secret plans"), "others still see it");
+        assert_eq!(Reason::TooSlow.to_string(), "too slow");
+    }
 }
