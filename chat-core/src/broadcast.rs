@@ -80,22 +80,24 @@ impl BroadcastLog {
     }
 
     /// Moves everything `queue` (of connection `conn`) has to read into
-    /// `out`, in order; returns the bytes moved.
+    /// `out`, in order, one chunk per line; returns the bytes and the lines
+    /// moved.
     pub(crate) fn drain(
         &self,
         conn: ConnId,
         queue: &mut OutgoingQueue,
         out: &mut Vec<Bytes>,
-    ) -> usize {
-        let mut moved = 0;
+    ) -> (usize, usize) {
+        let (mut bytes, mut lines) = (0, 0);
         self.each(conn, queue, |line| {
-            moved += line.len();
+            bytes += line.len();
+            lines += 1;
             out.push(line);
         });
         // Private lines are few (replies, notices): an idle client keeps no
         // room for them.
         queue.private = VecDeque::new();
-        moved
+        (bytes, lines)
     }
 
     /// Drops the lines that none of `readers` needs any more, after moving
@@ -210,8 +212,9 @@ mod tests {
 
     fn drained(log: &BroadcastLog, conn: ConnId, queue: &mut OutgoingQueue) -> Vec<Bytes> {
         let mut out = Vec::new();
-        let moved = log.drain(conn, queue, &mut out);
-        assert_eq!(moved, out.iter().map(Bytes::len).sum::<usize>());
+        let (bytes, lines) = log.drain(conn, queue, &mut out);
+        assert_eq!(bytes, out.iter().map(Bytes::len).sum::<usize>());
+        assert_eq!(lines, out.len());
         out
     }
 

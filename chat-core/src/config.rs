@@ -49,6 +49,17 @@ pub struct Config {
     pub soft_queue: usize,
     /// How long a client may stay over `soft_queue`.
     pub soft_queue_grace: Duration,
+    /// Room backpressure: a client holding more than this many bytes has
+    /// fallen behind, and while one that keeps reading has, the server reads
+    /// no client's input (see `min_read_rate`) until it is back to half of
+    /// it. At most `max_queue`. `None`: off (a client that falls behind is
+    /// only ever dropped at the output limits).
+    pub room_queue: Option<usize>,
+    /// The slowest reading, in bytes a second, that the room waits for: a
+    /// client that has fallen behind holds the room for the time its writes
+    /// would take at this rate, so one that reads slower never paces the
+    /// room down to its speed. Above 0.
+    pub min_read_rate: u32,
     /// Flood control: lines a client may send. Lines over it wait (the
     /// server stops reading the client) rather than being dropped. `None`: off.
     pub flood: Option<Rate>,
@@ -78,6 +89,9 @@ impl Default for Config {
             max_queue: 1024 * 1024,
             soft_queue: 512 * 1024,
             soft_queue_grace: Duration::from_secs(30),
+            // A quarter of max_queue: behind long before it is dropped.
+            room_queue: Some(256 * 1024),
+            min_read_rate: 32 * 1024,
             // A screenful pasted at once passes; typing never reaches 5 lines/s.
             flood: Some(Rate {
                 burst: 50,
@@ -104,6 +118,13 @@ impl Default for Config {
 /// The smallest `max_line` accepted: room for `/nick` and a full-length nick.
 pub const MIN_MAX_LINE: usize = 16;
 
+/// What holding one line costs beyond its bytes, in bytes: its entry in a
+/// queue and the handle to its shared bytes, in the server and in the
+/// driver while it is being written. Every output limit counts a line as
+/// its bytes plus this, so that what the limits state is what a client can
+/// make the server hold, short lines included.
+pub const LINE_COST: usize = 64;
+
 /// A [`Config`] that cannot work, with what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
@@ -120,6 +141,11 @@ pub enum ConfigError {
     },
     /// `soft_queue` is above `max_queue`.
     SoftQueueAboveHard,
+    /// `room_queue` is above `max_queue` (nobody could hold the room back:
+    /// they would be dropped first), or 0 (use `None`).
+    RoomQueue,
+    /// `min_read_rate` is 0.
+    NoReadRate,
     /// A rate (named) has a burst of 0 or an interval of 0: nothing, or
     /// everything, would pass.
     BadRate(&'static str),
@@ -145,6 +171,10 @@ impl fmt::Display for ConfigError {
             ConfigError::SoftQueueAboveHard => {
                 write!(f, "soft queue must not be above max queue")
             }
+            ConfigError::RoomQueue => {
+                write!(f, "room queue must be above 0 and not above max queue")
+            }
+            ConfigError::NoReadRate => write!(f, "min read rate must be above 0"),
             ConfigError::BadRate(name) => {
                 write!(
                     f,
@@ -160,14 +190,22 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// The smallest `max_queue` that holds the longest line this
-    /// configuration can produce, with room for a few notices.
-    pub fn min_queue(&self) -> usize {
+    /// What the longest line this configuration can produce costs a
+    /// client's output queue: a chat line of `max_line` invalid bytes (each
+    /// a 3-byte U+FFFD) after the longest `NICK: `, its LF, and
+    /// [`LINE_COST`].
+    pub fn max_line_cost(&self) -> usize {
         // Prefix `NICK: ` with a 32-character nick of up to 4 bytes each.
         const PREFIX: usize = 4 * crate::nick::MAX_NICK_CHARS + 2;
         self.max_line
             .saturating_mul(3)
-            .saturating_add(PREFIX + 1 + 1024)
+            .saturating_add(PREFIX + 1 + LINE_COST)
+    }
+
+    /// The smallest `max_queue` that holds the longest line this
+    /// configuration can produce, with room for a few notices.
+    pub fn min_queue(&self) -> usize {
+        self.max_line_cost().saturating_add(1024)
     }
 
     /// Checks that the configuration can work; call it before [`crate::Server::new`].
@@ -185,6 +223,15 @@ impl Config {
         }
         if self.soft_queue > self.max_queue {
             return Err(ConfigError::SoftQueueAboveHard);
+        }
+        if self
+            .room_queue
+            .is_some_and(|room| room == 0 || room > self.max_queue)
+        {
+            return Err(ConfigError::RoomQueue);
+        }
+        if self.min_read_rate == 0 {
+            return Err(ConfigError::NoReadRate);
         }
         let rates = [
             ("flood", self.flood),
@@ -225,6 +272,8 @@ mod tests {
         assert_eq!(config.max_queue, 1 << 20);
         assert_eq!(config.soft_queue, 1 << 19);
         assert_eq!(config.soft_queue_grace, Duration::from_secs(30));
+        assert_eq!(config.room_queue, Some(1 << 18));
+        assert_eq!(config.min_read_rate, 1 << 15);
         assert_eq!(config.flood, Rate::per_second(50, 5.0));
         assert_eq!(config.flood_excess, 100);
         assert_eq!(config.idle_timeout, None);
@@ -262,12 +311,14 @@ mod tests {
         let small = Config {
             max_queue: min - 1,
             soft_queue: min - 1,
+            room_queue: None,
             ..base.clone()
         };
         assert_eq!(small.validate(), Err(ConfigError::QueueTooSmall { min }));
         let minimal = Config {
             max_queue: min,
             soft_queue: min,
+            room_queue: Some(min),
             ..base.clone()
         };
         assert_eq!(minimal.validate(), Ok(()));
@@ -292,6 +343,16 @@ mod tests {
             no_wait.validate(),
             Err(ConfigError::ZeroTime("line timeout"))
         );
+        let room = Config {
+            room_queue: Some(base.max_queue + 1),
+            ..base.clone()
+        };
+        assert_eq!(room.validate(), Err(ConfigError::RoomQueue));
+        let no_rate = Config {
+            min_read_rate: 0,
+            ..base.clone()
+        };
+        assert_eq!(no_rate.validate(), Err(ConfigError::NoReadRate));
         let no_ip = Config {
             max_per_ip: Some(0),
             ..base

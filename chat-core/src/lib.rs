@@ -105,5 +105,5 @@ mod server;
 pub mod testkit;
 
 pub use bytes::Bytes;
-pub use config::{Config, ConfigError, Rate};
+pub use config::{Config, ConfigError, LINE_COST, Rate};
 pub use server::{ConnId, Event, HELP, Output, Reason, Server};

@@ -1,14 +1,16 @@
 //! The chat server state machine: its public types, the `handle_*` and
 //! `poll_*` calls, delivery and leaving. The state it is made of lives in
-//! the sibling modules: `conn` (one connection), `flood` (flood control),
-//! `addresses` (per-address limits), `timer` (every deadline), `cmd` (one
-//! file per command), `output` (what the driver is told).
+//! the sibling modules: `conn` (one connection), `flood` (flood control and
+//! input that waits), `room` (room backpressure), `addresses` (per-address
+//! limits), `timer` (every deadline), `cmd` (one file per command),
+//! `output` (what the driver is told).
 
 mod addresses;
 mod cmd;
 mod conn;
 mod flood;
 mod output;
+mod room;
 mod timer;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -21,12 +23,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use self::addresses::{Addresses, policy_address};
-use self::conn::{Conn, State};
-use self::flood::Held;
+use self::conn::{Conn, Outgoing, State};
+use self::room::{Behind, Room};
 use self::timer::{Timer, TimerSet};
 use crate::broadcast::{BroadcastLog, LOG_LINES};
 use crate::config::Config;
-use crate::framing::Frame;
 use crate::nick::NickRegistry;
 
 pub use self::cmd::HELP;
@@ -100,6 +101,8 @@ pub struct Server {
     timers: TimerSet,
     /// Open connections and connect budgets by address.
     addresses: Addresses,
+    /// Who holds the room back, and whose input waits for it.
+    room: Room,
 }
 
 impl Server {
@@ -122,6 +125,7 @@ impl Server {
             clock: None,
             timers: TimerSet::default(),
             addresses: Addresses::new(),
+            room: Room::default(),
         }
     }
 
@@ -214,7 +218,7 @@ impl Server {
     /// Lines over the client's flood budget wait inside the server, and an
     /// [`Output::StopReading`] asks the driver to leave the rest in the
     /// socket until they are handled.
-    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, mut bytes: &[u8]) {
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         let now = self.advance(now);
         let Some(slot) = self.joined_slot(conn) else {
             return;
@@ -223,50 +227,22 @@ impl Server {
             return;
         }
         self.conns[slot].input.last_input = Some(now);
-        // Any LF ends the line in progress, a discarded one included; an
-        // unterminated line left after this input started with it.
-        let ends_a_line = memchr::memchr(b'\n', bytes).is_some();
-        let mut framer = self.take_framer(slot);
-        while let Some(frame) = framer.next_frame(&mut bytes) {
-            if self.conns[slot].flood.admit(now) {
-                match frame {
-                    Frame::Line(line) => self.handle_line(conn, line),
-                    Frame::TooLong => self.reply_error_line_too_long(conn),
-                }
-                self.disconnect_too_slow();
-            } else {
-                self.hold(conn, Held::from_frame(frame));
-            }
-            if self.joined_slot(conn).is_none() {
-                return;
-            }
-        }
-        if let Some(slot) = self.joined_slot(conn) {
-            let input = &mut self.conns[slot].input;
-            input.line_since = match input.line_since {
-                _ if !framer.in_line() => None,
-                Some(since) if !ends_a_line => Some(since),
-                _ => Some(now),
-            };
-            input.framer = framer;
-            self.schedule(conn);
+        if self.conns[slot].flood.has_unread() {
+            // Read before reading stopped: it waits behind what waits.
+            self.conns[slot].flood.hold_unread(bytes);
+        } else {
+            self.frame_input(conn, slot, now, bytes);
         }
     }
 
     /// Call when the client closed its side (read returned 0). An
     /// unterminated last line is taken as if it ended with LF; then the
     /// client leaves and the connection is closed after its output is
-    /// flushed. A client with lines waiting for flood control leaves once
-    /// they are handled, so keep its connection until the [`Output::Close`].
+    /// flushed. A client whose input waits (for flood control, or for the
+    /// room) leaves once it is handled, so keep its connection until the
+    /// [`Output::Close`].
     pub fn handle_eof(&mut self, now: Instant, conn: ConnId) {
         let now = self.advance(now);
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        if self.conns[slot].flood.is_holding() {
-            self.conns[slot].flood.eof_pending = true;
-            return;
-        }
         self.finish_input(conn, now);
     }
 
@@ -292,20 +268,25 @@ impl Server {
         if closed.state == (State::Closing { admitted: true }) {
             self.admitted -= 1;
         }
+        self.release_room(now);
     }
 
     /// Call after writing bytes that [`Server::poll_transmit`] gave for
     /// `conn`, with how many were written; they stop counting against the
     /// client's output limit.
     pub fn handle_written(&mut self, now: Instant, conn: ConnId, written: usize) {
-        self.advance(now);
+        let now = self.advance(now);
         if let Some(slot) = self.slot_of(conn) {
             let outgoing = &mut self.conns[slot].outgoing;
-            outgoing.pending = outgoing.pending.saturating_sub(written);
-            if outgoing.pending <= self.config.soft_queue
+            outgoing.written(written);
+            if outgoing.pending() <= self.config.soft_queue
                 && outgoing.over_soft_since.take().is_some()
             {
                 self.timers.set(conn, Timer::SoftQueueGrace, None);
+            }
+            if self.conns[slot].state == State::Joined {
+                self.room_written(slot, written, now);
+                self.release_room(now);
             }
         }
     }
@@ -357,7 +338,9 @@ impl Server {
         };
         let outgoing = &mut self.conns[slot].outgoing;
         outgoing.transmit_signalled = false;
-        self.broadcasts.drain(conn, &mut outgoing.queue, out)
+        let (bytes, lines) = self.broadcasts.drain(conn, &mut outgoing.queue, out);
+        outgoing.taken(bytes, lines);
+        bytes
     }
 
     /// When to call [`Server::handle_timeout`] next: the earliest deadline
@@ -370,10 +353,23 @@ impl Server {
         self.timers.first()
     }
 
-    /// Lines of `conn` waiting for flood control; reading is stopped while
-    /// there are any.
+    /// Lines of `conn` waiting for flood control.
     pub fn held_lines(&self, conn: ConnId) -> Option<usize> {
         self.slot_of(conn).map(|slot| self.conns[slot].flood.held())
+    }
+
+    /// Bytes of input of `conn` that wait (lines for flood control, bytes
+    /// read while the room waits for its readers); reading is stopped while
+    /// there are any (until the client closes its side).
+    pub fn held_bytes(&self, conn: ConnId) -> Option<usize> {
+        self.slot_of(conn)
+            .map(|slot| self.conns[slot].flood.held_bytes())
+    }
+
+    /// Clients that hold the room now: fallen behind, with time left for
+    /// what they wrote. While there is any, no input is handled.
+    pub fn room_holders(&self) -> usize {
+        self.room.holders()
     }
 
     /// Ids of the connections still open (joined or closing).
@@ -390,11 +386,12 @@ impl Server {
             .map(|slot| self.conns[slot].nick.as_str())
     }
 
-    /// Bytes held for `conn`: queued, or given to the driver and not yet
-    /// reported written. Never above `max_queue`.
+    /// What is held for `conn`, queued or given to the driver and not yet
+    /// reported written, as the output limits count it: each line its bytes
+    /// and [`LINE_COST`](crate::LINE_COST). Never above `max_queue`.
     pub fn pending_bytes(&self, conn: ConnId) -> Option<usize> {
         self.slot_of(conn)
-            .map(|slot| self.conns[slot].outgoing.pending)
+            .map(|slot| self.conns[slot].outgoing.pending())
     }
 
     /// Bytes of an unterminated line buffered for `conn`; at most `max_line + 1`.
@@ -451,6 +448,7 @@ impl Server {
         let max_queue = self.config.max_queue;
         let soft_queue = self.config.soft_queue;
         let grace = self.config.soft_queue_grace;
+        let room_queue = self.config.room_queue.unwrap_or(usize::MAX);
         let len = line.len();
         let Server {
             conns,
@@ -465,19 +463,24 @@ impl Server {
         // false if it goes over `max_queue` (the line is not for it then).
         let mut push = |conn: &mut Conn| {
             let outgoing = &mut conn.outgoing;
-            if outgoing.pending + len > max_queue {
+            if outgoing.pending() + Outgoing::cost(len) > max_queue {
                 if conn.state == State::Joined {
                     too_slow.insert(conn.id);
                 }
                 return false;
             }
-            outgoing.pending += len;
-            if outgoing.pending > soft_queue && outgoing.over_soft_since.is_none() {
-                if let Some(now) = *clock {
+            outgoing.queued(len);
+            let pending = outgoing.pending();
+            if let Some(now) = *clock {
+                if pending > soft_queue && outgoing.over_soft_since.is_none() {
                     outgoing.over_soft_since = Some(now);
                     if conn.state == State::Joined {
                         timers.set(conn.id, Timer::SoftQueueGrace, now.checked_add(grace));
                     }
+                }
+                if pending > room_queue && outgoing.behind.is_none() && conn.state == State::Joined
+                {
+                    outgoing.behind = Some(Box::new(Behind::new(now)));
                 }
             }
             if !conn.outgoing.transmit_signalled {
@@ -530,6 +533,7 @@ impl Server {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
+        self.room_leave(slot);
         let entry = &mut self.conns[slot];
         entry.state = State::Closing { admitted: true };
         entry.outgoing.queue.stop(&self.broadcasts);
@@ -540,7 +544,7 @@ impl Server {
             Reason::TooSlow => {
                 // It is not reading: drop what it holds rather than flush it.
                 entry.outgoing.queue.discard(&self.broadcasts);
-                entry.outgoing.pending = 0;
+                entry.outgoing.drop_all();
                 Some(false)
             }
             Reason::Closed => None,

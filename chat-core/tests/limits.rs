@@ -10,7 +10,7 @@
 
 use chat_core::testkit::rules::{GRACE, SOFT, fill_to, line_config, secs, soft_config};
 use chat_core::testkit::{Driver, NS};
-use chat_core::{Config, ConfigError, ConnId, Event, Reason};
+use chat_core::{Config, ConfigError, ConnId, Event, LINE_COST, Reason};
 
 /// Limits, max clients: a connection over the limit gets
 /// `* error: server full` and a flushing Close, is logged as Rejected, and
@@ -79,8 +79,8 @@ fn limits_max_clients_slot_frees_on_closed() {
 }
 
 /// Limits, max queue: a client that is never written to is disconnected as
-/// `too slow` (a non-flushing Close) when its pending bytes would exceed
-/// max_queue, not before; its pending bytes never exceed it; the others get
+/// `too slow` (a non-flushing Close) when its pending bytes (each line its
+/// bytes and LINE_COST) would exceed max_queue, not before; its pending bytes never exceed it; the others get
 /// `* NICK left (too slow)` and keep receiving.
 #[test]
 fn limits_max_queue_drops_slow_client() {
@@ -91,7 +91,7 @@ fn limits_max_queue_drops_slow_client() {
     s.stall(slow, true);
     s.lines(slow);
     let text = "m".repeat(60);
-    let line_len = an.len() + 2 + text.len() + 1;
+    let line_len = an.len() + 2 + text.len() + 1 + LINE_COST;
     let mut sent = 0;
     loop {
         let pending = s.server().pending_bytes(slow).unwrap();
@@ -133,8 +133,8 @@ fn limits_max_queue_drops_slow_client() {
     s.assert_quiet(&[a, b, slow]);
 }
 
-/// Limits, max queue: a queue filled to exactly max_queue is not over it;
-/// one byte more is.
+/// Limits, max queue: a queue filled to exactly max_queue (each line its
+/// bytes and LINE_COST) is not over it; one byte more is.
 #[test]
 fn limits_max_queue_exact_boundary() {
     let config = line_config(64);
@@ -142,7 +142,8 @@ fn limits_max_queue_exact_boundary() {
     let mut s = Driver::untimed(config, 2);
     let [(a, an), (b, _), (slow, slow_nick)] = s.trio();
     s.stall(slow, true);
-    let prefix = an.len() + 3;
+    // `NICK: `, the LF and what a line costs beyond its bytes.
+    let prefix = an.len() + 3 + LINE_COST;
     let room = |s: &Driver| max_queue - s.server().pending_bytes(slow).unwrap();
     while room(&s) > 2 * prefix + 100 {
         s.send(a, format!("{}\n", "e".repeat(50)));
@@ -200,13 +201,13 @@ fn limits_max_queue_overflow_by_join_notice() {
     );
 }
 
-/// Sends chat lines from `a` until `slow` holds more than `max_queue - 12`
-/// bytes, so that any notice overflows it.
+/// Sends chat lines from `a` until `slow` holds more than `max_queue - 12
+/// - LINE_COST` bytes, so that any notice overflows it.
 fn fill_to_brim(s: &mut Driver, a: ConnId, an: &str, slow: ConnId, max_queue: usize) {
-    let prefix = an.len() + 3;
+    let prefix = an.len() + 3 + LINE_COST;
     loop {
         let room = max_queue - s.server().pending_bytes(slow).unwrap();
-        if room <= 12 {
+        if room <= 12 + LINE_COST {
             break;
         }
         let len = (room - prefix).min(60);
@@ -322,7 +323,7 @@ fn limits_soft_queue_over_for_the_grace_is_too_slow() {
 }
 
 /// Limits and policies, soft output limit: a client that drops to the soft
-/// limit (exactly) before its grace ends stays, dropping to one byte above it
+/// limit (or below) before its grace ends stays, dropping to just above it
 /// is not enough, and the grace starts again the next time it goes over.
 #[test]
 fn limits_soft_queue_read_down_in_time_stays() {
@@ -332,15 +333,21 @@ fn limits_soft_queue_read_down_in_time_stays() {
     let over = s.elapsed();
     assert_eq!(s.relayed(a, &an, b, b"x\n"), ["x"]);
     s.lines(slow);
-    // One byte above the soft limit is still over it.
+    // Written down to as little above the soft limit as a write can leave
+    // (a line's cost goes with its last byte): still over it.
     s.advance(secs(4));
-    let pending = s.server().pending_bytes(slow).unwrap();
-    s.write(slow, pending - SOFT - 1);
+    let client = s.client(slow);
+    let most = (0..client.in_flight.len())
+        .rev()
+        .find(|&n| client.in_flight_cost_after(n) > SOFT)
+        .unwrap();
+    s.write(slow, most);
+    assert!(s.server().pending_bytes(slow).unwrap() > SOFT);
     assert_eq!(s.deadline(), Some(over + GRACE));
-    // At the soft limit, one nanosecond before the grace ends, is not.
+    // At the soft limit or below, one nanosecond before the grace ends, is not.
     s.advance_to(over + GRACE - NS);
     s.write(slow, 1);
-    assert_eq!(s.server().pending_bytes(slow), Some(SOFT));
+    assert!(s.server().pending_bytes(slow).unwrap() <= SOFT);
     assert_eq!(s.deadline(), None);
     s.advance(secs(3600));
     s.assert_quiet(&[a, b, slow]);
@@ -386,7 +393,7 @@ fn limits_soft_queue_above_max_queue_refused() {
 }
 
 /// Limits and policies: the server refuses configurations that cannot work:
-/// no clients, a max line below 16, a max queue below `3 * max-line + 1155`.
+/// no clients, a max line below 16, a max queue below `3 * max-line + 1219`.
 #[test]
 fn limits_config_validate() {
     let base = Config::default();
@@ -411,12 +418,13 @@ fn limits_config_validate() {
         Err(ConfigError::LineTooShort)
     );
     for max_line in [16, 100, 4096, 65_536] {
-        let min = 3 * max_line + 1155;
+        let min = 3 * max_line + 1219;
         let at = |max_queue| Config {
             max_clients: 1,
             max_line,
             max_queue,
             soft_queue: max_queue,
+            room_queue: None,
             ..Config::default()
         };
         assert_eq!(at(min).validate(), Ok(()), "max line {max_line}");

@@ -50,6 +50,22 @@ pub struct Cli {
           default_value_t = Config::default().soft_queue_grace.as_secs_f64(), help_heading = LIMITS)]
     pub soft_queue_grace: f64,
 
+    /// Room backpressure: a client holding more than this many bytes has
+    /// fallen behind; while one that keeps reading (see --min-read-rate)
+    /// has, the server reads no client's input until it is back to half,
+    /// so that senders are slowed down rather than readers dropped. At most
+    /// --max-queue; 0 turns it off. [default: a quarter of --max-queue,
+    /// 262144 with the default --max-queue]
+    #[arg(long, value_name = "BYTES", help_heading = LIMITS)]
+    pub room_queue: Option<usize>,
+
+    /// The slowest reading, in bytes a second, that the room waits for: a
+    /// client that reads slower is not waited for, and is dropped at the
+    /// output limits if it falls too far behind; above 0.
+    #[arg(long, value_name = "BYTES_PER_SEC",
+          default_value_t = Config::default().min_read_rate, help_heading = LIMITS)]
+    pub min_read_rate: u32,
+
     /// Lines a client may send at once before flood control holds its lines
     /// back (and stops reading it); at least 1.
     #[arg(long, value_name = "LINES", default_value_t = burst(Config::default().flood), help_heading = POLICIES)]
@@ -164,6 +180,9 @@ impl Cli {
             soft_queue_grace: duration(self.soft_queue_grace)
                 .map_err(|_| bad_time("soft queue grace"))?
                 .ok_or_else(|| bad_time("soft queue grace"))?,
+            // A quarter, as in the defaults, for the same reason.
+            room_queue: Some(self.room_queue.unwrap_or(self.max_queue / 4)).filter(|&q| q > 0),
+            min_read_rate: self.min_read_rate,
             flood: rate("flood", self.flood_burst, self.flood_rate, SECOND)?,
             flood_excess: self.flood_excess,
             idle_timeout: duration(self.idle_timeout).map_err(|_| bad_time("idle timeout"))?,
@@ -295,6 +314,8 @@ mod tests {
             "--max-queue=100000",
             "--soft-queue=60000",
             "--soft-queue-grace=2.5",
+            "--room-queue=30000",
+            "--min-read-rate=1000",
             "--flood-burst=10",
             "--flood-rate=0.5",
             "--flood-excess=7",
@@ -318,6 +339,8 @@ mod tests {
                 max_queue: 100_000,
                 soft_queue: 60_000,
                 soft_queue_grace: Duration::from_millis(2500),
+                room_queue: Some(30_000),
+                min_read_rate: 1000,
                 flood: Some(Rate {
                     burst: 10,
                     interval: Duration::from_secs(2)
@@ -367,11 +390,14 @@ mod tests {
     }
 
     #[test]
-    fn the_soft_queue_follows_the_max_queue() {
+    fn the_soft_and_room_queues_follow_the_max_queue() {
         let cli = parse(&["--max-queue", "100000"]).unwrap();
         assert_eq!(cli.config().unwrap().soft_queue, 50_000);
+        assert_eq!(cli.config().unwrap().room_queue, Some(25_000));
         let cli = parse(&["--max-queue", "100000", "--soft-queue", "100000"]).unwrap();
         assert_eq!(cli.config().unwrap().soft_queue, 100_000);
+        let cli = parse(&["--room-queue", "0"]).unwrap();
+        assert_eq!(cli.config().unwrap().room_queue, None);
     }
 
     #[test]
@@ -426,6 +452,8 @@ mod tests {
                 ConfigError::ZeroTime("soft queue grace"),
             ),
             (&["--flood-burst", "0"], ConfigError::BadRate("flood")),
+            (&["--room-queue", "2000000"], ConfigError::RoomQueue),
+            (&["--min-read-rate", "0"], ConfigError::NoReadRate),
             (&["--nick-burst", "0"], ConfigError::BadRate("nick rate")),
         ] {
             match parse(args).unwrap().config() {

@@ -2,13 +2,15 @@
 //! times the line and idle timeouts run from), its outgoing queue, its flood
 //! control, and the address whose policies apply to it.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use super::ConnId;
 use super::flood::FloodControl;
+use super::room::Behind;
 use crate::broadcast::OutgoingQueue;
-use crate::config::{Config, Rate};
+use crate::config::{Config, LINE_COST, Rate};
 use crate::framing::LineFramer;
 use crate::rate::Bucket;
 
@@ -50,21 +52,93 @@ pub(super) struct Input {
     pub(super) last_input: Option<Instant>,
     /// Since when the client holds an unterminated line.
     pub(super) line_since: Option<Instant>,
+    /// The driver reads the client's socket: no `StopReading` is out.
+    pub(super) reading: bool,
+    /// The client is in `Room::waiting`: input of it waits for the room.
+    pub(super) parked: bool,
 }
 
 /// What the server sends the client, and what it counts against the
-/// client's output limits.
+/// client's output limits: each line its bytes and [`LINE_COST`], from when
+/// it is queued until the driver reports its last byte written.
 #[derive(Debug, Default)]
 pub(super) struct Outgoing {
     /// Lines not yet handed to the driver: its place in the broadcast log
     /// and its private lines.
     pub(super) queue: OutgoingQueue,
-    /// Bytes queued or handed to the driver and not yet reported written.
-    pub(super) pending: usize,
+    /// What the queued lines cost.
+    queued: usize,
+    /// What each `poll_transmit` handed the driver and it has not reported
+    /// written, oldest first: the bytes not yet written, and the line costs
+    /// of the batch, released with its last byte.
+    in_flight: VecDeque<(usize, usize)>,
+    /// What `in_flight` costs in all.
+    in_flight_cost: usize,
     /// An `Output::Transmit` is out and `poll_transmit` has not been called since.
     pub(super) transmit_signalled: bool,
     /// Since when the client's output is over `soft_queue`.
     pub(super) over_soft_since: Option<Instant>,
+    /// Set while the client has fallen behind the room (see `room`).
+    pub(super) behind: Option<Box<Behind>>,
+}
+
+impl Outgoing {
+    /// What the server holds for the client: queued, or handed to the
+    /// driver and not reported written.
+    pub(super) fn pending(&self) -> usize {
+        self.queued + self.in_flight_cost
+    }
+
+    /// What a line of `len` bytes costs the client's queue.
+    pub(super) fn cost(len: usize) -> usize {
+        len + LINE_COST
+    }
+
+    /// A line of `len` bytes is queued.
+    pub(super) fn queued(&mut self, len: usize) {
+        self.queued += Outgoing::cost(len);
+    }
+
+    /// `poll_transmit` handed the driver `lines` queued lines, `bytes` in all.
+    pub(super) fn taken(&mut self, bytes: usize, lines: usize) {
+        if lines == 0 {
+            return;
+        }
+        let cost = bytes + lines * LINE_COST;
+        debug_assert!(cost <= self.queued, "took more than was queued");
+        self.queued = self.queued.saturating_sub(cost);
+        self.in_flight.push_back((bytes, lines * LINE_COST));
+        self.in_flight_cost += cost;
+    }
+
+    /// The driver wrote `written` bytes of what it was handed: they, and
+    /// the line costs of each batch whose last byte they are, are released.
+    pub(super) fn written(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some((bytes, lines)) = self.in_flight.front_mut() else {
+                break;
+            };
+            let done = written.min(*bytes);
+            *bytes -= done;
+            written -= done;
+            self.in_flight_cost -= done;
+            if *bytes == 0 {
+                self.in_flight_cost -= *lines;
+                self.in_flight.pop_front();
+            }
+        }
+        if self.in_flight.is_empty() {
+            // A client is idle most of the time: it keeps no room for batches.
+            self.in_flight = VecDeque::new();
+        }
+    }
+
+    /// Forgets everything held: the client is dropped without its output.
+    pub(super) fn drop_all(&mut self) {
+        self.queued = 0;
+        self.in_flight = VecDeque::new();
+        self.in_flight_cost = 0;
+    }
 }
 
 impl Conn {
@@ -93,6 +167,8 @@ impl Conn {
                 framer: LineFramer::new(config.max_line),
                 last_input: Some(now),
                 line_since: None,
+                reading: true,
+                parked: false,
             },
             outgoing: Outgoing {
                 queue,
@@ -114,6 +190,8 @@ impl Conn {
                 framer: LineFramer::new(0),
                 last_input: None,
                 line_since: None,
+                reading: true,
+                parked: false,
             },
             outgoing: Outgoing::default(),
             flood: FloodControl::new(None),

@@ -1,7 +1,9 @@
-//! Flood control for one client: its line budget and the lines waiting
-//! for it (protocol.md, "Address policies": flood control, excess flood,
-//! EOF while lines wait). `FloodControl` holds the state; the `Server`
-//! glue below it holds, releases and finishes a client's input.
+//! A client's input that waits: lines over its flood budget (protocol.md,
+//! "Address policies": flood control, excess flood, EOF while lines wait),
+//! and bytes read while the room waits for its readers ("Limits and
+//! policies": room backpressure). `FloodControl` holds the state; the
+//! `Server` glue below it frames input, holds it, releases it and
+//! finishes a client's input.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -10,35 +12,37 @@ use super::{ConnId, Output, Reason, Server};
 use crate::framing::{Frame, LineFramer};
 use crate::rate::Bucket;
 
-/// One client's flood control. While any line is held, every later line is
-/// held too, so that lines are handled in order.
+/// One client's flood control, and its input that waits. While anything
+/// waits, every later line waits too, so that lines are handled in order,
+/// and the client is not read.
 #[derive(Debug)]
 pub(super) struct FloodControl {
     /// The line budget; `None` when flood control does not apply.
     budget: Option<Bucket>,
-    /// Lines over the budget, oldest first; reading is stopped while there
-    /// are any.
+    /// What waits, oldest first: lines over the budget, then (at the back,
+    /// at most one) bytes not yet framed.
     held: VecDeque<Held>,
-    /// The client closed its side while lines were held: it leaves once
-    /// they are handled.
+    /// The client closed its side while input waited: it leaves once that
+    /// is handled.
     pub(super) eof_pending: bool,
 }
 
-/// A line waiting for flood control.
+/// Input that waits.
 #[derive(Debug)]
 pub(super) enum Held {
-    /// A complete line, as received.
+    /// A complete line over the flood budget, as received.
     Line(Box<[u8]>),
-    /// A line over `max_line`, already discarded: its error reply waits.
+    /// A line over `max_line` over the flood budget, already discarded:
+    /// its error reply waits.
     TooLong,
+    /// Bytes read while the room waited for its readers, not yet framed.
+    Unread(Box<[u8]>),
 }
 
 /// What holding one more line means for the client.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Hold {
-    /// The first held line: stop reading, wait for the budget.
-    First,
-    /// Behind others, within `flood_excess`.
+    /// Within `flood_excess`.
     Queued,
     /// Over `flood_excess`: the client is to be disconnected.
     Excess,
@@ -50,6 +54,14 @@ impl Held {
         match frame {
             Frame::Line(line) => Held::Line(line.into()),
             Frame::TooLong => Held::TooLong,
+        }
+    }
+
+    /// Bytes it holds.
+    fn len(&self) -> usize {
+        match self {
+            Held::Line(bytes) | Held::Unread(bytes) => bytes.len(),
+            Held::TooLong => 0,
         }
     }
 }
@@ -64,7 +76,7 @@ impl FloodControl {
         }
     }
 
-    /// Whether one more line may be handled at `now`: nothing is held, and
+    /// Whether one more line may be handled at `now`: nothing waits, and
     /// the budget (if any) has room, which this takes.
     pub(super) fn admit(&mut self, now: Instant) -> bool {
         self.held.is_empty()
@@ -76,98 +88,175 @@ impl FloodControl {
 
     /// Holds a line that was not admitted.
     pub(super) fn hold(&mut self, line: Held, flood_excess: usize) -> Hold {
+        debug_assert!(
+            !matches!(self.held.back(), Some(Held::Unread(_))),
+            "lines are framed only once no unread bytes wait"
+        );
         self.held.push_back(line);
-        match self.held.len() {
-            len if len > flood_excess => Hold::Excess,
-            1 => Hold::First,
-            _ => Hold::Queued,
+        if self.held.len() > flood_excess {
+            Hold::Excess
+        } else {
+            Hold::Queued
         }
     }
 
-    /// The oldest held line, if the budget lets it through at `now` (taking
-    /// from it), and whether it was the last one held.
+    /// Keeps bytes read while the room waits, after everything else.
+    pub(super) fn hold_unread(&mut self, bytes: &[u8]) {
+        if let Some(Held::Unread(unread)) = self.held.back_mut() {
+            *unread = [&unread[..], bytes].concat().into();
+        } else if !bytes.is_empty() {
+            self.held.push_back(Held::Unread(bytes.into()));
+        }
+    }
+
+    /// Whether bytes not yet framed wait.
+    pub(super) fn has_unread(&self) -> bool {
+        matches!(self.held.back(), Some(Held::Unread(_)))
+    }
+
+    /// The oldest waiting input, if it may be handled at `now` (for a line,
+    /// the budget lets it through, taking from it), and whether it was the
+    /// last.
     pub(super) fn release(&mut self, now: Instant) -> Option<(Held, bool)> {
-        if self.held.is_empty() {
-            return None;
+        match self.held.front()? {
+            Held::Unread(_) => {}
+            Held::Line(_) | Held::TooLong => {
+                self.budget.as_mut()?.take(now).ok()?;
+            }
         }
-        self.budget.as_mut()?.take(now).ok()?;
-        let line = self.held.pop_front()?;
-        Some((line, self.held.is_empty()))
+        let held = self.held.pop_front()?;
+        Some((held, self.held.is_empty()))
     }
 
-    /// Lines held.
+    /// Lines held (not counting unread bytes).
     pub(super) fn held(&self) -> usize {
-        self.held.len()
+        self.held.len() - usize::from(self.has_unread())
     }
 
-    /// Whether any line is held (and reading is stopped).
+    /// Bytes of input that wait, lines and unread bytes.
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held.iter().map(Held::len).sum()
+    }
+
+    /// Whether any input waits (and the client is not read).
     pub(super) fn is_holding(&self) -> bool {
         !self.held.is_empty()
     }
 
-    /// When the next held line fits the budget, while any is held.
+    /// When the next held line fits the budget, while one waits first.
     pub(super) fn next_release(&self) -> Option<Instant> {
-        if self.held.is_empty() {
-            return None;
+        match self.held.front()? {
+            Held::Unread(_) => None,
+            Held::Line(_) | Held::TooLong => self.budget.and_then(|budget| budget.next_fits()),
         }
-        self.budget.and_then(|budget| budget.next_fits())
     }
 
-    /// Forgets the held lines: the client has left.
+    /// Forgets what waits: the client has left.
     pub(super) fn clear(&mut self) {
         self.held = VecDeque::new();
         self.eof_pending = false;
     }
 }
 
-// The server's side: what holding and releasing lines does to the client.
+// The server's side: framing input, and what holding and releasing it does
+// to the client.
 impl Server {
+    /// Frames `bytes` of the joined client in `slot`, none of whose input
+    /// waits, and handles each line the room and its budget let through at
+    /// `now`; the rest waits, and the client is no longer read.
+    pub(super) fn frame_input(
+        &mut self,
+        conn: ConnId,
+        slot: usize,
+        now: Instant,
+        mut bytes: &[u8],
+    ) {
+        if self.room.is_paused() {
+            self.conns[slot].flood.hold_unread(bytes);
+            return self.wait_for_room(conn, slot);
+        }
+        // Any LF ends the line in progress, a discarded one included; an
+        // unterminated line left after this input started with it.
+        let ends_a_line = memchr::memchr(b'\n', bytes).is_some();
+        let mut framer = self.take_framer(slot);
+        while let Some(frame) = framer.next_frame(&mut bytes) {
+            if self.conns[slot].flood.admit(now) {
+                match frame {
+                    Frame::Line(line) => self.handle_line(conn, line),
+                    Frame::TooLong => self.reply_error_line_too_long(conn),
+                }
+                self.disconnect_too_slow();
+            } else {
+                self.hold(conn, Held::from_frame(frame));
+            }
+            if self.joined_slot(conn).is_none() {
+                return;
+            }
+        }
+        // Handling lines never pauses the room: only a write does.
+        debug_assert!(!self.room.is_paused());
+        let input = &mut self.conns[slot].input;
+        input.line_since = match input.line_since {
+            _ if !framer.in_line() => None,
+            Some(since) if !ends_a_line => Some(since),
+            _ => Some(now),
+        };
+        input.framer = framer;
+        self.schedule(conn);
+    }
+
     /// Keeps a line over the client's flood budget for later; stops
     /// reading it at the first, disconnects it past `flood_excess`.
     pub(super) fn hold(&mut self, conn: ConnId, held: Held) {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        let flood = &mut self.conns[slot].flood;
-        match flood.hold(held, self.config.flood_excess) {
+        match self.conns[slot].flood.hold(held, self.config.flood_excess) {
             Hold::Excess => self.disconnect(conn, Reason::ExcessFlood),
-            Hold::First => {
-                if !flood.eof_pending {
-                    self.outputs.push_back(Output::StopReading(conn));
-                }
+            Hold::Queued => {
+                self.stop_reading(slot);
                 self.schedule(conn);
             }
-            Hold::Queued => {}
         }
     }
 
-    /// Handles the held lines that flood control lets through at `now`;
-    /// once none is left, reading resumes (or a pending EOF is finished).
+    /// Handles the input that waits, as far as the room and the budget let
+    /// it through at `now`; once none is left, reading resumes (or a
+    /// pending EOF is finished).
     pub(super) fn release_held(&mut self, conn: ConnId, now: Instant) {
         while let Some(slot) = self.joined_slot(conn) {
+            if self.room.is_paused() {
+                return self.wait_for_room(conn, slot);
+            }
             let entry = &mut self.conns[slot];
+            if !entry.flood.is_holding() {
+                // Only an EOF waited (for the room).
+                if std::mem::take(&mut entry.flood.eof_pending) {
+                    self.finish_input(conn, now);
+                }
+                return;
+            }
             let Some((held, drained)) = entry.flood.release(now) else {
                 return;
             };
             entry.input.last_input = Some(now);
             let eof_pending = entry.flood.eof_pending;
-            if drained {
-                // The rest of a line being sent waited in the socket, not
-                // in the client: its time starts again.
-                if entry.input.line_since.is_some() {
-                    entry.input.line_since = Some(now);
-                }
-                if !eof_pending {
-                    self.outputs.push_back(Output::ResumeReading(conn));
-                }
+            if drained || matches!(held, Held::Unread(_)) {
+                // Framing unread bytes may hold lines again; then reading
+                // stops again.
+                self.resume_reading(slot);
             }
             match held {
                 Held::Line(line) => self.handle_line(conn, &line),
                 Held::TooLong => self.reply_error_line_too_long(conn),
+                Held::Unread(bytes) => self.frame_input(conn, slot, now, &bytes),
             }
             self.disconnect_too_slow();
-            if drained {
-                if eof_pending && self.joined_slot(conn).is_some() {
+            if self
+                .joined_slot(conn)
+                .is_some_and(|slot| !self.conns[slot].flood.is_holding())
+            {
+                if eof_pending {
                     self.conns[slot].flood.eof_pending = false;
                     self.finish_input(conn, now);
                 }
@@ -176,12 +265,20 @@ impl Server {
         }
     }
 
-    /// The client closed its side and nothing of it is held: handles an
-    /// unterminated last line, then the client leaves.
+    /// The client closed its side: handles an unterminated last line, then
+    /// the client leaves. Its input waits (and it leaves later) while the
+    /// room waits or lines of it wait.
     pub(super) fn finish_input(&mut self, conn: ConnId, now: Instant) {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
+        if self.room.is_paused() || self.conns[slot].flood.is_holding() {
+            self.conns[slot].flood.eof_pending = true;
+            if self.room.is_paused() {
+                self.wait_for_room(conn, slot);
+            }
+            return;
+        }
         let mut framer = self.take_framer(slot);
         if let Some(line) = framer.finish() {
             // The last line counts against the budget like any other.
@@ -195,6 +292,30 @@ impl Server {
         if self.joined_slot(conn).is_some() {
             self.leave(conn, Reason::Eof);
             self.disconnect_too_slow();
+        }
+    }
+
+    /// Asks the driver to stop reading the client in `slot`, unless it has
+    /// already, or the client closed its side.
+    pub(super) fn stop_reading(&mut self, slot: usize) {
+        let entry = &mut self.conns[slot];
+        if entry.input.reading && !entry.flood.eof_pending {
+            entry.input.reading = false;
+            self.outputs.push_back(Output::StopReading(entry.id));
+        }
+    }
+
+    /// Asks the driver to read the client in `slot` again, if it was
+    /// stopped and has not closed its side. The rest of a line being sent
+    /// waited in the socket, not in the client: its time starts again.
+    fn resume_reading(&mut self, slot: usize) {
+        let entry = &mut self.conns[slot];
+        if !entry.input.reading && !entry.flood.eof_pending {
+            entry.input.reading = true;
+            if let Some(now) = self.clock.filter(|_| entry.input.line_since.is_some()) {
+                entry.input.line_since = Some(now);
+            }
+            self.outputs.push_back(Output::ResumeReading(entry.id));
         }
     }
 
@@ -225,7 +346,7 @@ mod tests {
         assert!(!flood.admit(start));
         assert_eq!(
             flood.hold(Held::Line(b"a".as_slice().into()), 2),
-            Hold::First
+            Hold::Queued
         );
         assert_eq!(flood.hold(Held::TooLong, 2), Hold::Queued);
         assert_eq!(flood.next_release(), Some(start + rate.interval));

@@ -1,7 +1,7 @@
 //! Every connection's pending deadlines, by kind, in one ordered heap
 //! (protocol.md, "Limits and policies" and "Address policies": the soft
 //! output limit's grace, the incomplete-line and idle timeouts, flood
-//! control's next release).
+//! control's next release, the end of a client's hold on the room).
 //!
 //! The heap holds exactly the armed deadlines: re-arming a timer moves its
 //! entry and cancelling removes it, so the earliest entry is always the next
@@ -29,15 +29,18 @@ pub(super) enum Timer {
     IdleTimeout,
     /// The next held line fits the flood budget.
     FloodRelease,
+    /// The client, behind the room, no longer holds it.
+    RoomHold,
 }
 
 impl Timer {
     /// Every kind, in order.
-    const ALL: [Timer; 4] = [
+    const ALL: [Timer; 5] = [
         Timer::SoftQueueGrace,
         Timer::LineTimeout,
         Timer::IdleTimeout,
         Timer::FloodRelease,
+        Timer::RoomHold,
     ];
 }
 
@@ -96,6 +99,20 @@ impl TimerSet {
         for timer in Timer::ALL {
             self.set(conn, timer, None);
         }
+    }
+
+    /// Cancels every timer of kind `timer`; returns whose they were.
+    pub(super) fn cancel_kind(&mut self, timer: Timer) -> Vec<ConnId> {
+        let conns: Vec<ConnId> = self
+            .heap
+            .iter()
+            .filter(|&&(_, _, kind)| kind == timer)
+            .map(|&(_, conn, _)| conn)
+            .collect();
+        for &conn in &conns {
+            self.set(conn, timer, None);
+        }
+        conns
     }
 
     /// Whether `conn` has no timer armed.
@@ -205,6 +222,7 @@ impl Server {
             self.expire(conn, timer, now);
             self.schedule(conn);
         }
+        self.release_room(now);
         now
     }
 
@@ -218,11 +236,15 @@ impl Server {
         let entry = &self.conns[slot];
         let config = &self.config;
         let policies = entry.policy_address.is_some();
-        // While lines are held, the client is not read: only the release runs.
-        let reading = policies && !entry.flood.is_holding();
+        // While input waits, the client is not read: only the release runs,
+        // and not while the room waits for its readers.
+        let reading = policies && !entry.flood.is_holding() && !entry.flood.eof_pending;
         let line = after(entry.input.line_since, config.line_timeout).filter(|_| reading);
         let idle = after(entry.input.last_input, config.idle_timeout).filter(|_| reading);
-        let release = entry.flood.next_release().filter(|_| policies);
+        let release = entry
+            .flood
+            .next_release()
+            .filter(|_| policies && !self.room.is_paused());
         // A deadline not after the clock would fire again at once:
         // `advance` would never end.
         debug_assert!(
@@ -247,6 +269,7 @@ impl Server {
             Timer::LineTimeout => self.disconnect(conn, Reason::IncompleteLine),
             Timer::IdleTimeout => self.disconnect(conn, Reason::Idle),
             Timer::FloodRelease => self.release_held(conn, now),
+            Timer::RoomHold => self.room_hold_over(conn),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::{Driver, Input, NS, Observer, Seen};
-use crate::{ConnId, Event, Reason};
+use crate::{ConnId, Event, LINE_COST, Reason};
 
 /// What the driver knows about one connection.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct Client {
     pub eof_fed: bool,
     /// Every byte moved out with `poll_transmit`, written or not.
     pub taken: Vec<u8>,
+    /// Where in `taken` each `poll_transmit` that moved something ended.
+    pub batches: Vec<usize>,
     /// How much of `taken` [`Driver::lines`] has returned.
     pub unread: usize,
     /// Bytes taken and not yet written.
@@ -67,6 +69,7 @@ impl Client {
             eof_sent: false,
             eof_fed: false,
             taken: Vec::new(),
+            batches: Vec::new(),
             unread: 0,
             in_flight: Vec::new(),
             received: Vec::new(),
@@ -78,6 +81,37 @@ impl Client {
             failed: false,
             signalled: false,
         }
+    }
+}
+
+impl Client {
+    /// What the server counts for what it handed the driver and the driver
+    /// has not written: the bytes, and [`LINE_COST`] for each line of a
+    /// `poll_transmit` batch whose last byte is not written yet.
+    pub fn in_flight_cost(&self) -> usize {
+        self.in_flight_cost_after(0)
+    }
+
+    /// What [`Client::in_flight_cost`] will be once `n` more bytes are written.
+    pub fn in_flight_cost_after(&self, n: usize) -> usize {
+        let written = self.taken.len() - self.in_flight.len() + n;
+        let first = self.batches.partition_point(|&end| end <= written);
+        let start = first
+            .checked_sub(1)
+            .map_or(0, |before| self.batches[before]);
+        let lines = self.taken[start..].iter().filter(|&&b| b == b'\n').count();
+        self.taken.len() - written + lines * LINE_COST
+    }
+
+    /// What the server has released of what it counted for this client:
+    /// the bytes written, and [`LINE_COST`] for each line of a batch written
+    /// whole.
+    pub fn released_cost(&self) -> usize {
+        let written = self.taken.len() - self.in_flight.len();
+        let whole = self.batches.partition_point(|&end| end <= written);
+        let end = whole.checked_sub(1).map_or(0, |last| self.batches[last]);
+        let lines = self.taken[..end].iter().filter(|&&b| b == b'\n').count();
+        written + lines * LINE_COST
     }
 }
 

@@ -384,6 +384,7 @@ impl<O: Observer> Driver<O> {
         }
         check_sent_bytes(&bytes);
         client.taken.extend_from_slice(&bytes);
+        client.batches.push(client.taken.len());
         client.in_flight.extend_from_slice(&bytes);
         self.trace.push(Seen::Bytes(id, bytes));
     }

@@ -95,12 +95,17 @@ pub enum Step {
 /// The small limits the simulated sessions run with, so that every limit is
 /// reached by short inputs. `max_queue` is below what [`Config::validate`]
 /// accepts on purpose: clients go over it often, and at every offset.
+///
+/// The room never waits here (`room_queue` is off): the model hands every
+/// client its input at once, and room backpressure is checked with the
+/// policies ([`policy_config`]) and by its own property tests.
 pub fn small_config() -> Config {
     Config {
         max_clients: 4,
         max_line: 16,
         max_queue: 300,
         soft_queue: 300,
+        room_queue: None,
         ..Config::default()
     }
 }
@@ -109,7 +114,9 @@ pub fn small_config() -> Config {
 /// flood budget of 3 lines, then 2 a second, with 4 more waiting at most;
 /// 5 s to finish a line, 30 s idle; 2 connections open per address, and 3
 /// connects at once, then one per 10 s; 2 nick changes at once, then one
-/// per 2.5 s; a soft output limit of half the (small) queue for 2 s. `max_queue` is below what
+/// per 2.5 s; a soft output limit of half the (small) queue for 2 s; a
+/// client behind the room past 120 bytes, which holds it for what it
+/// writes at 1000 bytes a second. `max_queue` is below what
 /// [`Config::validate`] accepts, as in [`small_config`].
 pub fn policy_config() -> Config {
     Config {
@@ -118,6 +125,8 @@ pub fn policy_config() -> Config {
         max_queue: 300,
         soft_queue: 150,
         soft_queue_grace: Duration::from_secs(2),
+        room_queue: Some(120),
+        min_read_rate: 1000,
         flood: Some(Rate {
             burst: 3,
             interval: Duration::from_millis(500),

@@ -9,7 +9,7 @@ use unicode_script::{Script, UnicodeScript};
 use unicode_security::MixedScript;
 use unicode_security::mixed_script::AugmentedScriptSet;
 
-use crate::{Config, HELP};
+use crate::{Config, HELP, LINE_COST};
 
 /// The protocol as a naive reference: who is connected under which nick,
 /// and every byte each client must receive.
@@ -35,8 +35,11 @@ pub(super) struct ModelClient {
     pub(super) too_slow: bool,
     /// Every byte the server must have queued for it, in order.
     pub(super) expected: Vec<u8>,
-    /// Queued or unwritten bytes, as the server counts them.
+    /// Queued or unwritten bytes, as the server counts them: each line its
+    /// bytes and `LINE_COST`, until the batch it was taken in is written.
     pub(super) pending: usize,
+    /// What every line queued for it cost, in all.
+    sent: usize,
     /// The current unterminated line.
     line: Vec<u8>,
     /// The current line was reported too long; skip to its LF.
@@ -64,14 +67,15 @@ impl Model {
     fn send(&mut self, to: usize, line: &str) {
         let limit = self.config.max_queue;
         let client = &mut self.clients[to];
-        let len = line.len() + 1;
-        if client.pending + len > limit {
+        let cost = line.len() + 1 + LINE_COST;
+        if client.pending + cost > limit {
             if client.nick.is_some() {
                 self.over_limit.insert(to);
             }
             return;
         }
-        client.pending += len;
+        client.pending += cost;
+        client.sent += cost;
         client.expected.extend_from_slice(line.as_bytes());
         client.expected.push(b'\n');
     }
@@ -206,9 +210,13 @@ impl Model {
         }
     }
 
-    pub(super) fn written(&mut self, index: usize, written: usize) {
+    /// The driver has written what releases `released` of what client
+    /// `index` was counted (see `Client::released_cost`).
+    pub(super) fn released(&mut self, index: usize, released: usize) {
         let client = &mut self.clients[index];
-        client.pending = client.pending.saturating_sub(written);
+        if !client.too_slow {
+            client.pending = client.sent.saturating_sub(released);
+        }
     }
 
     pub(super) fn shutdown(&mut self) {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::{Driver, Observer};
-use crate::{Config, ConnId};
+use crate::{Config, ConnId, LINE_COST};
 
 /// `n` seconds.
 pub fn secs(n: u64) -> Duration {
@@ -116,10 +116,12 @@ pub fn welcome_nick(line: &str) -> String {
 }
 
 /// The default config with lines of at most `max_line` bytes and the
-/// smallest valid output limit for it (soft limit the same).
+/// smallest valid output limit for it (soft limit the same), the room never
+/// waiting (so that a client over the limit is dropped whatever it reads).
 pub fn line_config(max_line: usize) -> Config {
     let mut config = Config {
         max_line,
+        room_queue: None,
         ..Config::default()
     };
     config.max_queue = config.min_queue();
@@ -147,12 +149,14 @@ pub const SOFT: usize = 600;
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// Lines of up to 64 bytes, the smallest max queue for them, and a soft
-/// limit of [`SOFT`] bytes for [`GRACE`]; no address policy.
+/// limit of [`SOFT`] bytes for [`GRACE`]; no address policy, and the room
+/// never waiting.
 pub fn soft_config() -> Config {
     let mut config = Config {
         max_line: 64,
         soft_queue: SOFT,
         soft_queue_grace: GRACE,
+        room_queue: None,
         ..no_policies()
     };
     config.max_queue = config.min_queue();
@@ -160,10 +164,11 @@ pub fn soft_config() -> Config {
     config
 }
 
-/// Sends chat lines from `a` until `slow` holds exactly `target` bytes.
+/// Sends chat lines from `a` until `slow` holds exactly `target` bytes (as
+/// the limits count them: each line its bytes and [`LINE_COST`]).
 pub fn fill_to(s: &mut Driver, a: ConnId, an: &str, slow: ConnId, target: usize) {
-    // `NICK: ` and the LF.
-    let prefix = an.len() + 3;
+    // `NICK: `, the LF, and what a line costs beyond its bytes.
+    let prefix = an.len() + 3 + LINE_COST;
     loop {
         let room = target - s.server().pending_bytes(slow).unwrap();
         if room == 0 {
