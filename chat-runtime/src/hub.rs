@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use chat_core::{Bytes, Config, ConnId, Event, Server};
 use tracing::info;
 
+use crate::log_budget::LogBudget;
 use crate::notify::Notify;
 
 /// How long a flushing close may take before the socket is shut down anyway.
@@ -97,6 +98,9 @@ pub(crate) struct Hub<S> {
     /// Tasks started to share writes that are not done (see
     /// `Runtime::SHARE_WRITES`).
     sharing: AtomicUsize,
+    /// Tasks that could not start, for their warning: a connection storm
+    /// past a thread cap refuses thousands at once.
+    refused: Mutex<LogBudget>,
 }
 
 impl<S: AsFd> Hub<S> {
@@ -111,6 +115,7 @@ impl<S: AsFd> Hub<S> {
             idle: Condvar::new(),
             timer: Condvar::new(),
             sharing: AtomicUsize::new(0),
+            refused: Mutex::default(),
         }
     }
 

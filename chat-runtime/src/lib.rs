@@ -50,6 +50,7 @@
 
 mod cli;
 mod hub;
+mod log_budget;
 mod notify;
 mod reader;
 mod runtime;

@@ -1,4 +1,4 @@
-//! A connection's reader task.
+//! A connection's reader task, and its [`ReadBuffer`].
 
 use std::io;
 use std::sync::Arc;
@@ -10,23 +10,21 @@ use crate::hub::{Half, Link, Task};
 
 /// Most bytes one read takes, so one busy client's turn is bounded.
 const READ_BUFFER: usize = 64 * 1024;
-/// Read buffer of a client that sends little, in bytes; it doubles, up to
-/// [`READ_BUFFER`], each time a read fills it.
+/// Read buffer of a client that sends little, or has paused, in bytes.
 const SMALL_READ_BUFFER: usize = 64;
 
 /// Feeds what the client sends to the core until it closes or fails,
 /// pausing while the core asks it to.
 pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stream>>) {
-    // Most clients send little: start small and grow for those that fill it.
-    let mut buf = vec![0; SMALL_READ_BUFFER];
+    let mut buffer = ReadBuffer::new();
     loop {
-        match R::read(&link.stream, &mut buf).await {
+        match R::read(&link.stream, buffer.space()).await {
             Ok(0) => return task.eof(&link),
             Ok(len) => {
-                let mut paused = task.received(&link, &buf[..len]);
-                // Doubling: a client's buffer follows how much it sends.
-                if len == buf.len() && len < READ_BUFFER {
-                    buf.resize((len * 2).min(READ_BUFFER), 0);
+                let mut paused = task.received(&link, buffer.filled(len));
+                buffer.after_read(len);
+                if paused {
+                    buffer.pause();
                 }
                 // Released by `ResumeReading`, or by the connection closing.
                 while paused {
@@ -42,4 +40,172 @@ pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stre
         }
     }
     task.finished(&link, Half::Reader);
+}
+
+/// A reader's buffer, sized to what its client sends: most clients send
+/// little, so it starts at [`SMALL_READ_BUFFER`] bytes and doubles, up to
+/// [`READ_BUFFER`], each time a read fills it.
+///
+/// A read that does not fill it drained the socket: the client paused, and
+/// may stay quiet for hours, so the next read, which waits for it, gets a
+/// small buffer and the large one is freed (a client that once sent a long
+/// line would otherwise hold [`READ_BUFFER`] bytes for good). The size the
+/// client grew it to is kept in mind: a read that fills the small buffer
+/// goes straight back to that size, so a client that sends in bursts costs
+/// one small read per burst, not a doubling ramp.
+///
+/// While the reader pauses (flood control) it holds no buffer at all, and
+/// it resumes at the size the client grew it to: its input waited in the
+/// socket meanwhile, and is read as it would have been without the pause,
+/// so that a flood shows as many lines at once (`--flood-excess`).
+#[derive(Debug)]
+struct ReadBuffer {
+    /// Where reads go; allocated by [`ReadBuffer::space`] just before a
+    /// read, so its length is the size of the last read.
+    bytes: Vec<u8>,
+    /// Size of the next read: [`SMALL_READ_BUFFER`] or `needed`.
+    next: usize,
+    /// The size the client grew the buffer to; at least
+    /// [`SMALL_READ_BUFFER`].
+    needed: usize,
+}
+
+impl ReadBuffer {
+    fn new() -> ReadBuffer {
+        ReadBuffer {
+            bytes: Vec::new(),
+            next: SMALL_READ_BUFFER,
+            needed: SMALL_READ_BUFFER,
+        }
+    }
+
+    /// Where the next read goes, of the size it should have. A new buffer
+    /// rather than a resized one: shrinking frees the memory, and growing
+    /// copies nothing, the old bytes being handed over already.
+    fn space(&mut self) -> &mut [u8] {
+        if self.bytes.len() != self.next {
+            self.bytes = vec![0; self.next];
+        }
+        &mut self.bytes
+    }
+
+    /// The `len` bytes the last read took.
+    fn filled(&self, len: usize) -> &[u8] {
+        &self.bytes[..len]
+    }
+
+    /// Sizes the next read, after one that took `len` bytes.
+    fn after_read(&mut self, len: usize) {
+        let size = self.bytes.len();
+        if len < size {
+            self.next = SMALL_READ_BUFFER;
+            return;
+        }
+        if size == self.needed {
+            self.needed = (size * 2).min(READ_BUFFER);
+        }
+        self.next = self.needed;
+    }
+
+    /// The reader waits without reading: frees the buffer, and reads at the
+    /// size the client grew it to once it resumes.
+    fn pause(&mut self) {
+        self.bytes = Vec::new();
+        self.next = self.needed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes the buffer holds now.
+    fn held(buffer: &ReadBuffer) -> usize {
+        buffer.bytes.capacity()
+    }
+
+    /// A read of `len` bytes, at most the buffer's size; returns the
+    /// size of the buffer it was made with.
+    fn read(buffer: &mut ReadBuffer, len: usize) -> usize {
+        let size = buffer.space().len();
+        buffer.after_read(len.min(size));
+        size
+    }
+
+    /// Full reads until the buffer stops growing; the sizes it had.
+    fn grow_fully(buffer: &mut ReadBuffer) -> Vec<usize> {
+        let mut sizes = vec![read(buffer, usize::MAX)];
+        loop {
+            let size = read(buffer, usize::MAX);
+            assert!(size <= READ_BUFFER, "grew to {size}");
+            if Some(&size) == sizes.last() {
+                return sizes;
+            }
+            sizes.push(size);
+        }
+    }
+
+    #[test]
+    fn full_reads_double_it_up_to_the_largest_read() {
+        let mut buffer = ReadBuffer::new();
+        let sizes = grow_fully(&mut buffer);
+        let doubling: Vec<_> = (6..=16).map(|bits| 1 << bits).collect();
+        assert_eq!(sizes, doubling);
+        assert_eq!(sizes.last(), Some(&READ_BUFFER));
+        assert_eq!(held(&buffer), READ_BUFFER);
+    }
+
+    #[test]
+    fn a_partial_read_frees_a_large_buffer() {
+        let mut buffer = ReadBuffer::new();
+        grow_fully(&mut buffer);
+        assert_eq!(read(&mut buffer, 100), READ_BUFFER);
+        assert_eq!(buffer.space().len(), SMALL_READ_BUFFER);
+        assert_eq!(held(&buffer), SMALL_READ_BUFFER);
+    }
+
+    #[test]
+    fn a_full_small_read_regrows_to_the_remembered_size_at_once() {
+        let mut buffer = ReadBuffer::new();
+        for _ in 0..3 {
+            read(&mut buffer, usize::MAX);
+        }
+        assert_eq!(read(&mut buffer, 1), 512);
+        assert_eq!(read(&mut buffer, 1), SMALL_READ_BUFFER);
+        // Quiet reads at the small size forget nothing.
+        assert_eq!(read(&mut buffer, SMALL_READ_BUFFER), SMALL_READ_BUFFER);
+        assert_eq!(read(&mut buffer, usize::MAX), 512);
+        // From there it doubles again.
+        assert_eq!(read(&mut buffer, usize::MAX), 1024);
+    }
+
+    #[test]
+    fn a_pausing_reader_holds_no_buffer_and_resumes_at_the_remembered_size() {
+        let mut buffer = ReadBuffer::new();
+        for _ in 0..4 {
+            read(&mut buffer, usize::MAX);
+        }
+        // Paused after a full read: it would have grown.
+        buffer.pause();
+        assert_eq!(held(&buffer), 0);
+        assert_eq!(read(&mut buffer, 1), 1024);
+        // Paused after a partial read: still the remembered size.
+        buffer.pause();
+        assert_eq!(held(&buffer), 0);
+        assert_eq!(buffer.space().len(), 1024);
+    }
+
+    #[test]
+    fn it_never_grows_past_the_largest_read() {
+        let mut buffer = ReadBuffer::new();
+        grow_fully(&mut buffer);
+        for _ in 0..20 {
+            assert_eq!(read(&mut buffer, usize::MAX), READ_BUFFER);
+            buffer.pause();
+            assert_eq!(read(&mut buffer, usize::MAX), READ_BUFFER);
+            assert_eq!(read(&mut buffer, 1), READ_BUFFER);
+            assert_eq!(read(&mut buffer, usize::MAX), SMALL_READ_BUFFER);
+        }
+        assert_eq!(buffer.space().len(), READ_BUFFER);
+    }
 }

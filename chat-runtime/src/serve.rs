@@ -3,13 +3,14 @@
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tracing::{debug, info, warn};
 
 use crate::Runtime;
 use crate::hub::{FLUSH_LIMIT, Hub, Task};
+use crate::log_budget::LogBudget;
 
 /// Most connections taken in under one lock of the hub.
 const ACCEPT_BATCH: usize = 128;
@@ -42,6 +43,9 @@ pub(crate) async fn serve<R: Runtime>(
     drop(stdout);
 
     let mut batch = Vec::with_capacity(ACCEPT_BATCH);
+    // An accept fails again at each retry while, say, clients hold every
+    // file descriptor: logged once a minute at most.
+    let mut accept_failures = LogBudget::default();
     loop {
         match R::accept(&listener).await {
             Ok(accepted) => {
@@ -58,7 +62,9 @@ pub(crate) async fn serve<R: Runtime>(
                 start(&mut task, &mut batch);
             }
             Err(error) => {
-                warn!("accept failed: {error}");
+                if let Some(left_out) = accept_failures.admit(Instant::now()) {
+                    warn!("accept failed: {error}{left_out}");
+                }
                 R::sleep(ACCEPT_BACKOFF).await;
             }
         }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -179,8 +179,8 @@ impl<R: Runtime> Task<R> {
     }
 
     /// Starts `task`, which runs `half` of the `links`; if it cannot be
-    /// started, they are closed (see the crate docs). Returns whether it
-    /// started.
+    /// started, they are closed (see the crate docs), and that is logged
+    /// within the hub's budget for it. Returns whether it started.
     fn spawn_for<F>(&mut self, task: F, links: &[Arc<Link<R::Stream>>], half: Half) -> bool
     where
         F: Future<Output = ()> + Send + 'static,
@@ -188,7 +188,12 @@ impl<R: Runtime> Task<R> {
         let Err(error) = R::spawn(task) else {
             return true;
         };
-        warn!(connections = links.len(), "cannot start a task: {error}");
+        if let Some(left_out) = crate::lock(&self.hub.refused).admit(Instant::now()) {
+            warn!(
+                connections = links.len(),
+                "cannot start a task: {error}{left_out}"
+            );
+        }
         for link in links {
             self.hub.finished(link, half, &mut self.after);
         }
@@ -316,5 +321,8 @@ mod tests {
         for (link, client) in others {
             assert_eq!(reads_line_ending(client, ": hello"), !aborted(link));
         }
+        // Two refusals: the first was logged, so the next is only counted.
+        let now = Instant::now();
+        assert!(crate::lock(&task.hub.refused).admit(now).is_none());
     }
 }
