@@ -3,7 +3,7 @@
 //! rate, and which peers the policies apply to).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use crate::config::Config;
@@ -29,12 +29,25 @@ struct Address {
     connects: Option<Bucket>,
 }
 
-/// The address whose policies apply to `peer`: its IP, with IPv4-mapped
-/// IPv6 taken as IPv4 so that one host is one address; `None` for loopback
-/// peers unless `limit_loopback`.
+/// The address whose policies apply to `peer`: its [`address_of`];
+/// `None` for loopback peers unless `limit_loopback`.
 pub(super) fn policy_address(config: &Config, peer: SocketAddr) -> Option<IpAddr> {
     let ip = peer.ip().to_canonical();
-    (config.limit_loopback || !ip.is_loopback()).then_some(ip)
+    (config.limit_loopback || !ip.is_loopback()).then(|| address_of(config, ip))
+}
+
+/// The address `ip` counts under: an IPv4 address (IPv4-mapped IPv6 taken
+/// as IPv4, so that one host is one address) as it is, an IPv6 address as
+/// its network prefix of `ipv6_prefix` bits (the rest zero).
+pub(super) fn address_of(config: &Config, ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let host_bits = 128u32.saturating_sub(config.ipv6_prefix.into());
+            let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
+    }
 }
 
 impl Addresses {
@@ -104,6 +117,39 @@ mod tests {
                 ..Config::default()
             };
             assert!(policy_address(&limit_loopback, peer).is_some());
+        }
+    }
+
+    #[test]
+    fn ipv6_peers_count_by_their_prefix() {
+        let address = |ipv6_prefix, text: &str| {
+            let config = Config {
+                ipv6_prefix,
+                ..Config::default()
+            };
+            policy_address(&config, text.parse().unwrap())
+        };
+        let one = address(64, "[2001:db8:1:2::1]:1");
+        assert_eq!(one, Some("2001:db8:1:2::".parse().unwrap()));
+        // (prefix, two peers, whether they count as one address)
+        for (prefix, a, b, shared) in [
+            (64, "[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff::9]:2", true),
+            (64, "[2001:db8:1:2::1]:1", "[2001:db8:1:3::1]:1", false),
+            (128, "[2001:db8:1:2::1]:1", "[2001:db8:1:2::2]:1", false),
+            (48, "[2001:db8:1:2::1]:1", "[2001:db8:1:ffff::1]:1", true),
+            (48, "[2001:db8:1::1]:1", "[2001:db8:2::1]:1", false),
+            // Not on a byte boundary: ::4 to ::7 are one /126.
+            (126, "[2001:db8::5]:1", "[2001:db8::7]:1", true),
+            (126, "[2001:db8::3]:1", "[2001:db8::4]:1", false),
+        ] {
+            let same = address(prefix, a) == address(prefix, b);
+            assert_eq!(same, shared, "/{prefix}: {a} and {b}");
+        }
+        // IPv4, mapped or not, is the address itself whatever the prefix.
+        for prefix in [1, 48, 64, 128] {
+            let v4 = Some("203.0.113.9".parse().unwrap());
+            assert_eq!(address(prefix, "203.0.113.9:1"), v4);
+            assert_eq!(address(prefix, "[::ffff:203.0.113.9]:1"), v4);
         }
     }
 

@@ -686,6 +686,49 @@ fn policies_max_per_ip_ipv4_mapped_is_ipv4() {
     assert_refused_from(&mut s, v6, &[b, c]);
 }
 
+/// Address policies, connections per address: an IPv6 peer counts under
+/// its /64, so two addresses of one /64 count together against
+/// `--max-per-ip`, and one of another /64 does not; `--ipv6-prefix 128`
+/// counts each address alone, `--ipv6-prefix 48` groups the /64s of a /48.
+#[test]
+fn policies_max_per_ip_ipv6_by_prefix() {
+    let ip = |text: &str| -> IpAddr { text.parse().unwrap() };
+    let (first, same_64, next_64) = (
+        ip("2001:db8:1:2::1"),
+        ip("2001:db8:1:2:ffff:0:0:7"),
+        ip("2001:db8:1:3::1"),
+    );
+    let config = |ipv6_prefix| Config {
+        max_per_ip: Some(1),
+        ipv6_prefix,
+        ..no_policies()
+    };
+    let mut s = Driver::timed(config(64));
+    let (a, _) = s.join_from(first, &[]);
+    s.events();
+    assert_refused_from(&mut s, same_64, &[a]);
+    let (b, _) = s.join_from(next_64, &[a]);
+    s.events();
+    assert_refused_from(&mut s, first, &[a, b]);
+    // Closing one frees its /64 for any address in it.
+    s.close(a);
+    s.lines(b);
+    s.events();
+    s.join_from(same_64, &[b]);
+
+    let mut s = Driver::timed(config(128));
+    let (a, _) = s.join_from(first, &[]);
+    s.join_from(same_64, &[a]);
+    s.events();
+    assert_refused_from(&mut s, first, &[a]);
+
+    let mut s = Driver::timed(config(48));
+    let (a, _) = s.join_from(first, &[]);
+    s.events();
+    assert_refused_from(&mut s, next_64, &[a]);
+    s.join_from(ip("2001:db8:2::1"), &[a]);
+}
+
 /// Connect rate for the tests: 3 at once, then one each 10 s.
 const CONNECT: Rate = Rate {
     burst: 3,
