@@ -34,6 +34,8 @@ impl Rate {
 /// The *address policies* (`flood`, `idle_timeout`, `line_timeout`,
 /// `max_per_ip`, `connect_rate`, `nick_rate`) apply to every peer but
 /// loopback ones unless `limit_loopback` is set; the others apply to all.
+/// The per-address ones (`max_per_ip`, `connect_rate`) count an IPv6 peer
+/// under its network prefix of `ipv6_prefix` bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Most connections admitted at once; one more gets `* error: server full`.
@@ -75,6 +77,12 @@ pub struct Config {
     pub max_per_ip: Option<usize>,
     /// New connections from one IP address.
     pub connect_rate: Option<Rate>,
+    /// Length in bits of the network prefix an IPv6 peer counts under for
+    /// every per-address limit: all addresses of one /64 (what one host or
+    /// LAN typically has) are one address by default. 1 to 128; 128 counts
+    /// each IPv6 address alone. IPv4 (and IPv4-mapped IPv6) peers count by
+    /// their address.
+    pub ipv6_prefix: u8,
     /// Nick changes of one client.
     pub nick_rate: Option<Rate>,
     /// Apply the address policies to loopback peers too.
@@ -105,6 +113,7 @@ impl Default for Config {
                 burst: 32,
                 interval: Duration::from_secs(6),
             }),
+            ipv6_prefix: 64,
             // 5 per 20 seconds.
             nick_rate: Some(Rate {
                 burst: 5,
@@ -153,6 +162,8 @@ pub enum ConfigError {
     ZeroTime(&'static str),
     /// `max_per_ip` is 0: nobody could connect.
     NoClientsPerIp,
+    /// `ipv6_prefix` is not 1 to 128 bits.
+    BadIpv6Prefix,
 }
 
 impl fmt::Display for ConfigError {
@@ -183,6 +194,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::ZeroTime(name) => write!(f, "{name} must be above 0"),
             ConfigError::NoClientsPerIp => write!(f, "max per ip must be at least 1"),
+            ConfigError::BadIpv6Prefix => {
+                write!(f, "ipv6 prefix must be 1 to 128 bits")
+            }
         }
     }
 }
@@ -256,6 +270,9 @@ impl Config {
         if self.max_per_ip == Some(0) {
             return Err(ConfigError::NoClientsPerIp);
         }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(ConfigError::BadIpv6Prefix);
+        }
         Ok(())
     }
 }
@@ -279,6 +296,7 @@ mod tests {
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.line_timeout, Some(Duration::from_secs(60)));
         assert_eq!(config.max_per_ip, Some(16));
+        assert_eq!(config.ipv6_prefix, 64);
         assert_eq!(config.nick_rate, Rate::per_second(5, 0.25));
         assert!(!config.limit_loopback);
         assert_eq!(config.validate(), Ok(()));
@@ -355,8 +373,20 @@ mod tests {
         assert_eq!(no_rate.validate(), Err(ConfigError::NoReadRate));
         let no_ip = Config {
             max_per_ip: Some(0),
-            ..base
+            ..base.clone()
         };
         assert_eq!(no_ip.validate(), Err(ConfigError::NoClientsPerIp));
+        for (prefix, valid) in [(0, false), (1, true), (128, true), (129, false)] {
+            let config = Config {
+                ipv6_prefix: prefix,
+                ..base.clone()
+            };
+            let expected = if valid {
+                Ok(())
+            } else {
+                Err(ConfigError::BadIpv6Prefix)
+            };
+            assert_eq!(config.validate(), expected, "ipv6 prefix {prefix}");
+        }
     }
 }

@@ -21,8 +21,8 @@
 //! | Nicknames | [`nick`], `server/cmd/nick.rs` | `tests/nicknames.rs` |
 //! | Commands | `server/cmd/` (dispatch in `mod.rs`, one file per command, [`HELP`]) | `tests/commands.rs` |
 //! | Session events | `server` (`handle_connect`, `leave`), `server/output.rs` ([`Event`], [`Reason`]) | `tests/session.rs` |
-//! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/timer.rs` (soft limit grace) | `tests/limits.rs` (`limits_`) |
-//! | Address policies | `server/addresses.rs` (per address, loopback), `server/flood.rs` (flood control, held lines), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
+//! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/timer.rs` (soft limit grace), `server/addresses.rs` (`Refusals`: which refusals are logged) | `tests/limits.rs` (`limits_`) |
+//! | Address policies | `server/addresses.rs` (per address, IPv6 prefixes, loopback), `server/flood.rs` (flood control, held lines), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
 //!
 //! The server's state, by type: `server/conn.rs` (one connection, its fields
 //! grouped by concern), `server/flood.rs` (`FloodControl`),

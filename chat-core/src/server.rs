@@ -22,7 +22,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use self::addresses::{Addresses, policy_address};
+use self::addresses::{Addresses, Refusals, address_of, policy_address};
 use self::conn::{Conn, Outgoing, State};
 use self::room::{Behind, Room};
 use self::timer::{Timer, TimerSet};
@@ -101,6 +101,8 @@ pub struct Server {
     timers: TimerSet,
     /// Open connections and connect budgets by address.
     addresses: Addresses,
+    /// Which refusals are logged, by address.
+    refusals: Refusals,
     /// Who holds the room back, and whose input waits for it.
     room: Room,
 }
@@ -125,6 +127,7 @@ impl Server {
             clock: None,
             timers: TimerSet::default(),
             addresses: Addresses::new(),
+            refusals: Refusals::new(),
             room: Room::default(),
         }
     }
@@ -163,7 +166,7 @@ impl Server {
         let id = ConnId(self.accepted << SLOT_BITS | slot as u64);
         self.accepted += 1;
         if slot == NO_SLOT as usize {
-            self.reject(id, peer, Reason::ServerFull, false);
+            self.reject(now, id, peer, Reason::ServerFull, false);
             return id;
         }
         let policy_address = policy_address(&self.config, peer);
@@ -186,7 +189,7 @@ impl Server {
                 _ => "* error: server full",
             };
             self.deliver(Audience::One(id), render(&[text]));
-            self.reject(id, peer, reason, true);
+            self.reject(now, id, peer, reason, true);
             return id;
         }
         let rng = &mut self.rng;
@@ -405,14 +408,32 @@ impl Server {
         self.admitted
     }
 
-    /// Logs a refused connection and asks the driver to close it.
-    fn reject(&mut self, conn: ConnId, peer: SocketAddr, reason: Reason, flush: bool) {
-        let event = Event::Rejected {
-            conn,
-            peer,
-            reason: reason.clone(),
-        };
-        self.outputs.push_back(Output::Event(Box::new(event)));
+    /// Logs a refused connection, unless its address was logged in the
+    /// last minute (see [`Event::Rejected`]), and asks the driver to close
+    /// it.
+    fn reject(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: SocketAddr,
+        reason: Reason,
+        flush: bool,
+    ) {
+        let address = address_of(&self.config, peer.ip());
+        let outputs = &mut self.outputs;
+        let logged = self.refusals.refuse(address, now, |address, refusals| {
+            let event = Event::Unlogged { address, refusals };
+            outputs.push_back(Output::Event(Box::new(event)));
+        });
+        if let Some(unlogged) = logged {
+            let event = Event::Rejected {
+                conn,
+                peer,
+                reason: reason.clone(),
+                unlogged,
+            };
+            outputs.push_back(Output::Event(Box::new(event)));
+        }
         self.outputs.push_back(Output::Close {
             conn,
             reason,

@@ -8,6 +8,8 @@
 //! loop of the crate docs on a virtual clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::IpAddr;
+
 use chat_core::testkit::rules::{GRACE, SOFT, fill_to, line_config, secs, soft_config};
 use chat_core::testkit::{Driver, NS};
 use chat_core::{Config, ConfigError, ConnId, Event, LINE_COST, Reason};
@@ -76,6 +78,66 @@ fn limits_max_clients_slot_frees_on_closed() {
     s.close(e);
     let f = s.connect();
     assert!(s.lines(f)[0].starts_with("* welcome"));
+}
+
+/// Refuses a connection from `ip` as `server full`, reports it closed, and
+/// returns the events that caused.
+fn refused_full(s: &mut Driver, ip: IpAddr) -> Vec<Event> {
+    let conn = s.connect_from(ip);
+    assert_eq!(s.lines(conn), ["* error: server full"], "from {ip}");
+    assert_eq!(s.closes(), [(conn, Reason::ServerFull, true)]);
+    s.close(conn);
+    s.events()
+}
+
+/// Whether `events` is exactly one Rejected event for `ip` carrying
+/// `unlogged`.
+fn is_rejected(events: &[Event], ip: IpAddr, unlogged: u64) -> bool {
+    matches!(
+        events,
+        [Event::Rejected { peer, reason: Reason::ServerFull, unlogged: n, .. }]
+            if peer.ip() == ip && *n == unlogged
+    )
+}
+
+/// Limits, logs: per address, a refusal is logged (an event) at once, the
+/// refusals of that address in the next 60 s are only counted, and the
+/// first after them is logged with their count: 1000 refused connects in
+/// a minute give one Rejected event, the next, at the minute, reports the
+/// 999 left out. Other addresses have their own minute; an IPv6 /64 is one
+/// address; loopback peers count too.
+#[test]
+fn limits_logs_refusals_once_a_minute_per_address() {
+    let mut s = Driver::timed(Config {
+        max_clients: 1,
+        ..Config::default()
+    });
+    let (a, _) = s.join(&[]);
+    s.events();
+    let ip: IpAddr = "2001:db8::1".parse().unwrap();
+    let same_64: IpAddr = "2001:db8::2:0:0:1".parse().unwrap();
+    let events = refused_full(&mut s, ip);
+    assert!(is_rejected(&events, ip, 0), "{events:?}");
+    let minute = secs(60);
+    for k in 1..999 {
+        s.advance_to(minute * k / 1000);
+        let from = if k % 2 == 0 { ip } else { same_64 };
+        assert_eq!(refused_full(&mut s, from), [], "refusal {k}");
+    }
+    s.advance_to(minute - NS);
+    assert_eq!(refused_full(&mut s, same_64), [], "the last in the minute");
+    // Another address, and loopback, each once in that minute.
+    for other in ["203.0.113.1", "127.0.0.1"] {
+        let other: IpAddr = other.parse().unwrap();
+        assert!(is_rejected(&refused_full(&mut s, other), other, 0));
+        assert_eq!(refused_full(&mut s, other), []);
+    }
+    s.advance_to(minute);
+    let events = refused_full(&mut s, ip);
+    assert!(is_rejected(&events, ip, 999), "{events:?}");
+    // And the next minute starts.
+    assert_eq!(refused_full(&mut s, ip), []);
+    s.assert_quiet(&[a]);
 }
 
 /// Limits, max queue: a client that is never written to is disconnected as

@@ -41,7 +41,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chat_core::testkit::rules::ms;
-use chat_core::testkit::{Call, Client, Driver, Input, Observer, Seen};
+use chat_core::testkit::{Call, Client, Driver, Input, Observer, Seen, counted_as};
 use chat_core::{Config, ConnId, Rate, Reason, Server};
 use proptest::prelude::*;
 
@@ -112,8 +112,8 @@ impl Bucket {
     }
 }
 
-/// The address a peer counts under: an IPv4-mapped IPv6 address is the IPv4
-/// address it maps.
+/// An IPv4-mapped IPv6 address as the IPv4 address it maps (for the
+/// loopback test; the address a peer counts under is `counted_as`).
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.segments() {
@@ -216,6 +216,7 @@ enum OEvent {
 #[derive(Debug)]
 struct OClient {
     limited: bool,
+    /// The address it counts under (an IPv6 one by its prefix).
     ip: IpAddr,
     /// In the chat.
     joined: bool,
@@ -439,8 +440,8 @@ impl Oracle {
     fn connect(&mut self, now: Nanos, peer: SocketAddr) {
         self.run_due(now);
         let i = self.clients.len();
-        let ip = canonical(peer.ip());
-        let limited = self.config.limit_loopback || !is_loopback(ip);
+        let limited = self.config.limit_loopback || !is_loopback(peer.ip());
+        let ip = counted_as(peer.ip(), self.config.ipv6_prefix);
         let refusal = if self.shutting_down {
             Some(Why::Shutdown)
         } else if self.admitted >= self.config.max_clients {
@@ -943,9 +944,11 @@ impl Mirror {
             // Independent of the oracle: what the driver saw welcomed and not closed.
             let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
             for (_, c) in open() {
-                let ip = canonical(c.peer.ip());
+                let ip = c.peer.ip();
                 if c.nick.is_some() && (config.limit_loopback || !is_loopback(ip)) {
-                    *per_ip.entry(ip).or_default() += 1;
+                    *per_ip
+                        .entry(counted_as(ip, config.ipv6_prefix))
+                        .or_default() += 1;
                 }
             }
             for (ip, count) in per_ip {
@@ -1311,7 +1314,8 @@ fn policies_flood_at_exactly_the_rate_is_never_held() {
 // 2. poll_timeout across whole sessions with every policy on
 
 /// The addresses sessions connect from: loopback ones in every form, two
-/// IPv4 addresses (one also as IPv4-mapped IPv6), an IPv6 one.
+/// IPv4 addresses (one also as IPv4-mapped IPv6), IPv6 ones: two in one
+/// /64, one in the next /64 (the same /48).
 const ADDRESSES: &[&str] = &[
     "127.0.0.1",
     "127.0.0.2",
@@ -1321,6 +1325,8 @@ const ADDRESSES: &[&str] = &[
     "203.0.113.2",
     "::ffff:203.0.113.1",
     "2001:db8::1",
+    "2001:db8::2",
+    "2001:db8:0:1::1",
 ];
 
 /// The addresses in [`ADDRESSES`] that are not loopback.
@@ -1329,6 +1335,8 @@ const PUBLIC: &[&str] = &[
     "203.0.113.2",
     "::ffff:203.0.113.1",
     "2001:db8::1",
+    "2001:db8::2",
+    "2001:db8:0:1::1",
 ];
 
 /// What clients send in sessions: chat, partial lines, commands with long
@@ -1409,6 +1417,7 @@ fn policy_config() -> impl Strategy<Value = Config> {
                     line_timeout: line.map(Duration::from_secs),
                     max_per_ip: per_ip,
                     connect_rate: connect,
+                    ipv6_prefix: 64,
                     nick_rate: nick,
                     limit_loopback: loopback,
                 }
@@ -1481,16 +1490,18 @@ fn address_config() -> impl Strategy<Value = Config> {
         3usize..12,
         prop::option::of(1usize..4),
         prop::option::of(rate(4, 100..5000)),
+        prop::sample::select(&[64u8, 128, 48, 126][..]),
         any::<bool>(),
     )
         .prop_map(
-            |(max_clients, max_per_ip, connect_rate, limit_loopback)| Config {
+            |(max_clients, max_per_ip, connect_rate, ipv6_prefix, limit_loopback)| Config {
                 max_clients,
                 flood: None,
                 idle_timeout: None,
                 line_timeout: None,
                 max_per_ip,
                 connect_rate,
+                ipv6_prefix,
                 nick_rate: None,
                 limit_loopback,
                 ..Config::default()
@@ -1503,7 +1514,8 @@ proptest! {
 
     /// protocol.md, "Connections per address" and connect rate: connections
     /// from a few addresses come and go (closed at once, or lingering after
-    /// `/quit` until the driver closes them). A connection is refused
+    /// `/quit` until the driver closes them), IPv6 ones counted by a prefix
+    /// of 64, 128, 48 or 126 bits. A connection is refused
     /// exactly when the oracle says so: its address has `max_per_ip`
     /// admitted connections not yet reported closed, or its token bucket
     /// (which every attempt that finds a token empties by one) is empty;

@@ -112,6 +112,12 @@ pub struct Cli {
           default_value_t = per(Config::default().connect_rate, MINUTE), help_heading = POLICIES)]
     pub connect_rate: f64,
 
+    /// Length of the network prefix an IPv6 peer counts under for
+    /// --max-per-ip and the connect rate: the default, 64, makes one /64 (a
+    /// host or LAN) one address; 128 counts each IPv6 address alone. 1 to 128.
+    #[arg(long, value_name = "LEN", default_value_t = Config::default().ipv6_prefix, help_heading = POLICIES)]
+    pub ipv6_prefix: u8,
+
     /// Nick changes a client may make at once before --nick-rate applies;
     /// at least 1.
     #[arg(long, value_name = "N", default_value_t = burst(Config::default().nick_rate), help_heading = POLICIES)]
@@ -194,6 +200,7 @@ impl Cli {
                 self.connect_rate,
                 MINUTE,
             )?,
+            ipv6_prefix: self.ipv6_prefix,
             nick_rate: rate("nick rate", self.nick_burst, self.nick_rate, MINUTE)?,
             limit_loopback: self.limit_loopback,
         };
@@ -324,6 +331,7 @@ mod tests {
             "--max-per-ip=4",
             "--connect-burst=3",
             "--connect-rate=30",
+            "--ipv6-prefix=48",
             "--nick-burst=2",
             "--nick-rate=6",
             "--limit-loopback",
@@ -353,6 +361,7 @@ mod tests {
                     burst: 3,
                     interval: Duration::from_secs(2)
                 }),
+                ipv6_prefix: 48,
                 nick_rate: Some(Rate {
                     burst: 2,
                     interval: Duration::from_secs(10)
@@ -422,6 +431,7 @@ mod tests {
             &["--nick-rate", "1e30"],
             &["--connect-rate", "ten"],
             &["--flood-burst", "-1"],
+            &["--ipv6-prefix", "256"],
         ] {
             match parse(args) {
                 Err(CliError::Clap(e)) => assert_ne!(e.kind(), ErrorKind::DisplayHelp, "{args:?}"),
@@ -455,6 +465,8 @@ mod tests {
             (&["--room-queue", "2000000"], ConfigError::RoomQueue),
             (&["--min-read-rate", "0"], ConfigError::NoReadRate),
             (&["--nick-burst", "0"], ConfigError::BadRate("nick rate")),
+            (&["--ipv6-prefix", "0"], ConfigError::BadIpv6Prefix),
+            (&["--ipv6-prefix", "129"], ConfigError::BadIpv6Prefix),
         ] {
             match parse(args).unwrap().config() {
                 Err(CliError::Config(e)) => assert_eq!(e, error, "{args:?}"),

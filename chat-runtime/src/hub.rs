@@ -353,7 +353,21 @@ impl<S: AsFd> Hub<S> {
 fn log_event(event: Event) {
     match event {
         Event::Joined { conn, peer, nick } => info!(%conn, %peer, %nick, "joined"),
-        Event::Rejected { conn, peer, reason } => info!(%conn, %peer, %reason, "rejected"),
+        Event::Rejected {
+            conn,
+            peer,
+            reason,
+            unlogged: 0,
+        } => info!(%conn, %peer, %reason, "rejected"),
+        Event::Rejected {
+            conn,
+            peer,
+            reason,
+            unlogged,
+        } => info!(%conn, %peer, %reason, unlogged, "rejected"),
+        Event::Unlogged { address, refusals } => {
+            info!(%address, refusals, "refusals not logged")
+        }
         Event::Renamed { conn, from, to } => info!(%conn, %from, %to, "renamed"),
         Event::Left { conn, nick, reason } => info!(%conn, %nick, %reason, "left"),
     }

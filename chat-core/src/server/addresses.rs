@@ -1,10 +1,11 @@
 //! Per-address state: connections open from each address and its connect
 //! rate (protocol.md, "Address policies": connections per address, connect
-//! rate, and which peers the policies apply to).
+//! rate, and which peers the policies apply to), and which refusals of each
+//! address are logged (protocol.md, "Limits and policies": logs).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::rate::Bucket;
@@ -29,12 +30,25 @@ struct Address {
     connects: Option<Bucket>,
 }
 
-/// The address whose policies apply to `peer`: its IP, with IPv4-mapped
-/// IPv6 taken as IPv4 so that one host is one address; `None` for loopback
-/// peers unless `limit_loopback`.
+/// The address whose policies apply to `peer`: its [`address_of`];
+/// `None` for loopback peers unless `limit_loopback`.
 pub(super) fn policy_address(config: &Config, peer: SocketAddr) -> Option<IpAddr> {
     let ip = peer.ip().to_canonical();
-    (config.limit_loopback || !ip.is_loopback()).then_some(ip)
+    (config.limit_loopback || !ip.is_loopback()).then(|| address_of(config, ip))
+}
+
+/// The address `ip` counts under: an IPv4 address (IPv4-mapped IPv6 taken
+/// as IPv4, so that one host is one address) as it is, an IPv6 address as
+/// its network prefix of `ipv6_prefix` bits (the rest zero).
+pub(super) fn address_of(config: &Config, ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let host_bits = 128u32.saturating_sub(config.ipv6_prefix.into());
+            let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
+    }
 }
 
 impl Addresses {
@@ -49,14 +63,10 @@ impl Addresses {
     /// `max_per_ip`; false if it is over either. One the rate lets through
     /// takes from the budget even if `max_per_ip` then refuses it.
     pub(super) fn admit(&mut self, config: &Config, ip: IpAddr, now: Instant) -> bool {
-        // Addresses with nothing open and a full budget carry no state:
-        // sweep them whenever the map has doubled since the last sweep.
-        if self.by_ip.len() >= self.sweep_at {
-            self.by_ip.retain(|_, address| {
-                address.open > 0 || address.connects.is_some_and(|bucket| !bucket.is_full(now))
-            });
-            self.sweep_at = (self.by_ip.len() * 2).max(MIN_ADDRESS_SWEEP);
-        }
+        // Addresses with nothing open and a full budget carry no state.
+        sweep(&mut self.by_ip, &mut self.sweep_at, |_, address| {
+            address.open > 0 || address.connects.is_some_and(|bucket| !bucket.is_full(now))
+        });
         let address = self.by_ip.entry(ip).or_insert_with(|| Address {
             open: 0,
             connects: config.connect_rate.map(Bucket::new),
@@ -83,6 +93,100 @@ impl Addresses {
     }
 }
 
+/// Once `by_ip` has `*sweep_at` entries, keeps only those `keep` says to,
+/// and sets the next sweep for when what is left has doubled (at least
+/// `MIN_ADDRESS_SWEEP` entries): the cost stays constant per entry added.
+fn sweep<T>(
+    by_ip: &mut HashMap<IpAddr, T>,
+    sweep_at: &mut usize,
+    keep: impl FnMut(&IpAddr, &mut T) -> bool,
+) {
+    if by_ip.len() >= *sweep_at {
+        by_ip.retain(keep);
+        *sweep_at = (by_ip.len() * 2).max(MIN_ADDRESS_SWEEP);
+    }
+}
+
+/// After a logged refusal, how long further refusals of the same address
+/// are only counted.
+pub(super) const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// Which refused connections are logged, per address ([`address_of`], for
+/// every peer, loopback ones included): the first refusal at once; the
+/// others within [`REFUSAL_LOG_WINDOW`] of it only counted; the first after
+/// that logged again, with that count, and its window starts.
+///
+/// Bounded: one entry per address, which a sweep (whenever the table has
+/// doubled since the last one, as in [`Addresses`]) drops once its window
+/// is over, handing out the count it holds if any. So the table holds at
+/// most twice the addresses whose window was open at the last sweep (those
+/// with a refusal logged in the minute before it), or `MIN_ADDRESS_SWEEP`:
+/// it grows with how many addresses are refused in a minute, never with how
+/// long the server runs.
+#[derive(Debug)]
+pub(super) struct Refusals {
+    by_ip: HashMap<IpAddr, Refused>,
+    /// Size of `by_ip` at which entries whose window is over are swept next.
+    sweep_at: usize,
+}
+
+/// The refusals of one address since its last logged one.
+#[derive(Debug)]
+struct Refused {
+    /// When the last logged refusal was: the window runs from then.
+    logged_at: Instant,
+    /// Refusals since then that were not logged.
+    unlogged: u64,
+}
+
+impl Refusals {
+    pub(super) fn new() -> Refusals {
+        Refusals {
+            by_ip: HashMap::new(),
+            sweep_at: MIN_ADDRESS_SWEEP,
+        }
+    }
+
+    /// A connection from `address` is refused at `now`: `Some(n)` if the
+    /// refusal is to be logged, `n` being the refusals of the address left
+    /// out since the last one logged; `None` if it is only counted. A sweep
+    /// gives `swept` each address it forgets with a count, and the count,
+    /// in address order.
+    pub(super) fn refuse(
+        &mut self,
+        address: IpAddr,
+        now: Instant,
+        mut swept: impl FnMut(IpAddr, u64),
+    ) -> Option<u64> {
+        let open = |refused: &Refused| now.duration_since(refused.logged_at) < REFUSAL_LOG_WINDOW;
+        if let Some(refused) = self.by_ip.get_mut(&address) {
+            if open(refused) {
+                refused.unlogged += 1;
+                return None;
+            }
+            let unlogged = std::mem::take(&mut refused.unlogged);
+            refused.logged_at = now;
+            return Some(unlogged);
+        }
+        let mut counts = Vec::new();
+        sweep(&mut self.by_ip, &mut self.sweep_at, |&ip, refused| {
+            let keep = open(refused);
+            if !keep && refused.unlogged > 0 {
+                counts.push((ip, refused.unlogged));
+            }
+            keep
+        });
+        counts.sort_unstable();
+        counts.into_iter().for_each(|(ip, count)| swept(ip, count));
+        let refused = Refused {
+            logged_at: now,
+            unlogged: 0,
+        };
+        self.by_ip.insert(address, refused);
+        Some(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -104,6 +208,39 @@ mod tests {
                 ..Config::default()
             };
             assert!(policy_address(&limit_loopback, peer).is_some());
+        }
+    }
+
+    #[test]
+    fn ipv6_peers_count_by_their_prefix() {
+        let address = |ipv6_prefix, text: &str| {
+            let config = Config {
+                ipv6_prefix,
+                ..Config::default()
+            };
+            policy_address(&config, text.parse().unwrap())
+        };
+        let one = address(64, "[2001:db8:1:2::1]:1");
+        assert_eq!(one, Some("2001:db8:1:2::".parse().unwrap()));
+        // (prefix, two peers, whether they count as one address)
+        for (prefix, a, b, shared) in [
+            (64, "[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff::9]:2", true),
+            (64, "[2001:db8:1:2::1]:1", "[2001:db8:1:3::1]:1", false),
+            (128, "[2001:db8:1:2::1]:1", "[2001:db8:1:2::2]:1", false),
+            (48, "[2001:db8:1:2::1]:1", "[2001:db8:1:ffff::1]:1", true),
+            (48, "[2001:db8:1::1]:1", "[2001:db8:2::1]:1", false),
+            // Not on a byte boundary: ::4 to ::7 are one /126.
+            (126, "[2001:db8::5]:1", "[2001:db8::7]:1", true),
+            (126, "[2001:db8::3]:1", "[2001:db8::4]:1", false),
+        ] {
+            let same = address(prefix, a) == address(prefix, b);
+            assert_eq!(same, shared, "/{prefix}: {a} and {b}");
+        }
+        // IPv4, mapped or not, is the address itself whatever the prefix.
+        for prefix in [1, 48, 64, 128] {
+            let v4 = Some("203.0.113.9".parse().unwrap());
+            assert_eq!(address(prefix, "203.0.113.9:1"), v4);
+            assert_eq!(address(prefix, "[::ffff:203.0.113.9]:1"), v4);
         }
     }
 
@@ -145,5 +282,53 @@ mod tests {
         let later = now + Duration::from_secs(86_400);
         assert!(addresses.admit(&config, "198.51.100.1".parse().unwrap(), later));
         assert_eq!(addresses.by_ip.len(), 1);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_window_with_the_count() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        let mut refusals = Refusals::new();
+        let mut refuse = |ip, at| refusals.refuse(ip, at, |_, _| panic!("no sweep"));
+        assert_eq!(refuse(ip, t0), Some(0));
+        let last = t0 + REFUSAL_LOG_WINDOW - Duration::from_nanos(1);
+        assert_eq!(refuse(ip, t0), None);
+        assert_eq!(refuse(ip, last), None);
+        assert_eq!(refuse("203.0.113.2".parse().unwrap(), last), Some(0));
+        let t1 = t0 + REFUSAL_LOG_WINDOW;
+        assert_eq!(refuse(ip, t1), Some(2));
+        assert_eq!(refuse(ip, t1 + Duration::from_secs(59)), None);
+        assert_eq!(refuse(ip, t1 + REFUSAL_LOG_WINDOW), Some(1));
+    }
+
+    #[test]
+    fn refusals_whose_window_is_over_are_swept_with_their_count() {
+        let t0 = Instant::now();
+        let mut refusals = Refusals::new();
+        let ip = |n: u32| IpAddr::from((0xcb00_7100 + n).to_be_bytes());
+        let swept = std::cell::RefCell::new(Vec::new());
+        let refuse = |refusals: &mut Refusals, ip, at| {
+            refusals.refuse(ip, at, |ip, count| swept.borrow_mut().push((ip, count)))
+        };
+        let n = MIN_ADDRESS_SWEEP as u32 - 1;
+        for k in 0..n {
+            assert_eq!(refuse(&mut refusals, ip(k), t0), Some(0));
+        }
+        // Two with counts, one refused later: still in its window.
+        assert_eq!(refuse(&mut refusals, ip(7), t0), None);
+        assert_eq!(refuse(&mut refusals, ip(3), t0), None);
+        assert_eq!(refuse(&mut refusals, ip(3), t0), None);
+        let open = ip(n);
+        let t30 = t0 + Duration::from_secs(30);
+        assert_eq!(refuse(&mut refusals, open, t30), Some(0));
+        assert_eq!(refusals.by_ip.len(), MIN_ADDRESS_SWEEP);
+        // A new address once the first windows are over sweeps them.
+        let t60 = t0 + REFUSAL_LOG_WINDOW;
+        assert_eq!(refuse(&mut refusals, ip(n + 1), t60), Some(0));
+        assert_eq!(refusals.by_ip.len(), 2);
+        assert_eq!(*swept.borrow(), [(ip(3), 2), (ip(7), 1)]);
+        assert_eq!(refuse(&mut refusals, open, t60), None);
+        // A swept address starts afresh: its count was handed out.
+        assert_eq!(refuse(&mut refusals, ip(3), t60), Some(0));
     }
 }

@@ -2,7 +2,7 @@
 //! [`Event`]s worth logging, and the [`Reason`] a connection ended.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::ConnId;
 #[cfg(doc)]
@@ -77,7 +77,14 @@ pub enum Event {
         /// Its generated nick.
         nick: String,
     },
-    /// A client was refused on connect.
+    /// A client was refused on connect. Not every refusal is reported: per
+    /// address (the peer's IP; an IPv6 one as its network prefix of
+    /// `Config::ipv6_prefix` bits, whether or not the address policies
+    /// apply to the peer), the first is, at once; the refusals of that
+    /// address in the 60 s after it are only counted; the first one after
+    /// those 60 s is reported again, with that count in `unlogged`, and the
+    /// next 60 s start. So one address connecting in a loop is reported at
+    /// most once a minute.
     Rejected {
         /// The connection.
         conn: ConnId,
@@ -85,6 +92,21 @@ pub enum Event {
         peer: SocketAddr,
         /// Why.
         reason: Reason,
+        /// Refusals of the same address since the last one reported that
+        /// were not reported (for any reason).
+        unlogged: u64,
+    },
+    /// Refusals of one address that were not reported, when the server
+    /// forgets the address: its 60 s are over and it was not refused again.
+    /// (Until it forgets it, the next reported refusal carries the count:
+    /// see [`Event::Rejected`].) The server forgets such addresses only
+    /// while it tracks many (1024 or more), to bound what it keeps.
+    Unlogged {
+        /// The address, as [`Event::Rejected`] counts it (an IPv6 one as
+        /// its network prefix, the host bits zero).
+        address: IpAddr,
+        /// How many refusals were not reported.
+        refusals: u64,
     },
     /// A client changed its nick.
     Renamed {

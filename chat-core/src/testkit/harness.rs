@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::model::Model;
-use super::{Call, Driver, Input, Observer, Seen, Step, Take, check_event, policy_peer};
+use super::{
+    Call, Driver, Input, Observer, Seen, Step, Take, check_event, counted_as, policy_peer,
+};
 use crate::{Config, ConnId, Event, Server};
 
 /// A server driven by the [`Driver`] and checked after every step: against
@@ -282,7 +284,8 @@ fn check_policies<O: Observer>(driver: &Driver<O>) {
         }
         let ip = conn.peer.ip().to_canonical();
         if (config.limit_loopback || !ip.is_loopback()) && conn.nick.is_some() && !conn.closed {
-            *per_address.entry(ip).or_default() += 1;
+            let address = counted_as(ip, config.ipv6_prefix);
+            *per_address.entry(address).or_default() += 1;
         }
     }
     if let Some(max) = config.max_per_ip {

@@ -112,11 +112,11 @@ pub fn small_config() -> Config {
 
 /// Small limits with every policy on, for [`Harness::with_policies`]: a
 /// flood budget of 3 lines, then 2 a second, with 4 more waiting at most;
-/// 5 s to finish a line, 30 s idle; 2 connections open per address, and 3
-/// connects at once, then one per 10 s; 2 nick changes at once, then one
-/// per 2.5 s; a soft output limit of half the (small) queue for 2 s; a
-/// client behind the room past 120 bytes, which holds it for what it
-/// writes at 1000 bytes a second. `max_queue` is below what
+/// 5 s to finish a line, 30 s idle; 2 connections open per address (an
+/// IPv6 /64 being one address), and 3 connects at once, then one per 10 s;
+/// 2 nick changes at once, then one per 2.5 s; a soft output limit of half
+/// the (small) queue for 2 s; a client behind the room past 120 bytes,
+/// which holds it for what it writes at 1000 bytes a second. `max_queue` is below what
 /// [`Config::validate`] accepts, as in [`small_config`].
 pub fn policy_config() -> Config {
     Config {
@@ -139,6 +139,7 @@ pub fn policy_config() -> Config {
             burst: 3,
             interval: Duration::from_secs(10),
         }),
+        ipv6_prefix: 64,
         nick_rate: Some(Rate {
             burst: 2,
             interval: Duration::from_millis(2500),
@@ -149,17 +150,39 @@ pub fn policy_config() -> Config {
 
 /// The peer of the `index`th connection (from 0) of
 /// [`Harness::with_policies`]: in turn 203.0.113.1, 203.0.113.2, the first
-/// again as `::ffff:203.0.113.1`, 2001:db8::1 and loopback 127.0.0.1, so
-/// that three in five count under one address and one in five is exempt.
+/// again as `::ffff:203.0.113.1`, an IPv6 address (2001:db8::1, the next
+/// time 2001:db8::2, in the same /64) and loopback 127.0.0.1, so that three
+/// in five count under one address, one in five under a /64 of two, and
+/// one in five is exempt.
 pub fn policy_peer(index: usize) -> SocketAddr {
     let ip = match index % 5 {
         0 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)),
         1 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2)),
         2 => IpAddr::V6(Ipv4Addr::new(203, 0, 113, 1).to_ipv6_mapped()),
-        3 => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        3 => {
+            let host = 1 + (index / 5 % 2) as u16;
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, host))
+        }
         _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
     SocketAddr::new(ip, 10_000 + (index % 50_000) as u16)
+}
+
+/// The address `ip` counts under for the per-address limits, from
+/// protocol.md: an IPv4-mapped IPv6 address is the IPv4 address it maps;
+/// any other IPv6 address is its first `ipv6_prefix` bits, the rest zero.
+pub fn counted_as(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut octets = v6.octets();
+            for (i, octet) in octets.iter_mut().enumerate() {
+                let kept = usize::from(ipv6_prefix).saturating_sub(8 * i).min(8);
+                *octet &= !0xffu8.checked_shr(kept as u32).unwrap_or(0);
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        other => other.to_canonical(),
+    }
 }
 
 /// Every line a client receives is valid UTF-8, ends with LF (never CRLF)
