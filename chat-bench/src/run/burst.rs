@@ -44,9 +44,13 @@ pub struct Burst {
     pub duration: Duration,
 }
 
-/// Address `i` of `ips`, in turn.
-fn in_turn(ips: &[IpAddr], i: usize) -> Option<IpAddr> {
-    ips.get(i % ips.len().max(1)).copied()
+/// Client `i` of a group connects from address `i` of `ips`, in turn,
+/// with `rcvbuf`.
+fn in_turn(ips: &[IpAddr], rcvbuf: Option<u32>) -> impl Fn(usize) -> Origin + '_ {
+    move |i| Origin {
+        ip: ips.get(i % ips.len().max(1)).copied(),
+        rcvbuf,
+    }
 }
 
 /// Connects the senders, then the readers, each from its addresses in turn,
@@ -75,10 +79,7 @@ pub(super) async fn connect(
         cfg,
         addr,
         (cfg.senders, "senders"),
-        |i| Origin {
-            ip: in_turn(&b.sender_ips, i),
-            rcvbuf: None,
-        },
+        in_turn(&b.sender_ips, None),
         deadline,
         |stream| {
             let (ctx, stop) = (ctx.clone(), stop.clone());
@@ -92,10 +93,7 @@ pub(super) async fn connect(
         cfg,
         addr,
         (b.readers, "readers"),
-        |i| Origin {
-            ip: in_turn(&b.reader_ips, i),
-            rcvbuf: b.reader_rcvbuf,
-        },
+        in_turn(&b.reader_ips, b.reader_rcvbuf),
         deadline,
         |stream| {
             let (ctx, stop) = (ctx.clone(), stop.clone());
