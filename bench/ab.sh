@@ -32,7 +32,7 @@ rm -rf "$RUNS"
 mkdir -p "$RUNS"
 for round in $(seq "$ROUNDS"); do
     for side in before after; do
-        bin="$ROOT/target/release"
+        bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
         [ "$side" = before ] && bin="$BEFORE"
         echo "ab.sh: round $round of $ROUNDS: $side ($bin)" >&2
         BIN_DIR="$bin" NO_BUILD=1 OUT="$RUNS/$side-$round.md" bash bench/compare.sh >/dev/null

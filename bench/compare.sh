@@ -11,11 +11,14 @@
 #   BENCH_TIMEOUT=120                 chat-bench --timeout-secs for each case
 #   SEEDS_DIR=../shared/seeds         where the Go article lives
 #   NO_BUILD=1                        skip `cargo build --release --workspace`
-#   SCENARIOS="fanout paced scale idle slow"  scenarios to run, in this order
+#   SCENARIOS="fanout paced scale idle slow fanout-nowindow slow-25 burst"
+#                                     scenarios to run, in this order
 #   BIN_DIR=target/release            where chat-tokio and the others are (for
 #                                     comparing two builds with one chat-bench)
+# target/ is $CARGO_TARGET_DIR when that is set.
 # Each server is started once, runs all scenarios, and is stopped (SIGTERM,
-# then SIGKILL). Raw chat-bench output goes to target/bench-logs/.
+# then SIGKILL); the memory, slow, nowindow and burst cases restart it.
+# Raw chat-bench output goes to target/bench-logs/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,15 +26,16 @@ cd "$ROOT"
 
 SERVERS="${SERVERS:-go tokio asyncstd std}"
 QUICK="${QUICK:-0}"
-OUT="${OUT:-$ROOT/target/bench-results.md}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="${OUT:-$TARGET/bench-results.md}"
 SERVER_ARGS="${SERVER_ARGS:---max-clients 20000}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-120}"
 SEEDS_DIR="${SEEDS_DIR:-$ROOT/../shared/seeds}"
 GO_PORT=12345
-SCENARIOS="${SCENARIOS:-fanout paced scale idle slow}"
-BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
-BENCH="$ROOT/target/release/chat-bench"
-LOGS="$ROOT/target/bench-logs"
+SCENARIOS="${SCENARIOS:-fanout paced scale idle slow fanout-nowindow slow-25 burst}"
+BIN_DIR="${BIN_DIR:-$TARGET/release}"
+BENCH="$TARGET/release/chat-bench"
+LOGS="$TARGET/bench-logs"
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
@@ -112,9 +116,11 @@ wait_port() {
     return 1
 }
 
-# Starts server $1; sets SERVER_PID and ADDR.
+# Starts server $1, with flags $2... added to $SERVER_ARGS (the Go server
+# takes none); sets SERVER_PID and ADDR.
 start_server() {
     local name="$1"
+    shift
     if [ "$name" = go ]; then
         [ -x "$WORK/go/go-chat" ] || build_go || return 1
         if (exec 3<>"/dev/tcp/127.0.0.1/$GO_PORT") 2>/dev/null; then
@@ -134,7 +140,7 @@ start_server() {
         return 1
     fi
     # shellcheck disable=SC2086 # SERVER_ARGS is a list of flags
-    "$bin" --listen 127.0.0.1:0 $SERVER_ARGS >"$WORK/$name.out" 2>"$LOGS/$name.server.log" &
+    "$bin" --listen 127.0.0.1:0 $SERVER_ARGS "$@" >"$WORK/$name.out" 2>"$LOGS/$name.server.log" &
     SERVER_PID=$!
     ADDR=""
     for _ in $(seq 100); do
@@ -173,7 +179,19 @@ run_case() {
         note="error: $(tail -n1 "$logf" | tr '\t|' '  ')"
         rc=2
     else
-        [ "$(kv "$result" ok)" = 1 ] || note="lines lost/dup/reordered"
+        if [ "$sub" = burst ]; then
+            # ok=0 there means a reader dropped or with a gap, said below.
+            note="readers dropped: $(kv "$result" reader_disconnects)/$(kv "$result" clients)"
+            note="$note, with a gap: $(kv "$result" gap_readers)"
+            note="$note; lines per reader min/median/max $(kv "$result" reader_lines_min)"
+            note="$note/$(kv "$result" reader_lines_median)/$(kv "$result" reader_lines_max)"
+            note="$note of $(($(kv "$result" senders) * $(kv "$result" lines)))"
+        else
+            [ "$(kv "$result" ok)" = 1 ] || note="lines lost/dup/reordered"
+            local dropped
+            dropped="$(kv "$result" reader_disconnects)"
+            [ "$dropped" = 0 ] || note="$note; readers dropped: $dropped/$(kv "$result" clients)"
+        fi
         local stop
         stop="$(sed -n 's/^stopped early: //p' "$logf" | head -n1)"
         [ -z "$stop" ] || note="$note; stopped: $stop"
@@ -201,13 +219,19 @@ SLOW_WINDOW="${SLOW_WINDOW:-100}"
 
 # Scenario sizes. Closed-loop runs should last a few seconds; the Go server
 # is ~30x slower than ours, so it gets fewer lines (rates stay comparable).
+# slow-25: SLOW25_N readers and SLOW25_K never-reading clients, a quarter of
+# all. burst: BURST_PER_IP senders from each of 1 and of 8 addresses, each
+# writing 50 lines of 4000 B at once, BURST_R readers at 100 KiB/s, for at
+# most BURST_SECS after the burst.
 if [ "$QUICK" = 1 ]; then
     BENCH_TIMEOUT="${BENCH_TIMEOUT_QUICK:-30}"
     FANOUT_N=10 FANOUT_S=2 PACED_M=50 PACED_RATE=50 SCALE_NS="10 50"
-    IDLE_N=200 SLOW_N=10 SLOW_S=2 SLOW_M=3000 SLOW_K=2
+    IDLE_N=200 SLOW_N=10 SLOW_S=2 SLOW_M=3000 SLOW_K=2 SLOW25_N=9 SLOW25_K=3
+    BURST_PER_IP=2 BURST_R=4 BURST_SECS=3
 else
     FANOUT_N=100 FANOUT_S=10 PACED_M=500 PACED_RATE=100 SCALE_NS="10 100 1000 5000"
-    IDLE_N=10000 SLOW_N=100 SLOW_S=10 SLOW_M=5000 SLOW_K=5
+    IDLE_N=10000 SLOW_N=100 SLOW_S=10 SLOW_M=5000 SLOW_K=5 SLOW25_N=75 SLOW25_K=25
+    BURST_PER_IP=16 BURST_R=20 BURST_SECS=20
 fi
 
 # Total deliveries of a closed-loop run for server $1.
@@ -256,11 +280,40 @@ run_server() {
         run_case "$s" slow slow -n "$SLOW_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 --slow "$SLOW_K" \
             --window "$SLOW_WINDOW" --quiet-secs 5
     fi
+    # Beyond the targets: what happens past the limits. Each on a fresh
+    # server (the Go server is stuck after slow).
+    if wanted fanout-nowindow; then
+        # fanout without --window: senders as fast as the server reads them.
+        restart_server "$s" || return 0
+        m=$((total / (FANOUT_S * (FANOUT_N - 1))))
+        run_case "$s" fanout-nowindow fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window 0
+    fi
+    if wanted slow-25; then
+        restart_server "$s" || return 0
+        run_case "$s" slow-25-baseline fanout -n "$SLOW25_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 \
+            --window "$SLOW_WINDOW" --quiet-secs 5
+        restart_server "$s" || return 0
+        run_case "$s" slow-25 slow -n "$SLOW25_N" -s "$SLOW_S" -m "$SLOW_M" -b 512 \
+            --slow "$SLOW25_K" --window "$SLOW_WINDOW" --quiet-secs 5
+    fi
+    if wanted burst; then
+        # With the address policies on for loopback, as on a public port.
+        local ips i
+        for n in 1 8; do
+            ips="127.0.0.1"
+            for i in $(seq 2 "$n"); do ips="$ips,127.0.0.$i"; done
+            restart_server "$s" --limit-loopback || return 0
+            run_case "$s" "burst-$n" burst --senders $((BURST_PER_IP * n)) --sender-ips "$ips" \
+                --readers "$BURST_R" --read-rate 102400 --lines 50 --size 4000 \
+                --duration "$BURST_SECS"
+        done
+    fi
 }
 
+# Stops the server and starts server $1 again, with flags $2...
 restart_server() {
     stop_server
-    start_server "$1"
+    start_server "$@"
 }
 
 for s in $SERVERS; do
@@ -296,6 +349,10 @@ done
     echo "mostly queueing); paced: $PACED_RATE lines/s per sender, latency from the scheduled send time."
     echo "Latency until a client read the line; \"arrival\": until it reached the client's socket (kernel"
     echo "receive timestamp), without the time the load generator took to get to reading it."
-    echo "64-byte lines except slow (512 B). The Go server prints every message to stdout (/dev/null here)."
+    echo "64-byte lines except slow (512 B) and burst (4000 B). The Go server prints every message to stdout (/dev/null here)."
+    echo "fanout-nowindow: fanout without a window. slow-25: $SLOW25_K never-reading clients beside $SLOW25_N readers"
+    echo "(slow-25-baseline: the readers alone). burst-1/burst-8: the servers with --limit-loopback; $BURST_PER_IP senders"
+    echo "from each of 1/8 addresses write 50 lines of 4000 B at once while $BURST_R readers read at 100 KiB/s"
+    echo "(SO_RCVBUF 64 KiB), for at most $BURST_SECS s; lost: lines not read by then."
 } | tee "$OUT"
 log "table written to $OUT; raw logs in $LOGS"

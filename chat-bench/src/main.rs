@@ -3,8 +3,9 @@
 //! with a prefix such as `NICK: `).
 //!
 //! It measures deliveries per second, loss, duplication, reordering and
-//! latency, the server's memory per idle connection, and how the server
-//! treats clients that never read. A summary goes to stderr and one
+//! latency, the server's memory per idle connection, how the server
+//! treats clients that never read, and whether readers at a set rate keep
+//! every line while others burst. A summary goes to stderr and one
 //! `RESULT key=value ...` line to stdout.
 //!
 //! Latency runs from the send time (in open loop: the time the line was
@@ -16,17 +17,19 @@
 #![forbid(unsafe_code)]
 
 mod lines;
+mod pace;
 mod report;
 mod run;
 mod token;
 mod tracker;
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::run::{Config, Scenario};
+use crate::run::{Burst, Config, Scenario};
 
 /// Load generator for line-based broadcast TCP chat servers.
 ///
@@ -34,8 +37,9 @@ use crate::run::{Config, Scenario};
 /// --size bytes (LF included); received lines are matched by that token
 /// anywhere in the line, other lines (prefixes, notices) are ignored.
 /// Output: a summary on stderr and one `RESULT key=value ...` line on stdout.
-/// Exit status: 0 clean, 1 lines lost/duplicated/reordered (unless
-/// --allow-loss), 2 setup failure (cannot connect, broadcast not working).
+/// Exit status: 0 clean, 1 lines lost/duplicated/reordered (burst: a reader
+/// disconnected or missing a line before one it got; unless --allow-loss),
+/// 2 setup failure (cannot connect, broadcast not working).
 #[derive(Debug, Parser)]
 #[command(name = "chat-bench", version)]
 struct Cli {
@@ -77,6 +81,57 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// R readers read at a set rate while S senders each write M lines of
+    /// B bytes at once. Reports how many readers stayed connected and the
+    /// lines each got (exit 1 if one was disconnected or misses a sender's
+    /// line before one it got), deliveries/s and latency. Stops once every
+    /// reader has every line, or --duration after the burst (--quiet-secs
+    /// does not apply).
+    Burst {
+        #[command(flatten)]
+        burst: BurstArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Shape of the burst: who sends, who reads, from where, how fast.
+#[derive(Debug, Args)]
+struct BurstArgs {
+    /// Reading clients (R).
+    #[arg(long, default_value_t = 20)]
+    readers: usize,
+    /// Bytes per second each reader reads (a token bucket: it reads what
+    /// the bucket allows, then sleeps until more is allowed).
+    #[arg(long, default_value_t = 102_400)]
+    read_rate: u64,
+    /// SO_RCVBUF of each reader, set before connecting, so that what it has
+    /// not read waits in the server rather than the kernel; 0 = the
+    /// system's autotuning.
+    #[arg(long, default_value_t = 65_536)]
+    reader_rcvbuf: u32,
+    /// Sending clients (S).
+    #[arg(long, short = 's', default_value_t = 16)]
+    senders: usize,
+    /// Source addresses of the senders, comma separated, used in turn (any
+    /// 127.x.y.z works on Linux loopback). A server limits connections
+    /// per address (16 by default): more senders need more addresses.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    sender_ips: Vec<IpAddr>,
+    /// Source addresses of the readers, comma separated, used in turn;
+    /// others than the senders', so that per-address limits do not refuse
+    /// them.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.1.1,127.0.1.2")]
+    reader_ips: Vec<IpAddr>,
+    /// Lines per sender (M), all written at once.
+    #[arg(long, short = 'm', default_value_t = 50)]
+    lines: u32,
+    /// Bytes per line, LF included (B, at least 47).
+    #[arg(long, short = 'b', default_value_t = 4000)]
+    size: usize,
+    /// Stop at the latest this many seconds after the burst.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
 }
 
 /// Shape of the load.
@@ -160,32 +215,70 @@ fn secs(s: f64, what: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|e| format!("--{what}: {e}"))
 }
 
+/// The load of an `idle` run: connections that never send.
+fn idle_load(clients: usize) -> LoadArgs {
+    LoadArgs {
+        clients,
+        senders: 0,
+        lines: 0,
+        size: 64,
+        rate: None,
+        warmup_ms: 0,
+        write_batch: 16 * 1024,
+        window: 0,
+    }
+}
+
+/// The load and settings of a `burst` run: the senders first, then the
+/// readers; each sender's lines in one write.
+fn burst_load(b: BurstArgs) -> Result<(LoadArgs, Burst), String> {
+    if b.readers == 0 || b.senders == 0 {
+        return Err("--readers and --senders must be at least 1".into());
+    }
+    if b.sender_ips.is_empty() || b.reader_ips.is_empty() {
+        return Err("--sender-ips and --reader-ips must name an address".into());
+    }
+    let write_batch = (b.lines as usize)
+        .checked_mul(b.size)
+        .ok_or("--lines times --size is too large")?;
+    let load = LoadArgs {
+        clients: b.senders + b.readers,
+        senders: b.senders,
+        lines: b.lines,
+        size: b.size,
+        rate: None,
+        warmup_ms: 0,
+        write_batch,
+        window: 0,
+    };
+    let burst = Burst {
+        readers: b.readers,
+        read_rate: b.read_rate.max(1),
+        reader_rcvbuf: (b.reader_rcvbuf > 0).then_some(b.reader_rcvbuf),
+        sender_ips: b.sender_ips,
+        reader_ips: b.reader_ips,
+        duration: secs(b.duration, "duration")?,
+    };
+    Ok((load, burst))
+}
+
 /// Turns the command line into a run configuration.
 fn config(cli: Cli) -> Result<(Config, CommonArgs), String> {
-    let (scenario, load, slow, drain, common) = match cli.command {
-        Command::Fanout { load, common } => (Scenario::Fanout, Some(load), 0, 3.0, common),
+    let (scenario, load, slow, drain, burst, common) = match cli.command {
+        Command::Fanout { load, common } => (Scenario::Fanout, load, 0, 3.0, None, common),
         Command::Idle { clients, common } => {
-            let load = LoadArgs {
-                clients,
-                senders: 0,
-                lines: 0,
-                size: 64,
-                rate: None,
-                warmup_ms: 0,
-                write_batch: 16 * 1024,
-                window: 0,
-            };
-            (Scenario::Idle, Some(load), 0, 3.0, common)
+            (Scenario::Idle, idle_load(clients), 0, 3.0, None, common)
         }
         Command::Slow {
             load,
             slow,
             slow_drain_secs,
             common,
-        } => (Scenario::Slow, Some(load), slow, slow_drain_secs, common),
-    };
-    let Some(load) = load else {
-        return Err("no load given".into());
+        } => (Scenario::Slow, load, slow, slow_drain_secs, None, common),
+        Command::Burst { burst, common } => {
+            let (load, burst) = burst_load(burst)?;
+            (Scenario::Burst, load, 0, 3.0, Some(burst), common)
+        }
     };
     if load.clients < 2 && scenario != Scenario::Idle {
         return Err("--clients must be at least 2".into());
@@ -204,6 +297,10 @@ fn config(cli: Cli) -> Result<(Config, CommonArgs), String> {
     if common.threads == 0 {
         return Err("--threads must be at least 1".into());
     }
+    let quiet = match burst {
+        Some(_) => None,
+        None => Some(secs(common.quiet_secs, "quiet-secs")?),
+    };
     let cfg = Config {
         scenario,
         addr: common.addr.clone(),
@@ -222,9 +319,10 @@ fn config(cli: Cli) -> Result<(Config, CommonArgs), String> {
         write_batch: load.write_batch,
         window: load.window,
         timeout: secs(common.timeout_secs, "timeout-secs")?,
-        quiet: secs(common.quiet_secs, "quiet-secs")?,
+        quiet,
         slow_drain: secs(drain, "slow-drain-secs")?,
         progress: !common.no_progress,
+        burst,
     };
     Ok((cfg, common))
 }

@@ -17,10 +17,50 @@ pub struct Latency {
     pub samples: u64,
 }
 
+/// Smallest, median and largest of a set of counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spread {
+    /// Smallest.
+    pub min: u64,
+    /// Median (the upper one of an even count).
+    pub median: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Spread {
+    /// The spread of `values`; `None` if there are none.
+    pub fn of(mut values: Vec<u64>) -> Option<Self> {
+        values.sort_unstable();
+        Some(Self {
+            min: *values.first()?,
+            median: values[values.len() / 2],
+            max: *values.last()?,
+        })
+    }
+}
+
+/// What the `burst` scenario adds: how the readers that read at a set rate
+/// came through the senders' burst.
+#[derive(Debug, Clone, Default)]
+pub struct BurstStats {
+    /// Bytes per second each reader reads.
+    pub read_rate: u64,
+    /// Readers still connected at the end (no EOF, error or
+    /// `* error: disconnected (...)` line).
+    pub readers_connected: usize,
+    /// Lines each reader received (of S*M).
+    pub reader_lines: Spread,
+    /// Readers that miss a line of some sender before one they got.
+    pub gap_readers: usize,
+    /// Senders whose connection ended before the run did.
+    pub senders_disconnected: usize,
+}
+
 /// Everything a scenario measured.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// `fanout`, `idle` or `slow`.
+    /// `fanout`, `idle`, `slow` or `burst`.
     pub scenario: &'static str,
     /// Server address.
     pub addr: String,
@@ -75,6 +115,8 @@ pub struct Report {
     pub rss_after_kib: Option<u64>,
     /// Why the run stopped before all deliveries arrived, if it did.
     pub stop_reason: Option<String>,
+    /// `burst` only.
+    pub burst: Option<BurstStats>,
 }
 
 impl Report {
@@ -98,9 +140,17 @@ impl Report {
         Some((after - before) * 1024 / conns)
     }
 
-    /// Whether every expected line arrived exactly once and in order.
+    /// Whether every expected line arrived exactly once and in order. For
+    /// `burst`, whether every reader stayed connected and got each sender's
+    /// lines from the first on, once, in order, without a gap: lines that
+    /// had not arrived yet when the run stopped are not a failure (a server
+    /// may hold back the senders).
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.dup == 0 && self.reordered == 0 && self.connect_failures == 0
+        let complete = match &self.burst {
+            Some(b) => b.gap_readers == 0 && self.reader_disconnects == 0,
+            None => self.lost == 0,
+        };
+        complete && self.dup == 0 && self.reordered == 0 && self.connect_failures == 0
     }
 
     /// The single `RESULT key=value ...` line; every key is always present,
@@ -113,8 +163,9 @@ impl Report {
             opt(l.as_ref().map(|l| format!("{:.1}", f(l))))
         };
         let lat = |f| us(&self.latency, f);
+        let burst = |f: fn(&BurstStats) -> u64| opt(self.burst.as_ref().map(f));
         let mut s = String::from("RESULT");
-        let kv: [(&str, String); 32] = [
+        let kv: [(&str, String); 38] = [
             ("scenario", self.scenario.to_owned()),
             ("clients", self.clients.to_string()),
             ("senders", self.senders.to_string()),
@@ -146,6 +197,12 @@ impl Report {
             ("rss_peak_kib", opt(self.rss_peak_kib)),
             ("rss_kib", opt(self.rss_after_kib)),
             ("rss_per_conn_bytes", opt(self.rss_per_conn())),
+            ("read_rate", burst(|b| b.read_rate)),
+            ("readers_connected", burst(|b| b.readers_connected as u64)),
+            ("reader_lines_min", burst(|b| b.reader_lines.min)),
+            ("reader_lines_median", burst(|b| b.reader_lines.median)),
+            ("reader_lines_max", burst(|b| b.reader_lines.max)),
+            ("gap_readers", burst(|b| b.gap_readers as u64)),
             ("ok", u8::from(self.clean()).to_string()),
         ];
         for (k, v) in kv {
@@ -193,15 +250,24 @@ impl Report {
 
     /// The summary lines of a run with senders.
     fn load_summary(&self, s: &mut String) {
-        let mode = self.rate.map_or_else(
-            || "closed loop".to_owned(),
-            |r| format!("open loop, {r} lines/s per sender"),
-        );
-        let _ = writeln!(
-            s,
-            "clients {} (senders {}, never-reading {}), {} lines/sender of {} B, {mode}",
-            self.clients, self.senders, self.slow, self.lines, self.size
-        );
+        if self.burst.is_some() {
+            let _ = writeln!(
+                s,
+                "readers {}, senders {} (which only drain), {} lines/sender of {} B, \
+                 all at once",
+                self.clients, self.senders, self.lines, self.size
+            );
+        } else {
+            let mode = self.rate.map_or_else(
+                || "closed loop".to_owned(),
+                |r| format!("open loop, {r} lines/s per sender"),
+            );
+            let _ = writeln!(
+                s,
+                "clients {} (senders {}, never-reading {}), {} lines/sender of {} B, {mode}",
+                self.clients, self.senders, self.slow, self.lines, self.size
+            );
+        }
         let _ = writeln!(
             s,
             "deliveries {} of {} in {:.3} s = {:.0} deliveries/s ({:.1} MB/s received)",
@@ -237,6 +303,23 @@ impl Report {
                 );
             }
         }
+        if let Some(b) = &self.burst {
+            let l = b.reader_lines;
+            let _ = writeln!(
+                s,
+                "readers reading at {} B/s: {} of {} still connected; lines per reader \
+                 min {} / median {} / max {} of {}; {} with a gap; senders disconnected {}",
+                b.read_rate,
+                b.readers_connected,
+                self.clients,
+                l.min,
+                l.median,
+                l.max,
+                self.senders as u64 * u64::from(self.lines),
+                b.gap_readers,
+                b.senders_disconnected
+            );
+        }
         if let Some(d) = self.slow_disconnected {
             let _ = writeln!(
                 s,
@@ -265,6 +348,50 @@ mod tests {
         assert!(line.contains(" deliveries_per_sec=5 "));
         assert!(line.contains(" p99_us=- "));
         assert!(line.ends_with(" ok=1"));
+        assert!(line.contains(" gap_readers=- "));
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn burst_is_clean_without_drops_or_gaps_even_if_lines_are_missing() {
+        let mut r = Report {
+            scenario: "burst",
+            clients: 2,
+            senders: 3,
+            lines: 50,
+            expected: 300,
+            deliveries: 120,
+            lost: 180,
+            burst: Some(BurstStats {
+                read_rate: 1000,
+                readers_connected: 2,
+                reader_lines: Spread {
+                    min: 50,
+                    median: 70,
+                    max: 70,
+                },
+                ..BurstStats::default()
+            }),
+            ..Report::default()
+        };
+        assert!(r.clean());
+        assert!(
+            r.result_line()
+                .contains(" reader_lines_median=70 reader_lines_max=70 gap_readers=0 ok=1")
+        );
+        r.reader_disconnects = 1;
+        assert!(!r.clean());
+        r.reader_disconnects = 0;
+        if let Some(b) = r.burst.as_mut() {
+            b.gap_readers = 1;
+        }
+        assert!(!r.clean());
+    }
+
+    #[test]
+    fn spread_of_counts() {
+        assert_eq!(Spread::of(Vec::new()), None);
+        let s = Spread::of(vec![7, 1, 5, 3]).unwrap();
+        assert_eq!((s.min, s.median, s.max), (1, 5, 7));
     }
 }

@@ -1,9 +1,10 @@
 //! Running a scenario: connect, synchronise, send, receive, account.
 
+mod burst;
 mod pacer;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,16 +13,18 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep, timeout};
 
 use crate::lines::LineBuf;
+use crate::pace::ReadPace;
 use crate::report::{Latency, Report};
 use crate::token::{LineTemplate, MIN_LINE_LEN, SYNC_SENDER, TokenParser};
 use crate::tracker::SeqTracker;
+pub use burst::Burst;
 use pacer::Paced;
 
 /// Number of shared latency histograms (readers pick one by index).
@@ -32,6 +35,9 @@ const SAMPLE_BATCH: usize = 512;
 const HIST_MAX_NS: u64 = 3_600_000_000_000;
 /// Pause after all deliveries arrived, to catch late duplicates.
 const DUP_GRACE: Duration = Duration::from_millis(200);
+/// How a server following docs/protocol.md starts the last line it sends a
+/// client it disconnects for a policy.
+const DISCONNECTED: &[u8] = b"* error: disconnected (";
 
 /// Which scenario runs; decides what is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +48,8 @@ pub enum Scenario {
     Idle,
     /// Fanout plus never-reading clients.
     Slow,
+    /// Readers at a set rate while senders write all their lines at once.
+    Burst,
 }
 
 impl Scenario {
@@ -50,6 +58,7 @@ impl Scenario {
             Self::Fanout => "fanout",
             Self::Idle => "idle",
             Self::Slow => "slow",
+            Self::Burst => "burst",
         }
     }
 }
@@ -61,9 +70,9 @@ pub struct Config {
     pub scenario: Scenario,
     /// Server address (`HOST:PORT`).
     pub addr: String,
-    /// Reading clients (N).
+    /// Reading clients (N); for `burst`, senders and readers.
     pub clients: usize,
-    /// Sending clients among them (S).
+    /// Sending clients among them (S), the first S.
     pub senders: usize,
     /// Lines per sender (M).
     pub lines: u32,
@@ -92,12 +101,15 @@ pub struct Config {
     pub window: u32,
     /// Bound on the whole run.
     pub timeout: Duration,
-    /// Stop when no delivery arrived for this long.
-    pub quiet: Duration,
+    /// Stop when no delivery arrived for this long; `None`: never (`burst`
+    /// stops at its duration).
+    pub quiet: Option<Duration>,
     /// How long slow clients may stay silent before counted as connected.
     pub slow_drain: Duration,
     /// Print progress on stderr once a second.
     pub progress: bool,
+    /// `burst` only: its readers and where everybody connects from.
+    pub burst: Option<Burst>,
 }
 
 /// A failure that prevents a meaningful report.
@@ -122,6 +134,11 @@ struct Shared {
     size: usize,
     delivered: AtomicU64,
     synced: AtomicUsize,
+    /// The client that sends the sync line (it counts as synced).
+    sync_from: usize,
+    /// Reading clients whose connection ended (EOF, error, or the server's
+    /// disconnect line).
+    gone: AtomicUsize,
     /// Lines sent before this (ns since `start`) are not sampled.
     measure_from_ns: AtomicU64,
     hists: Vec<Mutex<LatencyHists>>,
@@ -208,22 +225,26 @@ struct ReaderStats {
     lost: u64,
     last_delivery_ns: u64,
     disconnected: bool,
+    /// A line of some sender is missing before one that arrived.
+    gap: bool,
 }
 
-/// Reads and accounts everything client `me` receives until `stop`.
+/// Reads and accounts everything client `me` receives until `stop`, at
+/// most as fast as `pace` allows if given.
 async fn reader(
     rd: OwnedReadHalf,
     me: usize,
     buf_size: usize,
     ctx: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    mut pace: Option<ReadPace>,
 ) -> ReaderStats {
     let parser = TokenParser::new(ctx.run);
     let mut lb = LineBuf::new(buf_size);
     let mut trackers = vec![SeqTracker::default(); ctx.senders];
     let mut samples: Vec<Sample> = Vec::new();
     let mut st = ReaderStats::default();
-    let mut synced = me == 0;
+    let mut synced = me == ctx.sync_from;
     let windowed = !ctx.acked.is_empty();
     // Senders whose prefix moved in the current read (for `acked`).
     let mut touched = Vec::new();
@@ -232,7 +253,7 @@ async fn reader(
         let res = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = read_stamped(&rd, lb.spare()) => r,
+            r = read_paced(&rd, lb.spare(), pace.as_mut()) => r,
         };
         let now = ctx.now_ns();
         let arrived = match res {
@@ -249,6 +270,8 @@ async fn reader(
         let mut new = 0u64;
         lb.drain_lines(|line| {
             let Some(tok) = parser.parse(line) else {
+                // Its last line: the server closes the connection next.
+                st.disconnected |= line.starts_with(DISCONNECTED);
                 st.other += 1;
                 return;
             };
@@ -301,6 +324,12 @@ async fn reader(
                 ctx.merge_samples(me, &mut samples);
             }
         }
+        if st.disconnected {
+            break;
+        }
+    }
+    if st.disconnected {
+        ctx.gone.fetch_add(1, Relaxed);
     }
     ctx.merge_samples(me, &mut samples);
     if windowed {
@@ -310,13 +339,32 @@ async fn reader(
         }
     }
     let total = u64::from(ctx.lines);
-    st.lost = trackers
-        .iter()
-        .enumerate()
-        .filter(|&(s, _)| s != me)
-        .map(|(_, t)| t.lost(total))
-        .sum();
+    let others = || trackers.iter().enumerate().filter(|&(s, _)| s != me);
+    st.lost = others().map(|(_, t)| t.lost(total)).sum();
+    st.gap = others().any(|(_, t)| t.has_gap());
     st
+}
+
+/// [`read_stamped`], reading at most what `pace` allows (after waiting
+/// until it allows a chunk) if given.
+async fn read_paced(
+    rd: &OwnedReadHalf,
+    buf: &mut [u8],
+    pace: Option<&mut ReadPace>,
+) -> io::Result<(usize, Option<Duration>)> {
+    let Some(pace) = pace else {
+        return read_stamped(rd, buf).await;
+    };
+    let wait = pace.wait(Instant::now());
+    if !wait.is_zero() {
+        sleep(wait).await;
+    }
+    let room = pace.allowance(Instant::now()).max(1).min(buf.len());
+    let read = read_stamped(rd, &mut buf[..room]).await;
+    if let Ok((n, _)) = read {
+        pace.spend(n);
+    }
+    read
 }
 
 /// Reads once into `buf`, like `read`; also returns how long ago the kernel
@@ -423,22 +471,51 @@ pub fn read_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Opens `n` connections concurrently; returns them and the failures.
+/// Where a client connects from, and how its socket is set up first.
+#[derive(Debug, Clone, Copy, Default)]
+struct Origin {
+    /// Source address to bind to (on Linux any 127.x.y.z works over
+    /// loopback), so that per-address limits of the server see several
+    /// addresses; `None`: the system picks.
+    ip: Option<IpAddr>,
+    /// `SO_RCVBUF`, which must be set before connecting (the window scale
+    /// is agreed in the handshake); `None`: the system's autotuning.
+    rcvbuf: Option<u32>,
+}
+
+/// Connects to `addr` from `origin`.
+async fn connect_from(addr: SocketAddr, origin: Origin) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(size) = origin.rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(ip) = origin.ip {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(addr).await
+}
+
+/// Opens one connection per origin, concurrently; returns them and the
+/// failures.
 async fn connect_batch(
     addr: SocketAddr,
-    n: usize,
+    origins: impl IntoIterator<Item = Origin>,
     connect_timeout: Duration,
 ) -> (Vec<TcpStream>, usize, Option<String>) {
     let mut set = JoinSet::new();
-    for _ in 0..n {
+    for origin in origins {
         set.spawn(async move {
-            match timeout(connect_timeout, TcpStream::connect(addr)).await {
+            match timeout(connect_timeout, connect_from(addr, origin)).await {
                 Ok(r) => r,
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
             }
         });
     }
-    let mut streams = Vec::with_capacity(n);
+    let mut streams = Vec::with_capacity(set.len());
     let mut failures = 0;
     let mut first_err = None;
     while let Some(r) = set.join_next().await {
@@ -459,8 +536,68 @@ async fn connect_batch(
     (streams, failures, first_err)
 }
 
-/// Sends sync lines from client 0 (with backoff) until every other reading
-/// client has seen one; this proves broadcast works and that the server has
+/// The connected clients, by index: client `i`'s write half is
+/// `writers[i]` (taken while it sends); each read half has a task.
+#[derive(Debug, Default)]
+struct Clients {
+    writers: Vec<Option<OwnedWriteHalf>>,
+    /// The reading clients' accounts, in order of their index.
+    readers: Vec<JoinHandle<ReaderStats>>,
+    /// Clients that only drain what they receive (`burst` senders):
+    /// whether each was disconnected.
+    drains: Vec<JoinHandle<bool>>,
+}
+
+impl Clients {
+    /// Makes `stream` the next client; `task` reads it, given its read half
+    /// and index.
+    fn add<T>(&mut self, stream: TcpStream, task: impl FnOnce(OwnedReadHalf, usize) -> T) -> T {
+        let (rd, wr) = stream.into_split();
+        self.writers.push(Some(wr));
+        task(rd, self.writers.len() - 1)
+    }
+}
+
+/// Connects `count` clients, client `i` of them from `origin(i)`, in paced
+/// batches, and hands each connection to `accept` as it comes; gives up at
+/// `deadline`. Returns how many failed and the first error.
+///
+/// Batches must stay below the server's listen backlog: a connection
+/// whose final ACK is dropped by a full accept queue looks established here
+/// but may never be accepted while it sends nothing.
+async fn connect_group(
+    cfg: &Config,
+    addr: SocketAddr,
+    (count, what): (usize, &str),
+    origin: impl Fn(usize) -> Origin,
+    deadline: Instant,
+    mut accept: impl FnMut(TcpStream),
+) -> (usize, Option<String>) {
+    let (mut connected, mut failures) = (0, 0);
+    let mut first_err = None;
+    let mut last_print = Instant::now();
+    while connected + failures < count && Instant::now() < deadline {
+        let first = connected + failures;
+        let todo = cfg.connect_batch.max(1).min(count - first);
+        let origins = (first..first + todo).map(&origin);
+        let (streams, f, e) = connect_batch(addr, origins, cfg.connect_timeout).await;
+        failures += f;
+        if first_err.is_none() {
+            first_err = e;
+        }
+        connected += streams.len();
+        streams.into_iter().for_each(&mut accept);
+        sleep(cfg.batch_pause).await;
+        if cfg.progress && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            eprintln!("connected {connected} of {count} {what} ({failures} failed)");
+        }
+    }
+    (count - connected, first_err)
+}
+
+/// Sends sync lines from `w0`, client `ctx.sync_from` (with backoff) until
+/// every other client has seen one; this proves broadcast works and that the server has
 /// registered every connection. Returns whether all saw it.
 async fn synchronise(
     w0: &mut OwnedWriteHalf,
@@ -561,6 +698,10 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         size: cfg.size,
         delivered: AtomicU64::new(0),
         synced: AtomicUsize::new(0),
+        // burst: the first reader, so that no sender has used any of a
+        // server's flood budget before its burst.
+        sync_from: if cfg.burst.is_some() { cfg.senders } else { 0 },
+        gone: AtomicUsize::new(0),
         measure_from_ns: AtomicU64::new(u64::MAX),
         hists,
         acked: if cfg.window > 0 && cfg.rate.is_none() {
@@ -580,7 +721,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     let mut report = Report {
         scenario: cfg.scenario.name(),
         addr: cfg.addr.clone(),
-        clients: cfg.clients,
+        clients: cfg.burst.as_ref().map_or(cfg.clients, |b| b.readers),
         senders: cfg.senders,
         lines: cfg.lines,
         size: cfg.size,
@@ -606,58 +747,47 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         })
     });
 
-    // Connect the reading clients in paced batches and start a reader per
-    // client. Batches must stay below the server's listen backlog: a
-    // connection whose final ACK is dropped by a full accept queue looks
-    // established here but may never be accepted while it sends nothing.
-    let mut writers = Vec::with_capacity(cfg.clients);
-    let mut readers = Vec::with_capacity(cfg.clients);
-    let mut failures = 0;
-    let mut first_err = None;
-    let mut last_print = Instant::now();
-    while writers.len() + failures < cfg.clients && Instant::now() < deadline {
-        let todo = cfg
-            .connect_batch
-            .max(1)
-            .min(cfg.clients - writers.len() - failures);
-        let (streams, f, e) = connect_batch(addr, todo, cfg.connect_timeout).await;
-        failures += f;
-        if first_err.is_none() {
-            first_err = e;
+    // Connect the clients and start a task per client that reads it.
+    let mut clients = Clients::default();
+    if let Some(b) = &cfg.burst {
+        burst::connect(&cfg, b, addr, &ctx, &stop_rx, deadline, &mut clients).await?;
+    } else {
+        let (failures, first_err) = connect_group(
+            &cfg,
+            addr,
+            (cfg.clients, "clients"),
+            |_| Origin::default(),
+            deadline,
+            |stream| {
+                let (ctx, stop) = (ctx.clone(), stop_rx.clone());
+                let task =
+                    clients.add(stream, |rd, i| reader(rd, i, cfg.read_buf, ctx, stop, None));
+                clients.readers.push(tokio::spawn(task));
+            },
+        )
+        .await;
+        report.connect_failures = failures;
+        if failures > 0 && cfg.scenario != Scenario::Idle {
+            return Err(SetupError(format!(
+                "connected only {} of {} clients to {}: {}",
+                clients.writers.len(),
+                cfg.clients,
+                cfg.addr,
+                first_err.unwrap_or_else(|| "overall timeout".into())
+            )));
         }
-        for s in streams {
-            let (rd, wr) = s.into_split();
-            let i = writers.len();
-            writers.push(Some(wr));
-            let task = reader(rd, i, cfg.read_buf, ctx.clone(), stop_rx.clone());
-            readers.push(tokio::spawn(task));
-        }
-        sleep(cfg.batch_pause).await;
-        if cfg.progress && last_print.elapsed() >= Duration::from_secs(1) {
-            last_print = Instant::now();
-            eprintln!(
-                "connected {} of {} ({failures} failed)",
-                writers.len(),
-                cfg.clients
-            );
+        if let Some(e) = &first_err {
+            eprintln!("warning: {failures} connections failed, first error: {e}");
         }
     }
-    report.connect_failures = cfg.clients - writers.len();
-    if report.connect_failures > 0 && cfg.scenario != Scenario::Idle {
-        return Err(SetupError(format!(
-            "connected only {} of {} clients to {}: {}",
-            writers.len(),
-            cfg.clients,
-            cfg.addr,
-            first_err.unwrap_or_else(|| "overall timeout".into())
-        )));
-    }
-    if let Some(e) = &first_err {
-        eprintln!("warning: {failures} connections failed, first error: {e}");
-    }
+    let Clients {
+        mut writers,
+        readers,
+        drains,
+    } = clients;
     let connected = writers.len();
     let (slow, slow_failures, slow_err) = if cfg.slow > 0 {
-        connect_batch(addr, cfg.slow, cfg.connect_timeout).await
+        connect_batch(addr, vec![Origin::default(); cfg.slow], cfg.connect_timeout).await
     } else {
         (Vec::new(), 0, None)
     };
@@ -670,9 +800,9 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         )));
     }
 
-    // Synchronise: everybody must see a line from client 0.
+    // Synchronise: everybody must see a line from one client.
     let sync_target = connected.saturating_sub(1);
-    if let Some(Some(w0)) = writers.first_mut() {
+    if let Some(Some(w0)) = writers.get_mut(ctx.sync_from) {
         let sync_deadline = deadline.min(Instant::now() + Duration::from_secs(60));
         match synchronise(w0, &ctx, sync_target, sync_deadline).await {
             Ok(true) => {}
@@ -704,8 +834,12 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     let _ = stop_tx.send(true);
     let send_start = ctx.measure_from_ns.load(Relaxed);
     let mut last_delivery_ns = 0;
+    let mut reader_lines = Vec::with_capacity(readers.len());
+    let mut gap_readers = 0;
     for r in readers {
         let Ok(st) = r.await else { continue };
+        reader_lines.push(st.deliveries);
+        gap_readers += usize::from(st.gap);
         if cfg.scenario != Scenario::Idle {
             report.deliveries += st.deliveries;
             report.lost += st.lost;
@@ -716,6 +850,9 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         report.other_lines += st.other;
         report.reader_disconnects += usize::from(st.disconnected);
         last_delivery_ns = last_delivery_ns.max(st.last_delivery_ns);
+    }
+    if let Some(b) = &cfg.burst {
+        report.burst = Some(burst::stats(b, &report, reader_lines, gap_readers, drains).await);
     }
     drop(writers);
     if cfg.scenario != Scenario::Idle {
@@ -751,8 +888,15 @@ async fn run_load(
     deadline: Instant,
 ) {
     let n = writers.len();
-    let expected = cfg.senders as u64 * u64::from(cfg.lines) * n.saturating_sub(1) as u64;
+    // Every line reaches every reading client but its sender; burst
+    // senders only drain.
+    let (readers, per_line) = match cfg.burst {
+        Some(_) => (n - cfg.senders, n - cfg.senders),
+        None => (n, n.saturating_sub(1)),
+    };
+    let expected = cfg.senders as u64 * u64::from(cfg.lines) * per_line as u64;
     report.expected = expected;
+    let limit = cfg.burst.as_ref().map(|b| Instant::now() + b.duration);
     let send_start_ns = ctx.now_ns();
     let warmup_ns = u64::try_from(cfg.warmup.as_nanos()).unwrap_or(u64::MAX);
     ctx.measure_from_ns
@@ -802,11 +946,24 @@ async fn run_load(
             last = d;
             last_progress = now;
         }
-        if now.duration_since(last_progress) >= cfg.quiet {
+        if let Some(quiet) = cfg
+            .quiet
+            .filter(|&q| now.duration_since(last_progress) >= q)
+        {
             report.stop_reason = Some(format!(
                 "no delivery for {:.1} s ({d} of {expected} arrived)",
-                cfg.quiet.as_secs_f64()
+                quiet.as_secs_f64()
             ));
+            break;
+        }
+        if ctx.gone.load(Relaxed) >= readers {
+            report.stop_reason = Some(format!(
+                "every reading client was disconnected ({d} of {expected} arrived)"
+            ));
+            break;
+        }
+        if limit.is_some_and(|at| now >= at) {
+            report.stop_reason = Some(format!("--duration over ({d} of {expected} arrived)"));
             break;
         }
         if now >= deadline {

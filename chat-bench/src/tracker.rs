@@ -71,6 +71,12 @@ impl SeqTracker {
         u32::try_from(k).unwrap_or(u32::MAX)
     }
 
+    /// Whether a number below the highest received is still missing: the
+    /// numbers received are not exactly `0..=highest`.
+    pub fn has_gap(&self) -> bool {
+        !self.missing.is_empty()
+    }
+
     /// Lines of `0..total` never received.
     pub fn lost(&self, total: u64) -> u64 {
         let holes: u64 = self
@@ -101,7 +107,9 @@ mod tests {
     fn gaps_late_arrivals_and_duplicates() {
         let mut t = SeqTracker::default();
         assert_eq!(t.observe(0), InOrder);
+        assert!(!t.has_gap());
         assert_eq!(t.observe(5), Gap); // 1..5 missing
+        assert!(t.has_gap());
         assert_eq!(t.lost(6), 4);
         assert_eq!(t.received_prefix(), 1);
         assert_eq!(t.observe(3), Reordered); // splits into 1..3, 4..5
@@ -113,6 +121,7 @@ mod tests {
         assert_eq!(t.lost(6), 1, "only 2 is still missing");
         assert_eq!(t.observe(2), Reordered);
         assert_eq!(t.lost(6), 0);
+        assert!(!t.has_gap());
         assert_eq!(t.received_prefix(), 6);
         assert_eq!(t.observe(6), InOrder);
         assert_eq!(t.observe(9), Gap);

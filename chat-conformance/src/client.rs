@@ -2,10 +2,16 @@
 
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
 use crate::TIMEOUT;
+
+/// Most bytes one read of [`Client::receive`] takes.
+const READ_CHUNK: usize = 65536;
 
 /// What reading the next line found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +59,39 @@ impl Client {
     pub fn connect_raw(addr: SocketAddr, label: &str) -> Client {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("{label}: cannot connect to {addr}: {e}"));
+        Client::over(stream, label)
+    }
+
+    /// [`Client::connect_raw`] from the source address `source` (on Linux
+    /// any 127.x.y.z reaches a loopback server, so a check can be several
+    /// addresses for the per-address policies), with `SO_RCVBUF` set to
+    /// `recv_buffer` if given: before connecting, as the window scale is
+    /// agreed in the handshake. A small receive buffer makes the server,
+    /// not the kernel, hold what the client has not read.
+    pub fn connect_from(
+        addr: SocketAddr,
+        source: IpAddr,
+        recv_buffer: Option<usize>,
+        label: &str,
+    ) -> Client {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .unwrap_or_else(|e| panic!("{label}: cannot create a socket: {e}"));
+        if let Some(size) = recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .unwrap_or_else(|e| panic!("{label}: cannot set SO_RCVBUF: {e}"));
+        }
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .unwrap_or_else(|e| panic!("{label}: cannot bind to {source}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{label}: cannot connect to {addr} from {source}: {e}"));
+        Client::over(socket.into(), label)
+    }
+
+    /// A client over a connected `stream`.
+    fn over(stream: TcpStream, label: &str) -> Client {
         stream.set_nodelay(true).expect("set_nodelay");
         stream
             .set_write_timeout(Some(TIMEOUT))
@@ -140,9 +179,31 @@ impl Client {
             .unwrap_or_else(|e| panic!("{}: shutdown failed: {e}", self.label));
     }
 
+    /// Closes the connection with a reset (`SO_LINGER` 0) once every handle
+    /// on it is closed: the server sees the connection fail rather than end
+    /// with EOF (after which it would still handle what it holds of this
+    /// client's input), and drops whatever it still holds of it.
+    pub fn close_with_reset(self) {
+        SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap_or_else(|e| panic!("{}: cannot set SO_LINGER: {e}", self.label));
+    }
+
     /// Reads the next line or EOF, waiting at most `timeout`.
     pub fn receive(&mut self, timeout: Duration) -> Received {
-        let deadline = Instant::now() + timeout;
+        self.receive_at(None, timeout)
+    }
+
+    /// [`Client::receive`] for a client that reads at a set rate: each read
+    /// takes at most what `pace` allows, after sleeping until it allows a
+    /// chunk. The sleeps are the client's pace, not waits for the server:
+    /// `timeout` bounds only the time spent waiting for bytes.
+    pub fn receive_paced(&mut self, pace: &mut ReadPace, timeout: Duration) -> Received {
+        self.receive_at(Some(pace), timeout)
+    }
+
+    fn receive_at(&mut self, mut pace: Option<&mut ReadPace>, timeout: Duration) -> Received {
+        let mut deadline = Instant::now() + timeout;
         let mut scanned = self.start;
         loop {
             if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
@@ -156,6 +217,12 @@ impl Client {
                 return Received::Line(line);
             }
             scanned = self.buf.len();
+            let mut room = READ_CHUNK;
+            if let Some(pace) = pace.as_deref_mut() {
+                let (slept, allowed) = pace.take();
+                deadline += slept;
+                room = allowed;
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Received::TimedOut;
@@ -169,9 +236,13 @@ impl Client {
                 .set_read_timeout(Some(deadline - now))
                 .expect("set_read_timeout");
             let len = self.buf.len();
-            self.buf.resize(len + 65536, 0);
+            self.buf.resize(len + room, 0);
             let result = self.stream.read(&mut self.buf[len..]);
-            self.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+            let n = *result.as_ref().unwrap_or(&0);
+            self.buf.truncate(len + n);
+            if let Some(pace) = pace.as_deref_mut() {
+                pace.spend(n);
+            }
             match result {
                 Ok(0) if self.buf.is_empty() => return Received::Closed,
                 Ok(0) => return Received::Cut(std::mem::take(&mut self.buf)),
@@ -329,6 +400,63 @@ impl Client {
                 ),
             }
         }
+    }
+}
+
+/// A client's reading rate: a token bucket of bytes that fills at the rate
+/// up to a tenth of a second's worth (at least one line of the protocol's
+/// default longest, 4 KiB), from which each read takes what it read.
+#[derive(Debug, Clone)]
+pub struct ReadPace {
+    /// Bytes per second.
+    rate: f64,
+    capacity: f64,
+    /// Bytes that may be read, as of `at`.
+    tokens: f64,
+    at: Instant,
+}
+
+impl ReadPace {
+    /// A full bucket for `bytes_per_sec` (at least 1).
+    pub fn new(bytes_per_sec: usize) -> ReadPace {
+        let rate = bytes_per_sec.max(1) as f64;
+        let capacity = (rate / 10.0).max(4096.0);
+        ReadPace {
+            rate,
+            capacity,
+            tokens: capacity,
+            at: Instant::now(),
+        }
+    }
+
+    /// Sleeps until the bucket is at least half full (so that reads are
+    /// chunks, not a few bytes each time a few are allowed); returns how
+    /// long it slept and how many bytes may be read now.
+    fn take(&mut self) -> (Duration, usize) {
+        self.refill();
+        let missing = self.capacity / 2.0 - self.tokens;
+        let slept = if missing > 0.0 {
+            let nap = Duration::from_secs_f64(missing / self.rate);
+            thread::sleep(nap);
+            self.refill();
+            nap
+        } else {
+            Duration::ZERO
+        };
+        // Truncation intended: whole bytes.
+        (slept, (self.tokens as usize).max(1))
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.at = now;
+    }
+
+    /// Takes `n` bytes that were read.
+    fn spend(&mut self, n: usize) {
+        self.tokens -= n as f64;
     }
 }
 

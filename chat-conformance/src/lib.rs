@@ -34,14 +34,16 @@
 //! guarded on progress (nothing for [`TIMEOUT`]), not on their total time.
 //! The only sleeps pace polls for what no client can observe: a slot that
 //! frees when the server has closed a connection, and the server process
-//! exiting.
+//! exiting. The others are the scenario, never a wait for the server: a
+//! client that reads at a set rate ([`ReadPace`]), and how long an attack
+//! goes on before its clients leave.
 
 // This crate is test code: a broken expectation panics, which is how a check
 // fails, so `unwrap`/`expect` are the point here, not a shortcut.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -49,7 +51,7 @@ pub mod checks;
 mod client;
 mod server;
 
-pub use client::{Client, Received, is_join_or_leave, parse_welcome};
+pub use client::{Client, ReadPace, Received, is_join_or_leave, parse_welcome};
 pub use server::ServerProcess;
 
 /// The longest a check waits for anything before it fails. Generous: it only
@@ -67,11 +69,32 @@ pub fn marker() -> String {
 /// `existing.len() + 1` users are online, and every one of `existing` has
 /// seen `* NICK joined` as its next line.
 pub fn join(addr: SocketAddr, label: &str, existing: &mut [&mut Client]) -> Client {
-    let (client, online) = Client::connect_welcomed(addr, label);
+    welcomed(Client::connect_raw(addr, label), existing)
+}
+
+/// [`join`] from the source address `source`, with `SO_RCVBUF`
+/// `recv_buffer` if given (see [`Client::connect_from`]).
+pub fn join_from(
+    addr: SocketAddr,
+    source: IpAddr,
+    recv_buffer: Option<usize>,
+    label: &str,
+    existing: &mut [&mut Client],
+) -> Client {
+    welcomed(
+        Client::connect_from(addr, source, recv_buffer, label),
+        existing,
+    )
+}
+
+/// The rest of [`join`] once `client` has connected.
+fn welcomed(mut client: Client, existing: &mut [&mut Client]) -> Client {
+    let online = client.read_welcome();
     assert_eq!(
         online,
         existing.len() + 1,
-        "{label}: the welcome line counts the newcomer and everyone already in"
+        "{}: the welcome line counts the newcomer and everyone already in",
+        client.label()
     );
     let notice = format!("* {} joined", client.nick());
     for other in existing.iter_mut() {
@@ -163,6 +186,8 @@ macro_rules! conformance_suite {
             policies_max_per_ip,
             policies_connect_rate,
             policies_nick_rate,
+            policies_burst_from_one_address_keeps_every_reader,
+            policies_burst_from_eight_addresses_keeps_every_reader,
         );
     };
     (@tests $binary:expr; $($check:ident),* $(,)?) => {

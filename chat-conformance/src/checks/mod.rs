@@ -132,8 +132,14 @@ fn expect_numbered(line: &str, prefix: &str, i: usize, len: usize) {
         .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("B: unexpected line {line:?}"));
     assert!(
-        body.starts_with(&format!("{i:08} ")) && body.len() == len - 1,
+        is_numbered(body, i, len),
         "B: expected line {i} complete, got one starting {:?}",
         &body[..body.len().min(20)]
     );
+}
+
+/// Whether `body` (a received line without its sender's prefix) is line `i`
+/// of a numbered stream of `len`-byte lines, whole.
+fn is_numbered(body: &str, i: usize, len: usize) -> bool {
+    body.starts_with(&format!("{i:08} ")) && body.len() == len - 1
 }

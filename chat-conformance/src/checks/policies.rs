@@ -1,5 +1,7 @@
 //! protocol.md, "Address policies": flood control (also with a client
-//! whose socket fills while lines are held), the idle and incomplete-line
+//! whose socket fills while lines are held, and with bursts from one and
+//! from eight addresses that must not cost readers at a reasonable rate
+//! their lines or their connection), the idle and incomplete-line
 //! timeouts, connections per address, the connect rate and the nick rate.
 //!
 //! Those do not apply to loopback peers unless the server is started with
@@ -8,15 +10,24 @@
 //! policy must not act earlier than configured, and may act late on a
 //! loaded machine.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{
-    clients, connect_once_admitted, expect_numbered, kernel_buffer_bound, labelled, push_numbered,
+    clients, connect_once_admitted, expect_numbered, is_numbered, kernel_buffer_bound, labelled,
+    push_numbered,
 };
-use crate::{Client, Received, ServerProcess, TIMEOUT, join, join_all, marker, sync};
+use crate::{
+    Client, ReadPace, Received, ServerProcess, TIMEOUT, is_join_or_leave, join, join_all,
+    join_from, marker, sync,
+};
 
 /// The line a connection over `--max-per-ip` or the connect rate gets.
 const TOO_MANY: &str = "* error: too many connections from your address";
@@ -485,4 +496,372 @@ fn sync_all(all: &mut [Client]) {
     let (first, rest) = all.split_first_mut().expect("at least one client");
     let mut rest: Vec<&mut Client> = rest.iter_mut().collect();
     sync(first, &mut rest);
+}
+
+/// Readers in the burst checks, from [`READER_IPS`] in turn.
+const BURST_READERS: usize = 20;
+/// Addresses of the burst checks' readers, and of its control client:
+/// others than the senders', so that per-address limits leave them alone.
+const READER_IPS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1)),
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, 2)),
+];
+const CONTROL_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1));
+/// Senders per address: `--max-per-ip`'s default, all one address may open.
+const SENDERS_PER_IP: u8 = 16;
+/// Lines each sender writes at once: `--flood-burst`'s default, as many as
+/// a client may send at once.
+const BURST_LINES: usize = 50;
+/// Bytes per burst line, LF included: near `--max-line`'s default.
+const BURST_LEN: usize = 4000;
+/// The readers' rate, bytes per second: a slow link, well above the 32 KiB/s
+/// a server must let any reader keep up at.
+const READ_RATE: usize = 100 * 1024;
+/// The readers' `SO_RCVBUF`: small, so that what they have not read waits
+/// in the server, where its output limits apply, not in the kernel.
+const READER_RCVBUF: usize = 64 * 1024;
+/// How long the senders stay once they have written their burst: the
+/// attack goes on this long, and then its clients leave. This is the
+/// scenario, not a wait for the server; whatever the server does within it
+/// (hold the senders back, drop readers) is what is checked after.
+const ATTACK: Duration = Duration::from_secs(3);
+/// How often blocked sender and drain threads look whether to stop.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Address policies, flood control with a burst from one address: 16
+/// clients from 127.0.0.1 each write 50 lines of 4000 bytes at once (within
+/// flood control's burst, 3.2 MB for every other client) and stay 3 s
+/// ([`ATTACK`]), while 20 readers from two other addresses read at
+/// 100 KiB/s; none of the readers is disconnected, and each gets every
+/// sender's lines in order without a gap, up to a line sent after the
+/// senders left. See [`burst_keeps_every_reader`].
+pub fn policies_burst_from_one_address_keeps_every_reader(binary: &Path) {
+    burst_keeps_every_reader(binary, 1);
+}
+
+/// Address policies, flood control with a burst from eight addresses:
+/// [`policies_burst_from_one_address_keeps_every_reader`] with 16 senders
+/// from each of 127.0.0.1 to 127.0.0.8 (128 senders, 25.6 MB for every other
+/// client), so that no per-address limit alone can hold them.
+pub fn policies_burst_from_eight_addresses_keeps_every_reader(binary: &Path) {
+    burst_keeps_every_reader(binary, 8);
+}
+
+/// The burst checks, with [`SENDERS_PER_IP`] senders from each of
+/// 127.0.0.1 to 127.0.0.`addresses`, on a server with `--limit-loopback`
+/// and otherwise its defaults.
+///
+/// A control client (from [`CONTROL_IP`]), the readers (each with
+/// [`READER_RCVBUF`]) and the senders join, each seeing everyone who joins
+/// after it. Then each sender writes its [`BURST_LINES`] numbered lines in
+/// one write (from a thread of its own: the server may stop reading it)
+/// while it drains whatever it receives, as does the control client, and
+/// every reader reads at [`READ_RATE`]. After [`ATTACK`] the senders close
+/// with a reset, and whatever the server still holds of their input is
+/// dropped with them; then the control client sends a marker, which each
+/// reader must read, still at its rate, having been disconnected by nobody
+/// and having got each sender's lines 0, 1, 2, ... in order: a sender's lines
+/// may stop early (the server may have held the rest when it left), but
+/// none may be missing before the last one a reader got. The check fails
+/// at once if the control client sees a reader leave, rather than after
+/// that reader has read out at its rate what the kernel still holds for it.
+///
+/// Why this cannot fail on a slow machine: the readers' 100 KiB/s is a
+/// pace any machine keeps (a 10 KiB read every 100 ms or so), and reading
+/// what the server holds for them is guarded on progress (no line for
+/// [`TIMEOUT`]), not on its total time. The attack's length decides only
+/// how much the senders get to send, not a verdict.
+fn burst_keeps_every_reader(binary: &Path, addresses: u8) {
+    let mut server = start_limited(binary, &[]);
+    let (control, readers, senders) = join_for_burst(server.addr(), addresses);
+    let marker = marker();
+    let plan = Arc::new(BurstPlan {
+        senders: senders
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.nick().to_owned(), i))
+            .collect(),
+        end: format!("{}: {marker}", control.nick()),
+    });
+    let reader_labels: HashMap<String, String> = readers
+        .iter()
+        .map(|r| (r.nick().to_owned(), r.label().to_owned()))
+        .collect();
+    let (seen, reports) = mpsc::channel();
+    for mut reader in readers {
+        let (plan, seen) = (Arc::clone(&plan), seen.clone());
+        thread::spawn(move || {
+            let label = format!("{} ({})", reader.label(), reader.nick());
+            let read = panic::catch_unwind(AssertUnwindSafe(|| read_burst(&mut reader, &plan)));
+            let result = match read {
+                Ok(result) => result.map_err(|e| format!("{label}: {e}")),
+                Err(_) => Err(format!("{label}: its thread panicked")),
+            };
+            // The connection stays open until the verdict: C would see it
+            // leave.
+            let _ = seen.send(Seen::Reader(result, Box::new(reader)));
+        });
+    }
+    let mut control_out = control.try_clone_stream();
+    let control_stop = Arc::new(AtomicBool::new(false));
+    let watching = {
+        let stop = Arc::clone(&control_stop);
+        thread::spawn(move || watch_readers(control, &reader_labels, &seen, &stop))
+    };
+
+    let senders_dropped = attack(senders);
+    let mut failures = Vec::new();
+    if let Err(e) = control_out.write_all(format!("{marker}\n").as_bytes()) {
+        failures.push(format!("C: cannot send the marker: {e}"));
+    }
+    // Every reader reads up to the marker, unless the control client has
+    // seen one leave: a reader the server dropped would only see EOF after
+    // reading, at its rate, what the kernel still holds for it (the
+    // server's send buffer: megabytes), and the check has failed already.
+    let mut done = Vec::with_capacity(BURST_READERS);
+    while done.len() < BURST_READERS {
+        match reports.recv().expect("the reader threads report") {
+            Seen::Reader(result, reader) => {
+                done.push(reader);
+                failures.extend(result.err());
+            }
+            left @ Seen::ReaderLeft(..) => {
+                failures.extend(left.failure());
+                failures.extend(reports.try_iter().filter_map(Seen::failure));
+                break;
+            }
+        }
+    }
+    control_stop.store(true, Ordering::Relaxed);
+    if watching.join().unwrap_or(true) {
+        failures.push("C: disconnected".to_owned());
+    }
+    assert!(
+        failures.is_empty(),
+        "a burst from {addresses} address(es) ({} senders, {senders_dropped} of them \
+         disconnected) cost readers at {READ_RATE} B/s their connection or lines:\n{}",
+        usize::from(addresses) * usize::from(SENDERS_PER_IP),
+        failures.join("\n")
+    );
+    server.assert_running();
+}
+
+/// Joins the burst checks' clients, each seeing everyone who joins after
+/// it: the control client, the readers, then [`SENDERS_PER_IP`] senders
+/// from each of 127.0.0.1 to 127.0.0.`addresses`.
+fn join_for_burst(addr: SocketAddr, addresses: u8) -> (Client, Vec<Client>, Vec<Client>) {
+    let mut all: Vec<Client> = Vec::new();
+    let mut enter = |label: String, source: IpAddr, recv_buffer: Option<usize>| {
+        let mut existing: Vec<&mut Client> = all.iter_mut().collect();
+        let client = join_from(addr, source, recv_buffer, &label, &mut existing);
+        all.push(client);
+    };
+    enter("C".to_owned(), CONTROL_IP, None);
+    for (i, &ip) in READER_IPS.iter().cycle().take(BURST_READERS).enumerate() {
+        enter(format!("R{i}@{ip}"), ip, Some(READER_RCVBUF));
+    }
+    for a in 1..=addresses {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, a));
+        for i in 0..SENDERS_PER_IP {
+            enter(format!("S{i}@{ip}"), ip, None);
+        }
+    }
+    let senders = all.split_off(1 + BURST_READERS);
+    let readers = all.split_off(1);
+    let control = all.pop().expect("the control client");
+    (control, readers, senders)
+}
+
+/// The attack: each sender writes its [`BURST_LINES`] numbered lines in one
+/// write (from a thread of its own: the server may stop reading it) while
+/// it drains whatever it receives; after [`ATTACK`] the senders close with
+/// a reset. Returns how many of them the server had disconnected.
+fn attack(senders: Vec<Client>) -> usize {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut writing, mut draining) = (Vec::new(), Vec::new());
+    for sender in &senders {
+        let mut burst = Vec::with_capacity(BURST_LINES * BURST_LEN);
+        for i in 0..BURST_LINES {
+            push_numbered(&mut burst, i, b's', BURST_LEN);
+        }
+        let (stream, stop_writing) = (sender.try_clone_stream(), Arc::clone(&stop));
+        writing.push(thread::spawn(move || {
+            write_until_stopped(stream, &burst, &stop_writing);
+        }));
+        draining.push(drain_in_thread(sender, &stop));
+    }
+    thread::sleep(ATTACK);
+    stop.store(true, Ordering::Relaxed);
+    for thread in writing {
+        thread.join().expect("a sender's writing thread");
+    }
+    // Each sender's drain thread says whether its connection had ended.
+    let dropped = draining
+        .into_iter()
+        .filter_map(|thread| thread.join().ok())
+        .filter(|&ended| ended)
+        .count();
+    // Their threads' handles are closed: the reset goes out now.
+    senders.into_iter().for_each(Client::close_with_reset);
+    dropped
+}
+
+/// What the burst checks' threads tell it.
+#[derive(Debug)]
+enum Seen {
+    /// A reader read up to the marker, or what went wrong; and the reader,
+    /// still connected.
+    Reader(Result<(), String>, Box<Client>),
+    /// The control client saw a reader leave: its label and the notice.
+    ReaderLeft(String, String),
+}
+
+impl Seen {
+    /// What it says went wrong, if anything.
+    fn failure(self) -> Option<String> {
+        match self {
+            Seen::Reader(result, _) => result.err(),
+            Seen::ReaderLeft(label, line) => Some(format!("C saw {label} leave: {line:?}")),
+        }
+    }
+}
+
+/// Reads whatever `control` receives until `stop` (a client that keeps up
+/// with the chat however much comes), telling `seen` of every reader that
+/// leaves (`readers`: their labels by nick); returns whether its own
+/// connection ended first.
+fn watch_readers(
+    mut control: Client,
+    readers: &HashMap<String, String>,
+    seen: &mpsc::Sender<Seen>,
+    stop: &AtomicBool,
+) -> bool {
+    while !stop.load(Ordering::Relaxed) {
+        match control.receive(POLL) {
+            Received::Line(line) => {
+                let line = String::from_utf8_lossy(&line);
+                if let Some(label) = leaver(&line).and_then(|nick| readers.get(nick)) {
+                    let _ = seen.send(Seen::ReaderLeft(label.clone(), line.into_owned()));
+                }
+            }
+            Received::TimedOut => {}
+            Received::Closed | Received::Cut(_) => return true,
+        }
+    }
+    false
+}
+
+/// The nick in a `* NICK left` or `* NICK left (REASON)` notice.
+fn leaver(line: &str) -> Option<&str> {
+    let (nick, what) = line.strip_prefix("* ")?.split_once(' ')?;
+    (what == "left" || what.starts_with("left (") && what.ends_with(')')).then_some(nick)
+}
+
+/// What a reader of the burst checks expects.
+#[derive(Debug)]
+struct BurstPlan {
+    /// Each sender's index, by nick.
+    senders: HashMap<String, usize>,
+    /// The control client's marker line, after which the reader stops.
+    end: String,
+}
+
+/// Reads at [`READ_RATE`] up to `plan.end`; each sender's lines must come
+/// as its numbered lines 0, 1, 2, ... in order, whole, and nothing but join
+/// and leave notices may come between them. Returns what went wrong.
+fn read_burst(reader: &mut Client, plan: &BurstPlan) -> Result<(), String> {
+    let mut pace = ReadPace::new(READ_RATE);
+    let mut next = vec![0; plan.senders.len()];
+    let got = |next: &[usize]| {
+        let (min, max) = (next.iter().min(), next.iter().max());
+        format!(
+            "after {} of the senders' lines (from each, {} to {} of its {BURST_LINES})",
+            next.iter().sum::<usize>(),
+            min.unwrap_or(&0),
+            max.unwrap_or(&0)
+        )
+    };
+    loop {
+        let line = match reader.receive_paced(&mut pace, TIMEOUT) {
+            Received::Line(line) => String::from_utf8_lossy(&line).into_owned(),
+            Received::Closed | Received::Cut(_) => {
+                return Err(format!("disconnected (EOF) {}", got(&next)));
+            }
+            Received::TimedOut => {
+                return Err(format!("no line for {TIMEOUT:?} {}", got(&next)));
+            }
+        };
+        if line == plan.end {
+            return Ok(());
+        }
+        if line.starts_with("* error: disconnected (") {
+            return Err(format!("disconnected: {line:?} {}", got(&next)));
+        }
+        if is_join_or_leave(&line) {
+            continue;
+        }
+        let sender = line
+            .split_once(": ")
+            .and_then(|(nick, body)| Some((*plan.senders.get(nick)?, body)));
+        let Some((s, body)) = sender else {
+            return Err(format!("unexpected line {line:?} {}", got(&next)));
+        };
+        if !is_numbered(body, next[s], BURST_LEN) {
+            return Err(format!(
+                "from sender {s}, expected its line {} whole, got one starting {:?} {}",
+                next[s],
+                &body[..body.len().min(12)],
+                got(&next)
+            ));
+        }
+        next[s] += 1;
+    }
+}
+
+/// Writes all of `bytes` to `stream` (one write of it all, as
+/// `write_all`), unless `stop` comes first: the server may stop reading a
+/// sender that is over a budget, and the writer must end with the scenario.
+fn write_until_stopped(mut stream: TcpStream, mut bytes: &[u8], stop: &AtomicBool) {
+    stream
+        .set_write_timeout(Some(POLL))
+        .expect("set_write_timeout");
+    while !bytes.is_empty() && !stop.load(Ordering::Relaxed) {
+        match stream.write(bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if is_timeout(&e) => {}
+            // The server closed the connection.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Starts a thread that reads and drops whatever `client` receives until
+/// `stop` (a client that keeps up with the chat however much comes); it
+/// returns whether the connection ended (EOF or error) first.
+fn drain_in_thread(client: &Client, stop: &Arc<AtomicBool>) -> thread::JoinHandle<bool> {
+    let (mut stream, stop) = (client.try_clone_stream(), Arc::clone(stop));
+    thread::spawn(move || {
+        stream
+            .set_read_timeout(Some(POLL))
+            .expect("set_read_timeout");
+        let mut buf = vec![0; 64 * 1024];
+        while !stop.load(Ordering::Relaxed) {
+            match stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    })
+}
+
+/// Whether `e` is a socket timeout (or an interrupted call): try again.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
 }
