@@ -31,10 +31,11 @@ impl Rate {
 /// Every limit and policy the server enforces. `Config::default()` holds the
 /// protocol's defaults, which suit a server on a public address.
 ///
-/// The *address policies* (`flood`, `idle_timeout`, `line_timeout`,
-/// `max_per_ip`, `connect_rate`, `nick_rate`) apply to every peer but
-/// loopback ones unless `limit_loopback` is set; the others apply to all.
-/// The per-address ones (`max_per_ip`, `connect_rate`) count an IPv6 peer
+/// The *address policies* (`flood`, `ip_flood`, `idle_timeout`,
+/// `line_timeout`, `max_per_ip`, `connect_rate`, `nick_rate`) apply to
+/// every peer but loopback ones unless `limit_loopback` is set; the others
+/// apply to all. The per-address ones (`ip_flood`, `max_per_ip`,
+/// `connect_rate`) count an IPv6 peer
 /// under its network prefix of `ipv6_prefix` bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -68,6 +69,11 @@ pub struct Config {
     /// Most lines a client may have waiting for flood control; one more and
     /// it is disconnected for `excess flood`.
     pub flood_excess: usize,
+    /// Flood control per address: bytes the clients of one address may
+    /// send together, each line counting its bytes and [`LINE_COST`]. A
+    /// line waits while the address is over it, like one over `flood`.
+    /// `None`: off.
+    pub ip_flood: Option<Rate>,
     /// A client that sends nothing for this long is disconnected (`idle`).
     pub idle_timeout: Option<Duration>,
     /// A client that holds an unterminated line for this long is
@@ -106,6 +112,9 @@ impl Default for Config {
                 interval: Duration::from_millis(200),
             }),
             flood_excess: 100,
+            // 64 KiB at once, then 16 KiB a second, for all of an
+            // address's connections together.
+            ip_flood: Rate::per_second(64 * 1024, 16.0 * 1024.0),
             idle_timeout: None,
             line_timeout: Some(Duration::from_secs(60)),
             max_per_ip: Some(16),
@@ -249,6 +258,7 @@ impl Config {
         }
         let rates = [
             ("flood", self.flood),
+            ("ip flood", self.ip_flood),
             ("connect rate", self.connect_rate),
             ("nick rate", self.nick_rate),
         ];
@@ -293,6 +303,7 @@ mod tests {
         assert_eq!(config.min_read_rate, 1 << 15);
         assert_eq!(config.flood, Rate::per_second(50, 5.0));
         assert_eq!(config.flood_excess, 100);
+        assert_eq!(config.ip_flood, Rate::per_second(65_536, 16_384.0));
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.line_timeout, Some(Duration::from_secs(60)));
         assert_eq!(config.max_per_ip, Some(16));

@@ -8,7 +8,7 @@
 //! same events at the same times always get the same answers, and events
 //! exactly at the rate always fit.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Rate;
 
@@ -29,13 +29,31 @@ impl Bucket {
     /// Takes one event at `now` if it fits; otherwise changes nothing and
     /// returns when it would fit (always after `now`).
     pub(crate) fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        self.fits(now)?;
+        self.charge(now, 1);
+        Ok(())
+    }
+
+    /// Whether one event fits at `now`, taking nothing; if not, when it
+    /// would (always after `now`).
+    pub(crate) fn fits(&self, now: Instant) -> Result<(), Instant> {
         let tat = self.tat.map_or(now, |tat| tat.max(now));
         if tat.saturating_duration_since(now) <= self.rate.tolerance() {
-            self.tat = Some(tat.checked_add(self.rate.interval).unwrap_or(tat));
             Ok(())
         } else {
             Err(self.fits_from(tat))
         }
+    }
+
+    /// Takes `units` events at `now`, whether or not they fit: a budget in
+    /// bytes lets through a line when one byte fits, and the line's cost
+    /// then holds back what comes after it.
+    pub(crate) fn charge(&mut self, now: Instant, units: usize) {
+        let tat = self.tat.map_or(now, |tat| tat.max(now));
+        let cost = u32::try_from(units).map_or(Duration::MAX, |units| {
+            self.rate.interval.saturating_mul(units)
+        });
+        self.tat = Some(tat.checked_add(cost).unwrap_or(tat));
     }
 
     /// When the next event fits, if the bucket has been taken from (it may
@@ -94,6 +112,21 @@ mod tests {
         assert_eq!(bucket.take(next - Duration::from_nanos(1)), Err(next));
         assert_eq!(bucket.take(next), Ok(()));
         assert_eq!(bucket.take(next), Err(next + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_charge_past_the_burst_holds_back_what_follows() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(rate(4, 10));
+        assert_eq!(bucket.fits(start), Ok(()));
+        // Larger than the whole burst: it fits, as one byte does, and the
+        // next fits once the bucket is back within its burst.
+        bucket.charge(start, 10);
+        let next = start + Duration::from_millis(70);
+        assert_eq!(bucket.fits(start), Err(next));
+        assert_eq!(bucket.fits(next - Duration::from_nanos(1)), Err(next));
+        assert_eq!(bucket.fits(next), Ok(()));
+        assert_eq!(bucket.next_fits(), Some(next));
     }
 
     #[test]

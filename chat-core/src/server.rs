@@ -24,7 +24,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use self::addresses::{Addresses, Refusals, address_of, policy_address};
 use self::conn::{Conn, Outgoing, State};
-use self::room::{Behind, Room};
+use self::room::Room;
 use self::timer::{Timer, TimerSet};
 use crate::broadcast::{BroadcastLog, LOG_LINES};
 use crate::config::Config;
@@ -236,6 +236,7 @@ impl Server {
         } else {
             self.frame_input(conn, slot, now, bytes);
         }
+        self.release_room(now);
     }
 
     /// Call when the client closed its side (read returned 0). An
@@ -247,6 +248,7 @@ impl Server {
     pub fn handle_eof(&mut self, now: Instant, conn: ConnId) {
         let now = self.advance(now);
         self.finish_input(conn, now);
+        self.release_room(now);
     }
 
     /// Call once the connection is closed, whether the driver closed it on
@@ -294,6 +296,23 @@ impl Server {
         }
     }
 
+    /// Call when a write to the connection's socket took less than it was
+    /// offered, or nothing (after reporting what it took with
+    /// [`Server::handle_written`]): the socket is full, so the client reads
+    /// slower than it is sent to. Until all its output is written, every
+    /// write reported is the client reading, and only such writes let a
+    /// client that has fallen behind hold the room for long (protocol.md,
+    /// room backpressure). Reporting it again is harmless; a driver that
+    /// never reports it makes the room wait up to a second for every client
+    /// behind that does not read.
+    pub fn handle_blocked(&mut self, now: Instant, conn: ConnId) {
+        let now = self.advance(now);
+        if let Some(slot) = self.joined_slot(conn) {
+            self.room_blocked(slot, now);
+            self.release_room(now);
+        }
+    }
+
     /// Call when the time from [`Server::poll_timeout`] has come (calling
     /// it earlier, or more often, is harmless). Every `handle_*` call also
     /// runs the timers that are due by its `now`.
@@ -305,7 +324,7 @@ impl Server {
     /// `* server shutting down` and a flushing [`Output::Close`]; later
     /// connections are refused the same way.
     pub fn handle_shutdown(&mut self, now: Instant) {
-        self.advance(now);
+        let now = self.advance(now);
         if self.shutting_down {
             return;
         }
@@ -323,6 +342,7 @@ impl Server {
             self.leave(conn, Reason::Shutdown);
         }
         self.too_slow.clear();
+        self.release_room(now);
     }
 
     /// The next output, or `None` when all are drained. Call after feeding
@@ -471,6 +491,7 @@ impl Server {
         let grace = self.config.soft_queue_grace;
         let room_queue = self.config.room_queue.unwrap_or(usize::MAX);
         let len = line.len();
+        let mut paused = false;
         let Server {
             conns,
             outputs,
@@ -478,6 +499,7 @@ impl Server {
             clock,
             timers,
             broadcasts,
+            room,
             ..
         } = self;
         // Counts the line against the client's limits and wakes its writer;
@@ -501,7 +523,7 @@ impl Server {
                 }
                 if pending > room_queue && outgoing.behind.is_none() && conn.state == State::Joined
                 {
-                    outgoing.behind = Some(Box::new(Behind::new(now)));
+                    paused |= room.fall_behind(conn.id, outgoing, timers, now);
                 }
             }
             if !conn.outgoing.transmit_signalled {
@@ -537,6 +559,9 @@ impl Server {
                 }
             }
         }
+        if paused {
+            self.pause_room();
+        }
     }
 
     /// Disconnects the clients that went over their output limit, telling the
@@ -555,6 +580,11 @@ impl Server {
             return;
         };
         self.room_leave(slot);
+        if let Some(ip) = self.conns[slot].policy_address {
+            if let Some(next) = self.addresses.stop_waiting(ip, conn) {
+                self.release_later(next);
+            }
+        }
         let entry = &mut self.conns[slot];
         entry.state = State::Closing { admitted: true };
         entry.outgoing.queue.stop(&self.broadcasts);

@@ -694,7 +694,15 @@ struct Sim {
 }
 
 impl Sim {
+    /// A simulation of a server with `config`, but for what the oracle does
+    /// not model: the room never waits, and there is no per-address flood
+    /// budget (both have their own tests).
     fn new(config: Config, seed: u64) -> Sim {
+        let config = Config {
+            room_queue: None,
+            ip_flood: None,
+            ..config
+        };
         let mirror = Mirror {
             oracle: Oracle::new(config.clone()),
             log: Vec::new(),
@@ -850,7 +858,7 @@ impl Observer for Mirror {
             Call::Bytes(id, bytes) => oracle.bytes(now, driver.index_of(id), bytes),
             Call::Eof(id) => oracle.eof(now, driver.index_of(id)),
             Call::Closed(id) => oracle.closed(now, driver.index_of(id)),
-            Call::Written(..) | Call::Timeout => oracle.run_due(now),
+            Call::Written(..) | Call::Blocked(_) | Call::Timeout => oracle.run_due(now),
             Call::Shutdown => oracle.shutdown(now),
         }
     }
@@ -1407,11 +1415,10 @@ fn policy_config() -> impl Strategy<Value = Config> {
                     max_queue: 1 << 20,
                     soft_queue: soft,
                     soft_queue_grace: Duration::from_secs(grace),
-                    // The oracle knows nothing of the room; its clients
-                    // read all or nothing, which never holds it anyway.
                     room_queue: None,
                     min_read_rate: 1,
                     flood,
+                    ip_flood: None,
                     flood_excess: excess,
                     idle_timeout: idle.map(Duration::from_secs),
                     line_timeout: line.map(Duration::from_secs),

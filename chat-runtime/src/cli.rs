@@ -83,6 +83,19 @@ pub struct Cli {
     #[arg(long, value_name = "LINES", default_value_t = Config::default().flood_excess, help_heading = POLICIES)]
     pub flood_excess: usize,
 
+    /// Bytes the clients of one IP address (an IPv6 /64, see --ipv6-prefix)
+    /// may send at once, all together, before their lines wait, each line
+    /// counting its bytes and 64 more; at least 1.
+    #[arg(long, value_name = "BYTES", default_value_t = burst(Config::default().ip_flood), help_heading = POLICIES)]
+    pub ip_flood_burst: u32,
+
+    /// Bytes a second the clients of one IP address may send together
+    /// beyond the burst; 0 turns it off.
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = parse_per_second,
+        allow_negative_numbers = true,
+          default_value_t = per(Config::default().ip_flood, SECOND).round(), help_heading = POLICIES)]
+    pub ip_flood_rate: f64,
+
     /// A client that sends nothing for this long is disconnected; 0: never.
     #[arg(long, value_name = "SECS", value_parser = parse_secs,
         allow_negative_numbers = true,
@@ -191,6 +204,7 @@ impl Cli {
             min_read_rate: self.min_read_rate,
             flood: rate("flood", self.flood_burst, self.flood_rate, SECOND)?,
             flood_excess: self.flood_excess,
+            ip_flood: rate("ip flood", self.ip_flood_burst, self.ip_flood_rate, SECOND)?,
             idle_timeout: duration(self.idle_timeout).map_err(|_| bad_time("idle timeout"))?,
             line_timeout: duration(self.line_timeout).map_err(|_| bad_time("line timeout"))?,
             max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
@@ -326,6 +340,8 @@ mod tests {
             "--flood-burst=10",
             "--flood-rate=0.5",
             "--flood-excess=7",
+            "--ip-flood-burst=5000",
+            "--ip-flood-rate=1000",
             "--idle-timeout=600",
             "--line-timeout=1.25",
             "--max-per-ip=4",
@@ -354,6 +370,10 @@ mod tests {
                     interval: Duration::from_secs(2)
                 }),
                 flood_excess: 7,
+                ip_flood: Some(Rate {
+                    burst: 5000,
+                    interval: Duration::from_millis(1)
+                }),
                 idle_timeout: Some(Duration::from_secs(600)),
                 line_timeout: Some(Duration::from_millis(1250)),
                 max_per_ip: Some(4),
@@ -380,6 +400,7 @@ mod tests {
             "--max-per-ip=0",
             "--connect-rate=0",
             "--nick-rate=0",
+            "--ip-flood-rate=0",
             // Bursts of disabled rates do not matter.
             "--flood-burst=0",
         ])
@@ -392,9 +413,10 @@ mod tests {
                 config.line_timeout,
                 config.max_per_ip,
                 config.connect_rate,
-                config.nick_rate
+                config.nick_rate,
+                config.ip_flood,
             ),
-            (None, None, None, None, None, None)
+            (None, None, None, None, None, None, None)
         );
     }
 

@@ -271,6 +271,17 @@ impl<S: AsFd> Hub<S> {
         });
     }
 
+    /// `len` bytes of what [`Hub::take`] gave were written, and the socket
+    /// took no more: it is full (see `Server::handle_blocked`).
+    fn blocked(&self, link: &Link<S>, len: usize, after: &mut After<S>) {
+        self.with(after, |state, now, _| {
+            if len > 0 {
+                state.server.handle_written(now, link.id, len);
+            }
+            state.server.handle_blocked(now, link.id);
+        });
+    }
+
     /// One task of the connection is done, other than a reader on EOF (see
     /// [`Hub::eof`]). When the writer is done, or the reader is on a read
     /// error with no flushing close under way, the other task is stopped

@@ -86,14 +86,15 @@ impl Unwritten {
 }
 
 /// Writes the core's output for one client until it has none left or the
-/// connection closes: first `out`, with `unreported` bytes of it already
-/// written. Started by `Task` for what a socket did not take at once.
+/// connection closes: first `out`. Started by `Task` for what a socket did
+/// not take at once (having reported it full), so each write it reports is
+/// the client reading.
 pub(crate) async fn writer<R: Runtime>(
     mut task: Task<R>,
     link: Arc<Link<R::Stream>>,
     mut out: Unwritten,
-    mut unreported: usize,
 ) {
+    let mut unreported = 0;
     loop {
         while let Some(bytes) = out.next() {
             // Reported before writing again, which may block for long; what

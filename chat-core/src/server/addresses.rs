@@ -3,10 +3,11 @@
 //! rate, and which peers the policies apply to), and which refusals of each
 //! address are logged (protocol.md, "Limits and policies": logs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::ConnId;
 use crate::config::Config;
 use crate::rate::Bucket;
 
@@ -22,12 +23,31 @@ pub(super) struct Addresses {
     sweep_at: usize,
 }
 
-/// Connections open from one address, and its connect-rate budget.
+/// Connections open from one address, and its connect-rate and flood
+/// budgets.
 #[derive(Debug)]
 struct Address {
     open: usize,
     /// `None` when there is no connect rate.
     connects: Option<Bucket>,
+    /// What its clients may send together, in bytes; `None` when there is
+    /// no per-address flood control.
+    flood: Option<Bucket>,
+    /// Its clients whose next line waits for `flood` (their own budget has
+    /// room), in turn: only the first is released, so that each gets its
+    /// turn and no release is tried for nothing.
+    waiting: VecDeque<ConnId>,
+}
+
+/// Where a client stands with its address's flood budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// Nobody of its address waits for it.
+    Free,
+    /// It is the first of its address to wait.
+    First,
+    /// Others of its address wait before it.
+    Later,
 }
 
 /// The address whose policies apply to `peer`: its [`address_of`];
@@ -63,13 +83,16 @@ impl Addresses {
     /// `max_per_ip`; false if it is over either. One the rate lets through
     /// takes from the budget even if `max_per_ip` then refuses it.
     pub(super) fn admit(&mut self, config: &Config, ip: IpAddr, now: Instant) -> bool {
-        // Addresses with nothing open and a full budget carry no state.
+        // Addresses with nothing open and full budgets carry no state.
         sweep(&mut self.by_ip, &mut self.sweep_at, |_, address| {
-            address.open > 0 || address.connects.is_some_and(|bucket| !bucket.is_full(now))
+            let used = |bucket: Option<Bucket>| bucket.is_some_and(|b| !b.is_full(now));
+            address.open > 0 || used(address.connects) || used(address.flood)
         });
         let address = self.by_ip.entry(ip).or_insert_with(|| Address {
             open: 0,
             connects: config.connect_rate.map(Bucket::new),
+            flood: config.ip_flood.map(Bucket::new),
+            waiting: VecDeque::new(),
         });
         if address
             .connects
@@ -83,6 +106,48 @@ impl Addresses {
         }
         address.open += 1;
         true
+    }
+
+    /// The flood budget the clients of `ip` share, if any: `ip` has a
+    /// connection open (its entry is kept while it has), and `ip_flood` is on.
+    pub(super) fn flood(&mut self, ip: IpAddr) -> Option<&mut Bucket> {
+        self.by_ip.get_mut(&ip)?.flood.as_mut()
+    }
+
+    /// Where `conn` (of `ip`) stands with its address's flood budget.
+    pub(super) fn turn(&self, ip: IpAddr, conn: ConnId) -> Turn {
+        let waiting = self.by_ip.get(&ip).map(|address| &address.waiting);
+        match waiting.and_then(VecDeque::front) {
+            None => Turn::Free,
+            Some(&first) if first == conn => Turn::First,
+            Some(_) => Turn::Later,
+        }
+    }
+
+    /// `conn` (of `ip`) waits for its address's flood budget, after those
+    /// already waiting (once).
+    pub(super) fn wait(&mut self, ip: IpAddr, conn: ConnId) {
+        if let Some(address) = self.by_ip.get_mut(&ip) {
+            if !address.waiting.contains(&conn) {
+                address.waiting.push_back(conn);
+            }
+        }
+    }
+
+    /// `conn` (of `ip`) no longer waits for its address's flood budget;
+    /// returns who is first now, if `conn` was.
+    pub(super) fn stop_waiting(&mut self, ip: IpAddr, conn: ConnId) -> Option<ConnId> {
+        let waiting = &mut self.by_ip.get_mut(&ip)?.waiting;
+        let at = waiting.iter().position(|&c| c == conn)?;
+        waiting.remove(at);
+        if waiting.is_empty() {
+            *waiting = VecDeque::new();
+        }
+        if at == 0 {
+            waiting.front().copied()
+        } else {
+            None
+        }
     }
 
     /// A connection admitted from `ip` is closed.

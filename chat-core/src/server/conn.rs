@@ -78,6 +78,12 @@ pub(super) struct Outgoing {
     pub(super) transmit_signalled: bool,
     /// Since when the client's output is over `soft_queue`.
     pub(super) over_soft_since: Option<Instant>,
+    /// The driver reported the socket full (`handle_blocked`) and not all
+    /// output is written since: every write reported is the client reading.
+    pub(super) blocked: bool,
+    /// Until when what the client was seen to read lets it hold the room
+    /// (see `room`).
+    pub(super) reads_until: Option<Instant>,
     /// Set while the client has fallen behind the room (see `room`).
     pub(super) behind: Option<Box<Behind>>,
 }

@@ -8,7 +8,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::addresses::Turn;
 use super::{ConnId, Output, Reason, Server};
+use crate::config::LINE_COST;
 use crate::framing::{Frame, LineFramer};
 use crate::rate::Bucket;
 
@@ -54,6 +56,14 @@ impl Held {
         match frame {
             Frame::Line(line) => Held::Line(line.into()),
             Frame::TooLong => Held::TooLong,
+        }
+    }
+
+    /// What it costs the address's flood budget, if it is a line.
+    fn cost(&self) -> usize {
+        match self {
+            Held::Line(bytes) => bytes.len() + LINE_COST,
+            Held::TooLong | Held::Unread(_) => LINE_COST,
         }
     }
 
@@ -114,17 +124,30 @@ impl FloodControl {
         matches!(self.held.back(), Some(Held::Unread(_)))
     }
 
-    /// The oldest waiting input, if it may be handled at `now` (for a line,
-    /// the budget lets it through, taking from it), and whether it was the
-    /// last.
-    pub(super) fn release(&mut self, now: Instant) -> Option<(Held, bool)> {
-        match self.held.front()? {
-            Held::Unread(_) => {}
-            Held::Line(_) | Held::TooLong => {
-                self.budget.as_mut()?.take(now).ok()?;
+    /// What the oldest waiting input costs the address's flood budget, if
+    /// it is a line (not unread bytes).
+    pub(super) fn front_cost(&self) -> Option<usize> {
+        self.held
+            .front()
+            .filter(|held| !matches!(held, Held::Unread(_)))
+            .map(Held::cost)
+    }
+
+    /// Whether the client's own budget lets its next line through at `now`.
+    pub(super) fn line_ready(&self, now: Instant) -> bool {
+        self.budget.is_none_or(|budget| budget.fits(now).is_ok())
+    }
+
+    /// Takes the oldest waiting input, taking from the budget if it is a
+    /// line (let through by [`FloodControl::line_ready`]); returns it and
+    /// whether it was the last.
+    pub(super) fn pop(&mut self, now: Instant) -> Option<(Held, bool)> {
+        let held = self.held.pop_front()?;
+        if !matches!(held, Held::Unread(_)) {
+            if let Some(budget) = self.budget.as_mut() {
+                budget.charge(now, 1);
             }
         }
-        let held = self.held.pop_front()?;
         Some((held, self.held.is_empty()))
     }
 
@@ -143,12 +166,10 @@ impl FloodControl {
         !self.held.is_empty()
     }
 
-    /// When the next held line fits the budget, while one waits first.
-    pub(super) fn next_release(&self) -> Option<Instant> {
-        match self.held.front()? {
-            Held::Unread(_) => None,
-            Held::Line(_) | Held::TooLong => self.budget.and_then(|budget| budget.next_fits()),
-        }
+    /// When the client's own budget next lets a line through (if it has
+    /// been taken from).
+    pub(super) fn line_next(&self) -> Option<Instant> {
+        self.budget.and_then(|budget| budget.next_fits())
     }
 
     /// Forgets what waits: the client has left.
@@ -180,7 +201,11 @@ impl Server {
         let ends_a_line = memchr::memchr(b'\n', bytes).is_some();
         let mut framer = self.take_framer(slot);
         while let Some(frame) = framer.next_frame(&mut bytes) {
-            if self.conns[slot].flood.admit(now) {
+            let cost = match frame {
+                Frame::Line(line) => line.len() + LINE_COST,
+                Frame::TooLong => LINE_COST,
+            };
+            if self.admit(slot, now, cost) {
                 match frame {
                     Frame::Line(line) => self.handle_line(conn, line),
                     Frame::TooLong => self.reply_error_line_too_long(conn),
@@ -192,9 +217,13 @@ impl Server {
             if self.joined_slot(conn).is_none() {
                 return;
             }
+            if self.room.is_paused() && !bytes.is_empty() {
+                // A reader fell behind: the rest waits for the room.
+                self.conns[slot].flood.hold_unread(bytes);
+                self.wait_for_room(conn, slot);
+                break;
+            }
         }
-        // Handling lines never pauses the room: only a write does.
-        debug_assert!(!self.room.is_paused());
         let input = &mut self.conns[slot].input;
         input.line_since = match input.line_since {
             _ if !framer.in_line() => None,
@@ -203,6 +232,89 @@ impl Server {
         };
         input.framer = framer;
         self.schedule(conn);
+    }
+
+    /// Whether a line of the client in `slot` that costs `cost` may be
+    /// handled at `now`: none of its input waits, its line budget has room,
+    /// and its address's flood budget has room with nobody of the address
+    /// waiting for it; if so, takes from both.
+    pub(super) fn admit(&mut self, slot: usize, now: Instant, cost: usize) -> bool {
+        let entry = &mut self.conns[slot];
+        if let Some(ip) = entry.policy_address {
+            if self.addresses.turn(ip, entry.id) != Turn::Free {
+                return false;
+            }
+        }
+        let mut address = entry.policy_address.and_then(|ip| self.addresses.flood(ip));
+        if address
+            .as_ref()
+            .is_some_and(|bucket| bucket.fits(now).is_err())
+        {
+            return false;
+        }
+        if !entry.flood.admit(now) {
+            return false;
+        }
+        if let Some(address) = address.as_mut() {
+            address.charge(now, cost);
+        }
+        true
+    }
+
+    /// When the next line that waits of the client in `slot` may be let
+    /// through, if one waits first and it is not another's turn of its
+    /// address.
+    pub(super) fn next_release(&mut self, slot: usize) -> Option<Instant> {
+        let entry = &self.conns[slot];
+        entry.flood.front_cost()?;
+        let line = entry.flood.line_next();
+        let Some(ip) = entry.policy_address else {
+            return line;
+        };
+        if self.addresses.turn(ip, entry.id) == Turn::Later {
+            return None;
+        }
+        let address = self
+            .addresses
+            .flood(ip)
+            .and_then(|bucket| bucket.next_fits());
+        line.max(address)
+    }
+
+    /// Takes the oldest waiting input of the client in `slot`, if it may
+    /// be handled at `now`: unread bytes whenever (the room is open), a
+    /// line when its own budget and its address's let it through and it is
+    /// its turn of its address (else it waits for its turn). Returns it,
+    /// whether it was the last, and whose turn of its address it is now,
+    /// if it had the turn.
+    fn take_held(&mut self, slot: usize, now: Instant) -> Option<(Held, bool, Option<ConnId>)> {
+        let entry = &mut self.conns[slot];
+        let id = entry.id;
+        let mut next = None;
+        if let Some(cost) = entry.flood.front_cost() {
+            if !entry.flood.line_ready(now) {
+                return None;
+            }
+            if let Some(ip) = entry.policy_address {
+                let turn = self.addresses.turn(ip, id);
+                let fits = self
+                    .addresses
+                    .flood(ip)
+                    .map(|bucket| bucket.fits(now).is_ok());
+                if turn == Turn::Later || fits == Some(false) {
+                    self.addresses.wait(ip, id);
+                    return None;
+                }
+                if turn == Turn::First {
+                    next = self.addresses.stop_waiting(ip, id);
+                }
+                if let Some(bucket) = self.addresses.flood(ip) {
+                    bucket.charge(now, cost);
+                }
+            }
+        }
+        let (held, drained) = entry.flood.pop(now)?;
+        Some((held, drained, next))
     }
 
     /// Keeps a line over the client's flood budget for later; stops
@@ -236,9 +348,14 @@ impl Server {
                 }
                 return;
             }
-            let Some((held, drained)) = entry.flood.release(now) else {
+            let Some((held, drained, next)) = self.take_held(slot, now) else {
                 return;
             };
+            if let Some(next) = next {
+                // Its turn of the address: handled at the end of the call.
+                self.release_later(next);
+            }
+            let entry = &mut self.conns[slot];
             entry.input.last_input = Some(now);
             let eof_pending = entry.flood.eof_pending;
             if drained || matches!(held, Held::Unread(_)) {
@@ -282,7 +399,7 @@ impl Server {
         let mut framer = self.take_framer(slot);
         if let Some(line) = framer.finish() {
             // The last line counts against the budget like any other.
-            if !self.conns[slot].flood.admit(now) {
+            if !self.admit(slot, now, line.len() + LINE_COST) {
                 self.conns[slot].flood.eof_pending = true;
                 return self.hold(conn, Held::Line(line.into()));
             }
@@ -349,17 +466,27 @@ mod tests {
             Hold::Queued
         );
         assert_eq!(flood.hold(Held::TooLong, 2), Hold::Queued);
-        assert_eq!(flood.next_release(), Some(start + rate.interval));
+        assert_eq!(flood.line_next(), Some(start + rate.interval));
+        assert_eq!(flood.front_cost(), Some(1 + LINE_COST));
         // Nothing jumps the queue, even with budget.
         assert!(!flood.admit(start + rate.interval * 5));
         let next = start + rate.interval;
-        assert!(flood.release(next - Duration::from_nanos(1)).is_none());
-        assert!(matches!(flood.release(next), Some((Held::Line(_), false))));
-        assert!(flood.release(next).is_none());
+        assert!(!flood.line_ready(next - Duration::from_nanos(1)));
+        assert!(flood.line_ready(next));
+        assert!(matches!(flood.pop(next), Some((Held::Line(_), false))));
+        assert!(!flood.line_ready(next));
         let last = next + rate.interval;
-        assert!(matches!(flood.release(last), Some((Held::TooLong, true))));
+        assert_eq!(flood.line_next(), Some(last));
+        assert!(matches!(flood.pop(last), Some((Held::TooLong, true))));
         assert!(!flood.is_holding());
-        assert_eq!(flood.next_release(), None);
+        assert_eq!(flood.front_cost(), None);
+        flood.hold_unread(b"rest");
+        assert!(flood.is_holding() && flood.has_unread());
+        assert_eq!(
+            (flood.held(), flood.held_bytes(), flood.front_cost()),
+            (0, 4, None)
+        );
+        assert!(matches!(flood.pop(last), Some((Held::Unread(_), true))));
         assert_eq!(flood.hold(Held::TooLong, 0), Hold::Excess);
     }
 }

@@ -7,33 +7,35 @@
 //! and the driver stops reading the sender (as flood control does), so TCP
 //! slows the senders down instead of the readers being dropped.
 //!
-//! A client holds the room only for what it earns by reading: each write
-//! reported while it is behind holds the room for the time those bytes take
-//! at `min_read_rate`, but for no longer than [`HOLD_GAPS`] times the time
-//! since its previous write (or since it fell behind) and never more than
-//! [`HOLD_MAX`] ahead. So a client that has fallen behind and does not read
-//! never holds the room; one that just stopped reading holds it for a few
-//! of its recent write intervals; one that reads slower than
-//! `min_read_rate` holds it for part of the time only, falls further behind
-//! and is dropped at the output limits like any client that does not keep
-//! up. A client reading at least `min_read_rate` holds it until it is back
-//! to half of `room_queue`.
+//! A client that is behind holds the room:
+//! - while its socket has room (the driver has not reported it full with
+//!   `handle_blocked`): then it is the server's own writing that is behind,
+//!   and the room waits for it, for up to [`HOLD_MAX`] after the client
+//!   fell behind or after its last write;
+//! - once its socket is full, only for what it is seen to read: every
+//!   write reported until its output is all written is the client reading
+//!   what was sent before, and holds the room for the time those bytes take
+//!   at `min_read_rate`, at most [`HOLD_MAX`] from that write.
+//!
+//! So a client that does not read never holds the room once its socket is
+//! full, whatever its output; one that stops reading holds it at most
+//! [`HOLD_MAX`]; one that
+//! reads slower than `min_read_rate` holds it part of the time only, falls
+//! further behind and is dropped at the output limits like any client that
+//! does not keep up; one that reads at least `min_read_rate` holds it until
+//! it is back to half of `room_queue`.
 //!
 //! `Room` counts the clients holding the room and lists those whose input
-//! waits for it; each client's own state is its `Behind`. Below them, the
-//! `Server` glue.
+//! waits for it; a client's own state is in its `Outgoing` (`blocked`,
+//! `reads_until`, `behind`). Below them, the `Server` glue.
 
 use std::time::{Duration, Instant};
 
-use super::timer::Timer;
+use super::conn::Outgoing;
+use super::timer::{Timer, TimerSet};
 use super::{ConnId, Server};
 
-/// A write holds the room for at most this many times the time since the
-/// client's previous write: a client that was writing quickly and stops
-/// holds the room only briefly.
-pub(super) const HOLD_GAPS: u32 = 4;
-
-/// No write holds the room for longer than this after it.
+/// No write lets its client hold the room for longer than this after it.
 pub(super) const HOLD_MAX: Duration = Duration::from_secs(1);
 
 /// Which clients hold the room, and whose input waits for it.
@@ -41,7 +43,8 @@ pub(super) const HOLD_MAX: Duration = Duration::from_secs(1);
 pub(super) struct Room {
     /// Clients behind whose time to hold the room has not run out.
     holders: usize,
-    /// Clients with input that waits for the room, in the order they
+    /// Clients with input that waits for the room, or whose turn of their
+    /// address's flood budget came during a call, in the order they
     /// started waiting (each once: `Input::parked`).
     waiting: Vec<ConnId>,
 }
@@ -49,12 +52,9 @@ pub(super) struct Room {
 /// A client that has fallen behind the room.
 #[derive(Debug)]
 pub(super) struct Behind {
-    /// When it last reported a write, or fell behind.
-    last_write: Instant,
-    /// Until when it holds the room.
-    holds_until: Instant,
-    /// It is counted in `Room::holders`, and its `Timer::RoomHold` is armed
-    /// for `holds_until`.
+    /// When it fell behind, or last reported a write.
+    progress_at: Instant,
+    /// It is counted in `Room::holders`, and its `Timer::RoomHold` is armed.
     holding: bool,
 }
 
@@ -68,70 +68,137 @@ impl Room {
     pub(super) fn holders(&self) -> usize {
         self.holders
     }
-}
 
-impl Behind {
-    /// A client that fell behind at `now`: it holds the room once it writes.
-    pub(super) fn new(now: Instant) -> Behind {
-        Behind {
-            last_write: now,
-            holds_until: now,
+    /// The joined client `conn`, whose output just went over `room_queue`
+    /// at `now`, falls behind, and may hold the room at once. Returns
+    /// whether the room has just started to wait.
+    pub(super) fn fall_behind(
+        &mut self,
+        conn: ConnId,
+        outgoing: &mut Outgoing,
+        timers: &mut TimerSet,
+        now: Instant,
+    ) -> bool {
+        outgoing.behind = Some(Box::new(Behind {
+            progress_at: now,
             holding: false,
+        }));
+        self.update(conn, outgoing, timers, now)
+    }
+
+    /// Holds the room for `conn` (whose output is `outgoing`) until it
+    /// should, or releases it. Returns whether the room has just started to
+    /// wait.
+    fn update(
+        &mut self,
+        conn: ConnId,
+        outgoing: &mut Outgoing,
+        timers: &mut TimerSet,
+        now: Instant,
+    ) -> bool {
+        let blocked = outgoing.blocked;
+        let reads_until = outgoing.reads_until;
+        let Some(behind) = outgoing.behind.as_mut() else {
+            return false;
+        };
+        let until = if blocked {
+            reads_until
+        } else {
+            Some(behind.progress_at + HOLD_MAX)
+        };
+        match until.filter(|&until| until > now) {
+            Some(until) => {
+                timers.set(conn, Timer::RoomHold, Some(until));
+                if std::mem::replace(&mut behind.holding, true) {
+                    return false;
+                }
+                self.holders += 1;
+                self.holders == 1
+            }
+            None => {
+                if std::mem::take(&mut behind.holding) {
+                    timers.set(conn, Timer::RoomHold, None);
+                    self.holders -= 1;
+                }
+                false
+            }
         }
     }
-
-    /// How long a write of `written` bytes at `now` lets the client hold
-    /// the room: the time those bytes take at `min_read_rate`, at most
-    /// [`HOLD_GAPS`] times the time since the previous write, and at most
-    /// [`HOLD_MAX`].
-    fn earned(&self, written: usize, now: Instant, min_read_rate: u32) -> Duration {
-        let at_rate = Duration::from_secs_f64(written as f64 / f64::from(min_read_rate));
-        let gap = now.saturating_duration_since(self.last_write);
-        at_rate.min(gap.saturating_mul(HOLD_GAPS)).min(HOLD_MAX)
-    }
 }
 
-// The server's side: falling behind, holding the room, and the input that
-// waits for it.
+// The server's side: holding the room, and the input that waits for it.
 impl Server {
     /// The joined client in `slot` reported `written` bytes written at
-    /// `now`: it is back from behind, or holds the room for what it earned.
+    /// `now`: if its socket was full, that is it reading; once back to half
+    /// of `room_queue` it is no longer behind.
     pub(super) fn room_written(&mut self, slot: usize, written: usize, now: Instant) {
         let Some(room_queue) = self.config.room_queue else {
             return;
         };
-        let min_read_rate = self.config.min_read_rate;
         let conn = &mut self.conns[slot];
-        let id = conn.id;
         let outgoing = &mut conn.outgoing;
-        if outgoing.pending() <= room_queue / 2 {
-            if outgoing.behind.take().is_some_and(|behind| behind.holding) {
-                self.timers.set(id, Timer::RoomHold, None);
-                self.room.holders -= 1;
-            }
-            return;
+        if outgoing.blocked {
+            let rate = f64::from(self.config.min_read_rate);
+            let until = now + Duration::from_secs_f64(written as f64 / rate).min(HOLD_MAX);
+            outgoing.reads_until = Some(outgoing.reads_until.map_or(until, |t| t.max(until)));
         }
-        let Some(behind) = outgoing.behind.as_mut() else {
-            return;
-        };
-        let until = now + behind.earned(written, now, min_read_rate);
-        behind.last_write = now;
-        if until > behind.holds_until && until > now {
-            behind.holds_until = until;
-            let newly = !std::mem::replace(&mut behind.holding, true);
-            self.timers.set(id, Timer::RoomHold, Some(until));
-            if newly {
-                self.room.holders += 1;
-                if self.room.holders == 1 {
-                    self.pause_room();
-                }
+        if outgoing.pending() == 0 {
+            outgoing.blocked = false;
+        }
+        if outgoing.pending() <= room_queue / 2 {
+            return self.room_leave(slot);
+        }
+        if let Some(behind) = outgoing.behind.as_mut() {
+            behind.progress_at = now;
+            self.update_hold(slot, now);
+        }
+    }
+
+    /// The driver reported the socket of the joined client in `slot` full:
+    /// from now on it holds the room only for what it is seen to read.
+    pub(super) fn room_blocked(&mut self, slot: usize, now: Instant) {
+        let outgoing = &mut self.conns[slot].outgoing;
+        outgoing.blocked = outgoing.pending() > 0;
+        if outgoing.behind.is_some() {
+            self.update_hold(slot, now);
+        }
+    }
+
+    /// The client's time to hold the room may have run out
+    /// (`Timer::RoomHold`).
+    pub(super) fn room_hold_over(&mut self, conn: ConnId, now: Instant) {
+        if let Some(slot) = self.joined_slot(conn) {
+            self.update_hold(slot, now);
+        }
+    }
+
+    /// Holds the room for the client in `slot` until it should, or
+    /// releases it.
+    fn update_hold(&mut self, slot: usize, now: Instant) {
+        let conn = &mut self.conns[slot];
+        if self
+            .room
+            .update(conn.id, &mut conn.outgoing, &mut self.timers, now)
+        {
+            self.pause_room();
+        }
+    }
+
+    /// The client in `slot` is back from behind, or leaves: it no longer
+    /// holds the room.
+    pub(super) fn room_leave(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if let Some(behind) = conn.outgoing.behind.take() {
+            if behind.holding {
+                self.timers.set(conn.id, Timer::RoomHold, None);
+                self.room.holders -= 1;
             }
         }
     }
 
     /// The room has just started to wait: lines waiting for flood control
     /// wait for the room too, and their release is not due until it opens.
-    fn pause_room(&mut self) {
+    pub(super) fn pause_room(&mut self) {
         for conn in self.timers.cancel_kind(Timer::FloodRelease) {
             if let Some(slot) = self.joined_slot(conn) {
                 self.wait_for_room(conn, slot);
@@ -139,40 +206,28 @@ impl Server {
         }
     }
 
-    /// The client's time to hold the room ran out (`Timer::RoomHold`).
-    pub(super) fn room_hold_over(&mut self, conn: ConnId) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let behind = self.conns[slot].outgoing.behind.as_mut();
-        if let Some(behind) = behind.filter(|behind| behind.holding) {
-            behind.holding = false;
-            self.room.holders -= 1;
-        }
-    }
-
-    /// The client in `slot` leaves: it no longer holds the room (its timers
-    /// are cancelled with the others).
-    pub(super) fn room_leave(&mut self, slot: usize) {
-        let behind = self.conns[slot].outgoing.behind.take();
-        if behind.is_some_and(|behind| behind.holding) {
-            self.room.holders -= 1;
-        }
-    }
-
     /// Input of the joined client waits for the room: it joins the waiting
     /// clients (once) and is no longer read.
     pub(super) fn wait_for_room(&mut self, conn: ConnId, slot: usize) {
-        if !std::mem::replace(&mut self.conns[slot].input.parked, true) {
-            self.room.waiting.push(conn);
-        }
+        self.release_later(conn);
         self.stop_reading(slot);
     }
 
-    /// If the room is open, handles the input that waited for it: the
-    /// clients that sent least first, so that the client that floods most
-    /// is the one held back. Call at the end of every call that may have
-    /// opened it.
+    /// Handles what waits of `conn` at the end of the call (`release_room`),
+    /// or once the room opens: its turn of its address's flood budget came.
+    pub(super) fn release_later(&mut self, conn: ConnId) {
+        if let Some(slot) = self.joined_slot(conn) {
+            if !std::mem::replace(&mut self.conns[slot].input.parked, true) {
+                self.room.waiting.push(conn);
+            }
+        }
+    }
+
+    /// If the room is open, handles the input that waited for it (and that
+    /// of clients whose turn of their address came): the clients that sent
+    /// least first, so that the client that floods most is the one held
+    /// back. Handling it may make the room wait again; the rest then waits
+    /// on. Call at the end of every call.
     pub(super) fn release_room(&mut self, now: Instant) {
         if self.room.is_paused() || self.room.waiting.is_empty() {
             return;
@@ -190,8 +245,7 @@ impl Server {
             }
         }
         for conn in waiting.drain(..) {
-            // Handling it cannot pause the room again: only a write does.
-            debug_assert!(!self.room.is_paused());
+            // Parks it again if the room has started to wait again.
             self.release_held(conn, now);
             self.schedule(conn);
         }

@@ -241,10 +241,8 @@ impl Server {
         let reading = policies && !entry.flood.is_holding() && !entry.flood.eof_pending;
         let line = after(entry.input.line_since, config.line_timeout).filter(|_| reading);
         let idle = after(entry.input.last_input, config.idle_timeout).filter(|_| reading);
-        let release = entry
-            .flood
-            .next_release()
-            .filter(|_| policies && !self.room.is_paused());
+        let paused = self.room.is_paused();
+        let release = self.next_release(slot).filter(|_| policies && !paused);
         // A deadline not after the clock would fire again at once:
         // `advance` would never end.
         debug_assert!(
@@ -269,7 +267,7 @@ impl Server {
             Timer::LineTimeout => self.disconnect(conn, Reason::IncompleteLine),
             Timer::IdleTimeout => self.disconnect(conn, Reason::Idle),
             Timer::FloodRelease => self.release_held(conn, now),
-            Timer::RoomHold => self.room_hold_over(conn),
+            Timer::RoomHold => self.room_hold_over(conn, now),
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Client {
     pub failed: bool,
     /// A `Transmit` came and `poll_transmit` was not called since.
     pub signalled: bool,
+    /// `handle_blocked` was called since the last write to it.
+    pub blocked: bool,
 }
 
 impl Client {
@@ -80,6 +82,7 @@ impl Client {
             closed: false,
             failed: false,
             signalled: false,
+            blocked: false,
         }
     }
 }

@@ -261,6 +261,7 @@ impl<O: Observer> Driver<O> {
                 self.server.handle_written(now, id, n);
                 let at = self.now;
                 let client = self.client_mut(id);
+                client.blocked = false;
                 let written: Vec<u8> = client.in_flight.drain(..n).collect();
                 client.received.extend_from_slice(&written);
                 let start = client.received.len() - n;
@@ -277,6 +278,10 @@ impl<O: Observer> Driver<O> {
                         line_start = end + 1;
                     }
                 }
+            }
+            Call::Blocked(id) => {
+                self.client_mut(id).blocked = true;
+                self.server.handle_blocked(now, id);
             }
             Call::Timeout => self.server.handle_timeout(now),
             Call::Shutdown => self.server.handle_shutdown(now),
@@ -431,7 +436,8 @@ impl<O: Observer> Driver<O> {
     }
 
     /// Writes up to `max` bytes to `conn` (taking them first unless bytes
-    /// are taken at once) and reports the write, not settled.
+    /// are taken at once) and reports the write, not settled. A write that
+    /// leaves bytes unwritten is reported as the socket being full.
     pub fn handle_written(&mut self, conn: ConnId, max: usize) {
         if self.take_mode == Take::WhenWritable {
             self.take(conn);
@@ -441,6 +447,15 @@ impl<O: Observer> Driver<O> {
         if !client.closed && n > 0 {
             self.call(Call::Written(conn, n));
         }
+        let client = self.client(conn);
+        if !client.closed && !client.in_flight.is_empty() {
+            self.handle_blocked(conn);
+        }
+    }
+
+    /// `handle_blocked`, not settled.
+    pub fn handle_blocked(&mut self, conn: ConnId) {
+        self.call(Call::Blocked(conn));
     }
 
     /// `handle_timeout` now, not settled.
@@ -487,6 +502,10 @@ impl<O: Observer> Driver<O> {
                     }
                 } else if writable && has_output {
                     self.handle_written(id, usize::MAX);
+                    busy = true;
+                } else if !writable && has_output && !client.blocked {
+                    // A client that does not read: its socket is full.
+                    self.handle_blocked(id);
                     busy = true;
                 } else if client.reading && !client.socket.is_empty() {
                     if let Some(input) = self.clients[index].socket.pop_front() {

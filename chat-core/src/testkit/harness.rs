@@ -204,7 +204,7 @@ impl Observer for Checks {
                 let index = driver.index_of(id);
                 model.released(index, driver.clients()[index].released_cost());
             }
-            Call::Timeout => {}
+            Call::Blocked(_) | Call::Timeout => {}
             Call::Shutdown => model.shutdown(),
         }
     }

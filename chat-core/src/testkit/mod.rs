@@ -111,7 +111,9 @@ pub fn small_config() -> Config {
 }
 
 /// Small limits with every policy on, for [`Harness::with_policies`]: a
-/// flood budget of 3 lines, then 2 a second, with 4 more waiting at most;
+/// flood budget of 3 lines, then 2 a second, with 4 more waiting at most,
+/// and 300 bytes an address, then one every 5 ms (about one short line
+/// every 400 ms: two clients of one address are held by it);
 /// 5 s to finish a line, 30 s idle; 2 connections open per address (an
 /// IPv6 /64 being one address), and 3 connects at once, then one per 10 s;
 /// 2 nick changes at once, then one per 2.5 s; a soft output limit of half
@@ -132,6 +134,10 @@ pub fn policy_config() -> Config {
             interval: Duration::from_millis(500),
         }),
         flood_excess: 4,
+        ip_flood: Some(Rate {
+            burst: 300,
+            interval: Duration::from_millis(5),
+        }),
         idle_timeout: Some(Duration::from_secs(30)),
         line_timeout: Some(Duration::from_secs(5)),
         max_per_ip: Some(2),

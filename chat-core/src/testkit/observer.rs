@@ -37,6 +37,8 @@ pub enum Call<'a> {
     Closed(ConnId),
     /// `handle_written` with this many bytes.
     Written(ConnId, usize),
+    /// `handle_blocked`: the client's socket is full.
+    Blocked(ConnId),
     /// `handle_timeout`.
     Timeout,
     /// `handle_shutdown`.

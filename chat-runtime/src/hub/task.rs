@@ -170,11 +170,13 @@ impl<R: Runtime> Task<R> {
         }
     }
 
-    /// Hands what is unwritten, of which `written` bytes are written but
-    /// not reported, to a new writer.
+    /// The socket is full: reports the `written` bytes it took and that
+    /// it is full, then hands what is unwritten to a new writer, whose
+    /// writes are then the client reading.
     fn start_writer(&mut self, link: Arc<Link<R::Stream>>, out: &mut Unwritten, written: usize) {
+        self.hub.blocked(&link, written, &mut self.after);
         let out = std::mem::take(out);
-        let task = writer::<R>(self.sibling(), link.clone(), out, written);
+        let task = writer::<R>(self.sibling(), link.clone(), out);
         self.spawn_for(task, &[link], Half::Writer);
     }
 
