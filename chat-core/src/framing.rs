@@ -64,7 +64,7 @@ impl LineFramer {
     /// `input` has been consumed (the tail is buffered or being discarded).
     pub fn next_frame<'s, 'i: 's>(&'s mut self, input: &mut &'i [u8]) -> Option<Frame<'s>> {
         if self.handed_out {
-            self.partial.clear();
+            self.clear_partial();
             self.handed_out = false;
         }
         loop {
@@ -92,7 +92,7 @@ impl LineFramer {
                 let may_fit = total <= self.max_line
                     || (total == self.max_line + 1 && tail.last() == Some(&b'\r'));
                 if !may_fit {
-                    self.partial.clear();
+                    self.clear_partial();
                     self.discarding = true;
                     return Some(Frame::TooLong);
                 }
@@ -111,17 +111,28 @@ impl LineFramer {
                 });
             }
             if self.partial.len() + head.len() > self.max_line + 1 {
-                self.partial.clear();
+                self.clear_partial();
                 return Some(Frame::TooLong);
             }
             self.partial.extend_from_slice(head);
             let len = strip_cr(&self.partial).len();
             if len > self.max_line {
-                self.partial.clear();
+                self.clear_partial();
                 return Some(Frame::TooLong);
             }
             self.handed_out = true;
             return Some(Frame::Line(&self.partial[..len]));
+        }
+    }
+
+    /// Empties the buffer, giving its memory back if it grew past a short
+    /// line: a client that once sent a long line does not keep room for
+    /// one while it is quiet.
+    fn clear_partial(&mut self) {
+        if self.partial.capacity() > KEPT_CAPACITY {
+            self.partial = Vec::new();
+        } else {
+            self.partial.clear();
         }
     }
 
@@ -136,6 +147,9 @@ impl LineFramer {
         Some(strip_cr(&self.partial))
     }
 }
+
+/// Room for a split line that the framer keeps once the line is done.
+const KEPT_CAPACITY: usize = 256;
 
 fn find_lf(bytes: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', bytes)
@@ -349,6 +363,26 @@ mod tests {
             ]
         );
         assert_eq!(last, None);
+    }
+
+    /// Framing: a client that once sent a long line, split over reads (or
+    /// too long), does not keep room for one once it is done.
+    #[test]
+    fn framing_buffer_shrinks_after_a_long_line() {
+        for tail in [&b"\n"[..], b"y\n"] {
+            let mut framer = LineFramer::new(4096);
+            let long = vec![b'x'; 4096];
+            let mut input: &[u8] = &long;
+            assert!(framer.next_frame(&mut input).is_none());
+            assert!(framer.partial.capacity() >= 4096);
+            let mut input = tail;
+            // The line, or its too-long report, then nothing buffered.
+            assert!(framer.next_frame(&mut input).is_some());
+            let mut input: &[u8] = b"hi";
+            assert!(framer.next_frame(&mut input).is_none());
+            assert!(framer.partial.capacity() <= KEPT_CAPACITY, "kept room");
+            assert_eq!(framer.buffered(), 2);
+        }
     }
 
     /// Framing: the result never depends on how the stream was split.

@@ -105,6 +105,9 @@ pub struct Server {
     refusals: Refusals,
     /// Who holds the room back, and whose input waits for it.
     room: Room,
+    /// The joined clients in `/who` order, kept until someone joins,
+    /// leaves or is renamed, so that a `/who` costs no sort.
+    who_order: Option<Vec<ConnId>>,
 }
 
 impl Server {
@@ -129,6 +132,7 @@ impl Server {
             addresses: Addresses::new(),
             refusals: Refusals::new(),
             room: Room::default(),
+            who_order: None,
         }
     }
 
@@ -194,6 +198,7 @@ impl Server {
         }
         let rng = &mut self.rng;
         let nick = self.nicks.claim_generated(id, || rng.next_u32());
+        self.who_order = None;
         let (config, joined) = (&self.config, Some(nick.clone()));
         self.conns[slot] = Conn::accepted(id, joined, policy_address, config, queue, now);
         self.admitted += 1;
@@ -602,6 +607,7 @@ impl Server {
             _ => Some(true),
         };
         self.nicks.release(&nick, conn);
+        self.who_order = None;
         if reason != Reason::Shutdown {
             let notice = match reason.notice() {
                 Some(why) => render(&["* ", &nick, " left (", why, ")"]),

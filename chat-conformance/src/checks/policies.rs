@@ -241,7 +241,8 @@ fn expect_flood(observer: &mut Client, nick: &str, last: &str) -> usize {
 /// One line at once, then one per millisecond, so nearly every line goes
 /// out from the timer; more than the kernel can buffer for the stuck client
 /// (`kernel_buffer_bound`), so its socket surely fills; both output limits
-/// out of reach, so nobody is dropped.
+/// out of reach, so nobody is dropped; no flood budget per address, so the
+/// line rate is the only one.
 pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
     const LEN: usize = 4000;
     let lines = kernel_buffer_bound() / LEN + 16;
@@ -252,6 +253,7 @@ pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
             "--flood-burst=1",
             "--flood-rate=1000",
             "--flood-excess=100000",
+            "--ip-flood-rate=0",
             "--max-queue",
             &limit,
             "--soft-queue",

@@ -321,9 +321,9 @@ impl Model {
             "who" => {
                 let mut nicks: Vec<String> = self.joined().map(|(_, n)| n.to_owned()).collect();
                 nicks.sort_by_key(|n| (n.to_lowercase(), n.clone()));
-                let users = if nicks.len() == 1 { "user" } else { "users" };
-                let text = format!("* {} {users} online: {}", nicks.len(), nicks.join(", "));
-                self.send(index, &text);
+                for line in reference_who(&nicks, self.config.max_queue / 2) {
+                    self.send(index, &line);
+                }
             }
             "help" => {
                 for line in HELP {
@@ -341,6 +341,39 @@ impl Model {
             ),
         }
     }
+}
+
+/// protocol.md, "Commands", `/who`, written out plainly: the reply to a
+/// `/who` listing the sorted `nicks`, within `budget`.
+pub fn reference_who(nicks: &[String], budget: usize) -> Vec<String> {
+    let n = nicks.len();
+    let users = if n == 1 { "user" } else { "users" };
+    let cost = |lines: &[String]| -> usize { lines.iter().map(|l| l.len() + 1 + LINE_COST).sum() };
+    let more = format!("* and {n} more");
+    // Lists the first `k` nicks, lines filled up to 512 bytes with the LF.
+    let listing = |k: usize| -> Vec<String> {
+        let mut lines = vec![format!("* {n} {users} online:")];
+        for (i, nick) in nicks[..k].iter().enumerate() {
+            let last = lines.len() - 1;
+            let sep = if i == 0 { " " } else { ", " };
+            if lines[last].len() + sep.len() + nick.len() + 1 <= 512 {
+                lines[last] = format!("{}{sep}{nick}", lines[last]);
+            } else {
+                lines.push(format!("* {nick}"));
+            }
+        }
+        lines
+    };
+    // As many as fit with room for the last line, in order.
+    let mut k = 0;
+    while k < n && cost(&listing(k + 1)) + more.len() + 1 + LINE_COST <= budget {
+        k += 1;
+    }
+    let mut lines = listing(k);
+    if k < n {
+        lines.push(format!("* and {} more", n - k));
+    }
+    lines
 }
 
 /// protocol.md, "Sanitizing", rule 2, written out plainly: what becomes

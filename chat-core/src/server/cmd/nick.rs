@@ -30,6 +30,7 @@ impl Server {
             Err(error) => self.reply(conn, &format!("error: {}", error.message(new))),
             Ok(()) => {
                 self.conns[slot].nick = new.to_owned();
+                self.who_order = None;
                 self.conns[slot].nick_changes = nick_changes;
                 self.reply(conn, &format!("you are now known as {new}"));
                 let notice = render(&["* ", &old, " is now known as ", new]);
