@@ -10,7 +10,9 @@
 
 use std::net::IpAddr;
 
-use chat_core::testkit::rules::{GRACE, SOFT, fill_to, line_config, secs, soft_config};
+use chat_core::testkit::rules::{
+    GRACE, SOFT, fill_to, line_config, ms, no_policies, secs, soft_config,
+};
 use chat_core::testkit::{Driver, NS};
 use chat_core::{Config, ConfigError, ConnId, Event, LINE_COST, Reason};
 
@@ -501,4 +503,200 @@ fn limits_config_validate() {
             .to_string()
             .contains("1234")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Room backpressure: `limits_room_*`.
+
+/// What a client over which the room waits holds: `room_queue` in
+/// [`room_config`].
+const ROOM: usize = 2000;
+/// The slowest reading the room waits for in [`room_config`], bytes a second.
+const READ_RATE: u32 = 1000;
+
+/// Room backpressure at [`ROOM`] bytes for readers of at least
+/// [`READ_RATE`] bytes a second; lines of up to 64 bytes; output limits far
+/// above the room's (20000 bytes, no soft limit); no address policy.
+fn room_config() -> Config {
+    Config {
+        max_line: 64,
+        max_queue: 20_000,
+        soft_queue: 20_000,
+        room_queue: Some(ROOM),
+        min_read_rate: READ_RATE,
+        ..no_policies()
+    }
+}
+
+/// Three clients: a sender, a reader that keeps up and `slow`, which does
+/// not read (its socket is full) and holds more than `fill` bytes (at
+/// least [`ROOM`]), in lines of 60 bytes of text.
+fn room_setup(s: &mut Driver, fill: usize) -> [(ConnId, String); 3] {
+    let [(a, an), (b, bn), (slow, slow_nick)] = s.trio();
+    s.stall(slow, true);
+    let mut sent = 0;
+    while s.server().pending_bytes(slow).unwrap() <= fill.max(ROOM) {
+        let line = format!("{sent:060}\n");
+        assert_eq!(s.relayed(a, &an, b, line.as_bytes()).len(), 1);
+        sent += 1;
+    }
+    s.lines(slow);
+    [(a, an), (b, bn), (slow, slow_nick)]
+}
+
+/// Limits and policies, room backpressure: a client that has fallen behind
+/// and does not read (its socket full, nothing written) never makes the room
+/// wait: the others' lines keep flowing, and it is dropped at max_queue.
+#[test]
+fn limits_room_never_waits_for_a_client_that_does_not_read() {
+    let mut s = Driver::timed(room_config());
+    let [(a, an), (b, _), (slow, slow_nick)] = room_setup(&mut s, ROOM);
+    let mut lines = 0;
+    while s.closes().is_empty() {
+        assert_eq!(s.server().room_holders(), 0);
+        assert!(!s.is_paused(a));
+        s.advance(ms(10));
+        let line = format!("{lines:060}");
+        s.send(a, format!("{line}\n"));
+        assert_eq!(s.lines(b)[0], format!("{an}: {line}"));
+        lines += 1;
+        assert!(lines < 1000);
+    }
+    assert_eq!(s.closes(), [], "one close only");
+    assert!(s.server().nick(slow).is_none(), "dropped at the limit");
+    assert_eq!(s.lines(a), [format!("* {slow_nick} left (too slow)")]);
+}
+
+/// Limits and policies, room backpressure: a client behind whose socket is
+/// full holds the room for what it is seen to read, the bytes written at
+/// `min_read_rate` from the write, to the nanosecond: input of every client
+/// waits meanwhile (the sender is no longer read), and is handled when the
+/// hold runs out.
+#[test]
+fn limits_room_waits_for_what_a_reader_reads() {
+    let mut s = Driver::timed(room_config());
+    let [(a, an), (b, _), (slow, _)] = room_setup(&mut s, ROOM);
+    s.advance(secs(1));
+    let start = s.elapsed();
+    // 250 bytes at 1000 a second: a quarter of a second.
+    s.write(slow, 250);
+    assert!(s.server().pending_bytes(slow).unwrap() > ROOM / 2);
+    assert_eq!(s.server().room_holders(), 1);
+    assert_eq!(s.deadline(), Some(start + ms(250)));
+    s.send(a, "waits\n");
+    assert!(
+        s.is_paused(a),
+        "the sender is not read while the room waits"
+    );
+    assert_eq!(s.server().held_bytes(a), Some(6));
+    s.quiet_until(start + ms(250), &[b]);
+    assert_eq!(s.lines(b), [format!("{an}: waits")]);
+    assert!(!s.is_paused(a));
+    assert_eq!(s.server().room_holders(), 0);
+}
+
+/// Limits and policies, room backpressure: a hold never runs more than a
+/// second past the write that earned it, however much was written.
+#[test]
+fn limits_room_holds_at_most_a_second_after_a_read() {
+    let mut s = Driver::timed(room_config());
+    let [(a, an), (b, _), (slow, _)] = room_setup(&mut s, 6 * ROOM);
+    let start = s.elapsed();
+    // Five seconds' worth at the rate.
+    s.write(slow, 5 * READ_RATE as usize);
+    assert!(s.server().pending_bytes(slow).unwrap() > ROOM / 2);
+    assert_eq!(s.server().room_holders(), 1);
+    assert_eq!(s.deadline(), Some(start + secs(1)));
+    s.send(a, "late\n");
+    s.quiet_until(s.deadline().unwrap(), &[b]);
+    assert_eq!(s.lines(b), [format!("{an}: late")]);
+}
+
+/// Limits and policies, room backpressure: a client back to half of
+/// room_queue no longer holds the room: what waited is handled at once.
+#[test]
+fn limits_room_opens_when_the_reader_is_back_to_half() {
+    let mut s = Driver::timed(room_config());
+    let [(a, an), (b, _), (slow, _)] = room_setup(&mut s, ROOM);
+    s.write(slow, 100);
+    assert_eq!(s.server().room_holders(), 1);
+    s.send(a, "one\n");
+    s.send_in_flight(a, "two\n");
+    assert_eq!(s.lines(b), Vec::<String>::new());
+    let pending = s.server().pending_bytes(slow).unwrap();
+    let client = s.client(slow);
+    let to_half = (1..=client.in_flight.len())
+        .find(|&n| client.in_flight_cost_after(n) <= ROOM / 2)
+        .unwrap();
+    assert!(pending > ROOM / 2);
+    s.write(slow, to_half);
+    assert_eq!(s.server().room_holders(), 0);
+    assert_eq!(s.lines(b), [format!("{an}: one"), format!("{an}: two")]);
+    assert!(!s.is_paused(a));
+}
+
+/// Limits and policies, room backpressure: while the room waits, the
+/// clients that sent least are handled first when it opens, so that the one
+/// that floods is the one held back; each client's lines stay in order.
+#[test]
+fn limits_room_the_lightest_sender_goes_first() {
+    let mut s = Driver::timed(room_config());
+    let [(a, an), (b, bn), (slow, _)] = room_setup(&mut s, ROOM);
+    let (c, cn) = s.join(&[a, b, slow]);
+    s.lines(slow);
+    s.write(slow, 100);
+    assert_eq!(s.server().room_holders(), 1);
+    let flood: String = (0..20).map(|i| format!("flood {i}\n")).collect();
+    s.send(a, &flood);
+    s.send(c, "light\n");
+    s.advance(ms(100));
+    let got = s.lines(b);
+    assert_eq!(got[0], format!("{cn}: light"));
+    let flood_got: Vec<String> = (0..20).map(|i| format!("{an}: flood {i}")).collect();
+    assert_eq!(got[1..], flood_got[..got.len() - 1]);
+    assert_ne!(an, bn);
+}
+
+/// Limits and policies, room backpressure: a client behind whose socket
+/// still has room (the server's own writing is behind) holds the room, but
+/// never more than a second after it fell behind or was last written to.
+#[test]
+fn limits_room_waits_at_most_a_second_for_the_server() {
+    use std::net::SocketAddr;
+
+    use chat_core::{Output, Server};
+
+    let start = std::time::Instant::now();
+    let mut server = Server::new(room_config(), 3);
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let (a, r) = (
+        server.handle_connect(start, peer),
+        server.handle_connect(start, peer),
+    );
+    let drain = |server: &mut Server| {
+        let mut outputs = Vec::new();
+        while let Some(output) = server.poll_output() {
+            if let Output::Transmit(conn) = output {
+                if conn == a {
+                    let len = server.poll_transmit(a, &mut Vec::new());
+                    server.handle_written(start, a, len);
+                }
+            }
+            outputs.push(output);
+        }
+        outputs
+    };
+    drain(&mut server);
+    // Nothing is written to r: the driver has not got to it yet.
+    while server.pending_bytes(r).unwrap() <= ROOM {
+        server.handle_bytes(start, a, b"not yet written\n");
+        drain(&mut server);
+    }
+    assert_eq!(server.room_holders(), 1);
+    server.handle_bytes(start, a, b"waits\n");
+    assert!(drain(&mut server).contains(&Output::StopReading(a)));
+    assert_eq!(server.poll_timeout(), Some(start + secs(1)));
+    server.handle_timeout(start + secs(1));
+    assert_eq!(server.room_holders(), 0);
+    assert!(drain(&mut server).contains(&Output::ResumeReading(a)));
 }

@@ -202,3 +202,115 @@ fn default_config_session_agrees_with_the_model() {
         harness.step(&step);
     }
 }
+
+/// The room's limits in [`room_session`]: behind past 2000 bytes, readers
+/// of 10 KB/s or more waited for, a generous max queue, no address policy.
+fn room_config() -> Config {
+    Config {
+        max_line: 64,
+        max_queue: 30_000,
+        soft_queue: 30_000,
+        room_queue: Some(2000),
+        min_read_rate: 10_000,
+        flood: None,
+        ip_flood: None,
+        idle_timeout: None,
+        line_timeout: None,
+        ..Config::default()
+    }
+}
+
+/// One reader of [`room_session`]: bytes it reads each 10 ms tick.
+#[derive(Debug, Clone)]
+struct RoomReader {
+    per_tick: usize,
+}
+
+/// A sender's bursts: (tick, lines of that many bytes of text).
+type Bursts = Vec<(u16, Vec<u8>)>;
+
+/// Runs senders' `bursts` (in the first half second, 10 ms ticks) past
+/// `readers` that read at their rate (and `stuck` clients that never read),
+/// then lets the readers drain, 20 s in all. Returns, per reader, whether it is still in the chat and
+/// the lines it got, and the lines each sender sent.
+fn room_session(
+    readers: &[RoomReader],
+    stuck: usize,
+    bursts: &[Bursts],
+) -> (Vec<(bool, Vec<String>)>, Vec<Vec<String>>) {
+    use chat_core::testkit::Driver;
+    use chat_core::testkit::rules::ms;
+
+    let mut s = Driver::timed(room_config());
+    let mut ids = Vec::new();
+    for _ in 0..readers.len() + stuck {
+        let id = s.connect();
+        s.stall(id, true);
+        ids.push(id);
+    }
+    let senders: Vec<_> = bursts.iter().map(|_| s.connect()).collect();
+    let mut sent = vec![Vec::new(); senders.len()];
+    let mut counts = vec![0usize; senders.len()];
+    for tick in 0..2000u16 {
+        for (reader, &id) in readers.iter().zip(&ids) {
+            s.write(id, reader.per_tick);
+        }
+        if tick < 50 {
+            for (i, (bursts, &id)) in bursts.iter().zip(&senders).enumerate() {
+                for (_, lens) in bursts.iter().filter(|(at, _)| *at == tick) {
+                    let mut bytes = Vec::new();
+                    for &len in lens {
+                        let text = format!("{i}.{:<1$}", counts[i], usize::from(len));
+                        counts[i] += 1;
+                        sent[i].push(text.trim_end().to_owned());
+                        bytes.extend_from_slice(text.as_bytes());
+                        bytes.push(b'\n');
+                    }
+                    s.send_input(id, chat_core::testkit::Input::Bytes(bytes));
+                }
+            }
+        }
+        s.advance(ms(10));
+    }
+    let got = ids[..readers.len()]
+        .iter()
+        .map(|&id| {
+            let joined = s.server().nick(id).is_some();
+            let lines = s.client(id).lines.iter().map(|(_, l)| l.clone()).collect();
+            (joined, lines)
+        })
+        .collect();
+    (got, sent)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Limits and policies, room backpressure: however the senders burst,
+    /// every reader that reads faster than min_read_rate stays in the chat
+    /// and gets every line of every sender, in order; clients that never
+    /// read do not stop that.
+    #[test]
+    fn room_keeps_every_reader_that_reads(
+        readers in prop::collection::vec((13_000usize..40_000).prop_map(|rate| RoomReader { per_tick: rate / 100 }), 1..4),
+        stuck in 0..3usize,
+        bursts in prop::collection::vec(
+            prop::collection::vec((0..50u16, prop::collection::vec(1..60u8, 1..100)), 1..8),
+            1..4,
+        ),
+    ) {
+        let (got, sent) = room_session(&readers, stuck, &bursts);
+        for (r, (joined, lines)) in got.iter().enumerate() {
+            prop_assert!(joined, "reader {} was dropped", r);
+            for (i, sent) in sent.iter().enumerate() {
+                let from: Vec<String> = lines
+                    .iter()
+                    .filter_map(|line| line.split_once(": ").map(|(_, text)| text))
+                    .filter(|text| text.starts_with(&format!("{i}.")))
+                    .map(str::to_owned)
+                    .collect();
+                prop_assert_eq!(&from, sent, "reader {} from sender {}", r, i);
+            }
+        }
+    }
+}

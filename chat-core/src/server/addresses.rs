@@ -114,7 +114,8 @@ impl Addresses {
         self.by_ip.get_mut(&ip)?.flood.as_mut()
     }
 
-    /// Where `conn` (of `ip`) stands with its address's flood budget.
+    /// Where `conn` (of `ip`) stands with its address's flood budget
+    /// (always `Free` when there is none).
     pub(super) fn turn(&self, ip: IpAddr, conn: ConnId) -> Turn {
         let waiting = self.by_ip.get(&ip).map(|address| &address.waiting);
         match waiting.and_then(VecDeque::front) {
@@ -124,18 +125,24 @@ impl Addresses {
         }
     }
 
-    /// `conn` (of `ip`) waits for its address's flood budget, after those
-    /// already waiting (once).
+    /// `conn` (of `ip`), with a line waiting, takes its turn for its
+    /// address's flood budget after those already waiting (once); nothing
+    /// if the address has no flood budget.
     pub(super) fn wait(&mut self, ip: IpAddr, conn: ConnId) {
-        if let Some(address) = self.by_ip.get_mut(&ip) {
+        if let Some(address) = self.by_ip.get_mut(&ip).filter(|a| a.flood.is_some()) {
             if !address.waiting.contains(&conn) {
                 address.waiting.push_back(conn);
             }
         }
     }
 
+    /// Whose turn it is for the flood budget of `ip`, if anyone waits.
+    pub(super) fn first(&self, ip: IpAddr) -> Option<ConnId> {
+        self.by_ip.get(&ip)?.waiting.front().copied()
+    }
+
     /// `conn` (of `ip`) no longer waits for its address's flood budget;
-    /// returns who is first now, if `conn` was.
+    /// returns whose turn it is now, if it was `conn`'s.
     pub(super) fn stop_waiting(&mut self, ip: IpAddr, conn: ConnId) -> Option<ConnId> {
         let waiting = &mut self.by_ip.get_mut(&ip)?.waiting;
         let at = waiting.iter().position(|&c| c == conn)?;

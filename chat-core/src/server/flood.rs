@@ -283,10 +283,9 @@ impl Server {
 
     /// Takes the oldest waiting input of the client in `slot`, if it may
     /// be handled at `now`: unread bytes whenever (the room is open), a
-    /// line when its own budget and its address's let it through and it is
-    /// its turn of its address (else it waits for its turn). Returns it,
-    /// whether it was the last, and whose turn of its address it is now,
-    /// if it had the turn.
+    /// line when it is the client's turn of its address, and its own budget
+    /// and its address's let it through. Returns it, whether it was the
+    /// last, and whose turn of the address it is now.
     fn take_held(&mut self, slot: usize, now: Instant) -> Option<(Held, bool, Option<ConnId>)> {
         let entry = &mut self.conns[slot];
         let id = entry.id;
@@ -296,24 +295,25 @@ impl Server {
                 return None;
             }
             if let Some(ip) = entry.policy_address {
-                let turn = self.addresses.turn(ip, id);
-                let fits = self
-                    .addresses
-                    .flood(ip)
-                    .map(|bucket| bucket.fits(now).is_ok());
-                if turn == Turn::Later || fits == Some(false) {
-                    self.addresses.wait(ip, id);
+                if self.addresses.turn(ip, id) == Turn::Later {
                     return None;
                 }
-                if turn == Turn::First {
-                    next = self.addresses.stop_waiting(ip, id);
-                }
                 if let Some(bucket) = self.addresses.flood(ip) {
+                    bucket.fits(now).ok()?;
                     bucket.charge(now, cost);
                 }
+                // The others of the address have their turn first.
+                next = self.addresses.stop_waiting(ip, id);
             }
         }
         let (held, drained) = entry.flood.pop(now)?;
+        if let Some(ip) = entry
+            .policy_address
+            .filter(|_| entry.flood.front_cost().is_some())
+        {
+            // More lines wait: after the others of the address.
+            self.addresses.wait(ip, id);
+        }
         Some((held, drained, next))
     }
 
@@ -326,6 +326,11 @@ impl Server {
         match self.conns[slot].flood.hold(held, self.config.flood_excess) {
             Hold::Excess => self.disconnect(conn, Reason::ExcessFlood),
             Hold::Queued => {
+                // Its lines are let through when its address's clients'
+                // turns come to it.
+                if let Some(ip) = self.conns[slot].policy_address {
+                    self.addresses.wait(ip, conn);
+                }
                 self.stop_reading(slot);
                 self.schedule(conn);
             }

@@ -15,11 +15,14 @@
 //! - once its socket is full, only for what it is seen to read: every
 //!   write reported until its output is all written is the client reading
 //!   what was sent before, and holds the room for the time those bytes take
-//!   at `min_read_rate`, at most [`HOLD_MAX`] from that write.
+//!   at `min_read_rate`, at most [`HOLD_MAX`] from that write. A client
+//!   whose socket fills while it is behind holds the room for
+//!   [`HOLD_FIRST`] even if it was not seen to read lately, so that its
+//!   first read can come.
 //!
-//! So a client that does not read never holds the room once its socket is
-//! full, whatever its output; one that stops reading holds it at most
-//! [`HOLD_MAX`]; one that
+//! So a client that does not read holds the room at most [`HOLD_FIRST`],
+//! once, and not at all if its socket filled before it fell behind; one
+//! that stops reading holds it at most [`HOLD_MAX`]; one that
 //! reads slower than `min_read_rate` holds it part of the time only, falls
 //! further behind and is dropped at the output limits like any client that
 //! does not keep up; one that reads at least `min_read_rate` holds it until
@@ -38,6 +41,10 @@ use super::{ConnId, Server};
 /// No write lets its client hold the room for longer than this after it.
 pub(super) const HOLD_MAX: Duration = Duration::from_secs(1);
 
+/// How long a client whose socket fills while it is behind holds the room
+/// before it is seen to read.
+pub(super) const HOLD_FIRST: Duration = Duration::from_millis(50);
+
 /// Which clients hold the room, and whose input waits for it.
 #[derive(Debug, Default)]
 pub(super) struct Room {
@@ -54,6 +61,9 @@ pub(super) struct Room {
 pub(super) struct Behind {
     /// When it fell behind, or last reported a write.
     progress_at: Instant,
+    /// Until when it holds the room since its socket filled while it was
+    /// behind ([`HOLD_FIRST`]).
+    first_until: Option<Instant>,
     /// It is counted in `Room::holders`, and its `Timer::RoomHold` is armed.
     holding: bool,
 }
@@ -81,6 +91,7 @@ impl Room {
     ) -> bool {
         outgoing.behind = Some(Box::new(Behind {
             progress_at: now,
+            first_until: None,
             holding: false,
         }));
         self.update(conn, outgoing, timers, now)
@@ -102,7 +113,7 @@ impl Room {
             return false;
         };
         let until = if blocked {
-            reads_until
+            reads_until.max(behind.first_until)
         } else {
             Some(behind.progress_at + HOLD_MAX)
         };
@@ -158,8 +169,12 @@ impl Server {
     /// from now on it holds the room only for what it is seen to read.
     pub(super) fn room_blocked(&mut self, slot: usize, now: Instant) {
         let outgoing = &mut self.conns[slot].outgoing;
-        outgoing.blocked = outgoing.pending() > 0;
-        if outgoing.behind.is_some() {
+        let filled = !outgoing.blocked && outgoing.pending() > 0;
+        outgoing.blocked |= filled;
+        if let Some(behind) = outgoing.behind.as_mut() {
+            if filled && behind.first_until.is_none() {
+                behind.first_until = Some(now + HOLD_FIRST);
+            }
             self.update_hold(slot, now);
         }
     }

@@ -1080,3 +1080,118 @@ fn policies_poll_timeout_none_when_nothing_pending() {
     s.advance(ms(200));
     assert_eq!(s.deadline(), None);
 }
+
+/// Flood control per address alone: 1000 bytes at once, then one byte a
+/// millisecond, for each address; no line budget. A line of 36 bytes costs
+/// 100 (its bytes and LINE_COST): ten go at once, then one each 100 ms.
+fn ip_flood_config() -> Config {
+    Config {
+        ip_flood: Some(rate_of(1000, ms(1))),
+        ..no_policies()
+    }
+}
+
+/// A line of 36 bytes of text, `tag` first.
+fn line36(tag: &str) -> String {
+    format!("{tag:x<36}")
+}
+
+/// Address policies, flood control per address: the clients of one
+/// address share one budget in bytes, each line costing its bytes and
+/// LINE_COST; a line over it waits (the client is no longer read) until one
+/// byte fits again; a client of another address is not held back.
+#[test]
+fn policies_ip_flood_shared_by_an_address() {
+    assert_eq!(36 + chat_core::LINE_COST, 100);
+    let mut s = Driver::timed(ip_flood_config());
+    let (o, _) = s.join(&[]);
+    let (a, an) = s.join_from(public(1), &[o]);
+    let (b, bn) = s.join_from(public(1), &[o, a]);
+    let (c, cn) = s.join_from(public(2), &[o, a, b]);
+    s.lines(a);
+    s.lines(b);
+    s.events();
+    for i in 0..5 {
+        s.send(a, format!("{}\n", line36(&format!("a{i}"))));
+        s.send(b, format!("{}\n", line36(&format!("b{i}"))));
+    }
+    assert_eq!(s.lines(o).len(), 10, "1000 bytes at once");
+    s.send(a, format!("{}\n", line36("late")));
+    assert!(s.is_paused(a), "over the address's budget: not read");
+    s.send(c, format!("{}\n", line36("other")));
+    assert_eq!(s.lines(o), [format!("{cn}: {}", line36("other"))]);
+    // The budget was 1000 bytes over: the first byte fits again in 1 ms.
+    s.quiet_until(ms(1), &[o]);
+    assert_eq!(s.lines(o), [format!("{an}: {}", line36("late"))]);
+    assert!(!s.is_paused(a));
+    assert_ne!(an, bn);
+}
+
+/// Address policies, flood control per address: clients of one address
+/// whose lines wait for its budget take turns, one line each.
+#[test]
+fn policies_ip_flood_clients_of_an_address_take_turns() {
+    let mut s = Driver::timed(ip_flood_config());
+    let (o, _) = s.join(&[]);
+    let (a, an) = s.join_from(public(1), &[o]);
+    let (b, bn) = s.join_from(public(1), &[o, a]);
+    s.lines(a);
+    s.lines(b);
+    s.events();
+    let burst: String = (0..10)
+        .map(|i| format!("{}\n", line36(&format!("x{i}"))))
+        .collect();
+    s.send(a, burst);
+    s.lines(o);
+    let three = |who: &str| -> String {
+        (1..=3)
+            .map(|i| format!("{}\n", line36(&format!("{who}{i}"))))
+            .collect()
+    };
+    s.send(a, three("a"));
+    s.send(b, three("b"));
+    let said = |nick: &str, tag: &str| format!("{nick}: {}", line36(tag));
+    // The first line fits 1 ms on, then one each 100 ms, in turns.
+    let order = [
+        (ms(1), said(&an, "a1")),
+        (ms(101), said(&bn, "b1")),
+        (ms(201), said(&an, "a2")),
+        (ms(301), said(&bn, "b2")),
+        (ms(401), said(&an, "a3")),
+        (ms(501), said(&bn, "b3")),
+    ];
+    for (at, line) in order {
+        s.quiet_until(at, &[o]);
+        assert_eq!(s.lines(o), [line], "at {at:?}");
+    }
+    assert!(!s.is_paused(a) && !s.is_paused(b));
+    assert_eq!(s.lines(a).len(), 3, "b's lines");
+    assert_eq!(s.lines(b).len(), 13, "a's lines");
+    s.advance(secs(10));
+    s.assert_quiet(&[o, a, b]);
+}
+
+/// Address policies, flood control per address: a `/who` reply costs the
+/// asker's address its bytes (each line and LINE_COST), so that asking
+/// for a long list again and again is paced like sending one.
+#[test]
+fn policies_ip_flood_who_costs_its_bytes() {
+    let mut s = Driver::timed(ip_flood_config());
+    let (o, _) = s.join(&[]);
+    let (a, an) = s.join_from(public(1), &[o]);
+    s.lines(a);
+    s.send(a, "/who\n");
+    let reply = s.lines(a);
+    assert_eq!(reply.len(), 1);
+    let who_cost = 5 + 64 + reply[0].len() + 1 + 64;
+    // What is left of the burst, in 36-byte lines: then one waits.
+    let fit = (1000 - who_cost).div_ceil(100);
+    for i in 0..fit {
+        s.send(a, format!("{}\n", line36(&format!("{i}"))));
+    }
+    assert_eq!(s.lines(o).len(), fit);
+    s.send(a, format!("{}\n", line36("waits")));
+    assert!(s.is_paused(a));
+    assert_eq!(s.lines(o), Vec::<String>::new());
+    let _ = an;
+}

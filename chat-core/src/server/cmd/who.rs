@@ -39,9 +39,15 @@ impl Server {
             self.deliver(Audience::One(conn), line);
         }
         // A long list weighs on the room like the lines of that size.
-        let (ip, now) = (self.conns[asker].policy_address, self.clock);
-        if let Some((bucket, now)) = ip.and_then(|ip| self.addresses.flood(ip)).zip(now) {
+        let (Some(ip), Some(now)) = (self.conns[asker].policy_address, self.clock) else {
+            return;
+        };
+        if let Some(bucket) = self.addresses.flood(ip) {
             bucket.charge(now, cost);
+            // Whose turn of the address it is waits longer now.
+            if let Some(first) = self.addresses.first(ip) {
+                self.schedule(first);
+            }
         }
     }
 }
