@@ -35,8 +35,8 @@ impl Rate {
 /// `line_timeout`, `max_per_ip`, `connect_rate`, `nick_rate`) apply to
 /// every peer but loopback ones unless `limit_loopback` is set; the others
 /// apply to all. The per-address ones (`ip_flood`, `max_per_ip`,
-/// `connect_rate`) count an IPv6 peer
-/// under its network prefix of `ipv6_prefix` bits.
+/// `connect_rate`) count an IPv6 peer under its network prefix of
+/// `ipv6_prefix` bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Most connections admitted at once; one more gets `* error: server full`.

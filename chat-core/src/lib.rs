@@ -21,12 +21,13 @@
 //! | Nicknames | [`nick`], `server/cmd/nick.rs` | `tests/nicknames.rs` |
 //! | Commands | `server/cmd/` (dispatch in `mod.rs`, one file per command, [`HELP`]) | `tests/commands.rs` |
 //! | Session events | `server` (`handle_connect`, `leave`), `server/output.rs` ([`Event`], [`Reason`]) | `tests/session.rs` |
-//! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/timer.rs` (soft limit grace), `server/addresses.rs` (`Refusals`: which refusals are logged) | `tests/limits.rs` (`limits_`) |
-//! | Address policies | `server/addresses.rs` (per address, IPv6 prefixes, loopback), `server/flood.rs` (flood control, held lines), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
+//! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/conn.rs` (`Outgoing`: what a client's output costs, [`LINE_COST`]), `server/room.rs` (room backpressure), `server/timer.rs` (soft limit grace), `server/addresses.rs` (`Refusals`: which refusals are logged) | `tests/limits.rs` (`limits_`) |
+//! | Address policies | `server/addresses.rs` (per address, IPv6 prefixes, loopback, turns for the address's flood budget), `server/flood.rs` (flood control, input that waits), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
 //!
 //! The server's state, by type: `server/conn.rs` (one connection, its fields
-//! grouped by concern), `server/flood.rs` (`FloodControl`),
-//! `server/addresses.rs` (`Addresses`), `server/timer.rs` (`TimerSet` of
+//! grouped by concern), `server/flood.rs` (`FloodControl`), `server/room.rs`
+//! (`Room`, `Behind`), `server/addresses.rs` (`Addresses`),
+//! `server/timer.rs` (`TimerSet` of
 //! `Timer` kinds), `rate` (`Bucket`), `broadcast`. Across all sections:
 //! `tests/properties.rs` (the server against a naive model, and invariants
 //! under every policy) and `tests/fuzz_corpus.rs` (the fuzz corpus
@@ -50,14 +51,19 @@
 //!      socket can take them, move them out with [`Server::poll_transmit`],
 //!      write them (one vectored write), and report each write with
 //!      [`Server::handle_written`]: the bytes count against the client's
-//!      output limit until then. Another `Transmit` for the same connection
-//!      comes only after `poll_transmit` has been called for it.
+//!      output limit until then. When the socket takes less than it was
+//!      offered (it is full), say so with [`Server::handle_blocked`]: from
+//!      then on each write is the client reading, which is what lets a
+//!      client that has fallen behind hold the room. Another `Transmit` for
+//!      the same connection comes only after `poll_transmit` has been
+//!      called for it.
 //!    - [`Output::Close`]: close the connection, after writing what
 //!      `poll_transmit` still gives if `flush` is set (bounded in time), then
 //!      call [`Server::handle_closed`].
 //!    - [`Output::StopReading`] / [`Output::ResumeReading`]: stop reading
-//!      the connection's socket (the client is over its flood budget; its
-//!      lines wait inside the server and TCP slows it down), and start again.
+//!      the connection's socket (the client is over its flood budget, or
+//!      the room waits for its readers; what it sent waits inside the
+//!      server and TCP slows it down), and start again.
 //!    - [`Output::Event`]: something worth logging. It never holds chat text.
 //! 4. Ask [`Server::poll_timeout`] for the next deadline (any input may have
 //!    moved it), sleep until I/O or that time, and call

@@ -186,7 +186,7 @@ pub fn scripts(nick: &str) -> Vec<&'static str> {
 /// One step is `NFKC(casefold(skeleton(casefold(NFKC(s)))))`, with full
 /// case folding and the UTS #39 confusable skeleton; the key is what
 /// repeating that step gives once it no longer changes (at most
-/// [`MAX_KEY_ROUNDS`] steps), so `key(key(s)) == key(s)`.
+/// 8 steps), so `key(key(s)) == key(s)`.
 ///
 /// A nick of ASCII letters, digits, `_` and `-` has for key the keys of
 /// its characters put together (each is ASCII, and every step maps ASCII

@@ -125,9 +125,10 @@ pub struct Cli {
           default_value_t = per(Config::default().connect_rate, MINUTE), help_heading = POLICIES)]
     pub connect_rate: f64,
 
-    /// Length of the network prefix an IPv6 peer counts under for
-    /// --max-per-ip and the connect rate: the default, 64, makes one /64 (a
-    /// host or LAN) one address; 128 counts each IPv6 address alone. 1 to 128.
+    /// Length of the network prefix an IPv6 peer counts under for every
+    /// per-address limit (--max-per-ip, the connect rate, --ip-flood-*): the
+    /// default, 64, makes one /64 (a host or LAN) one address; 128 counts
+    /// each IPv6 address alone. 1 to 128.
     #[arg(long, value_name = "LEN", default_value_t = Config::default().ipv6_prefix, help_heading = POLICIES)]
     pub ipv6_prefix: u8,
 

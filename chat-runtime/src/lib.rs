@@ -26,9 +26,15 @@
 //! rule for all tasks leaves no connection without the task it needs.
 //!
 //! Pausing: when the core says `StopReading` (a client over its flood
-//! budget), the reader hands over what it has read and then waits, without
-//! reading, until `ResumeReading` or the connection's close, so that the
-//! client's input stays in the socket and TCP slows the client down.
+//! budget, or the room waiting for its readers), the reader hands over what
+//! it has read and then waits, without reading and without a read buffer,
+//! until `ResumeReading` or the connection's close, so that the client's
+//! input stays in the socket and TCP slows the client down.
+//!
+//! Full sockets: when a socket takes less than it is offered, the core is
+//! told (`handle_blocked`) before a writer takes over; the writer's writes
+//! are then the client reading, which is what lets a reader that has
+//! fallen behind hold the room (protocol.md, room backpressure).
 //!
 //! Timers: one thread sleeps exactly until the core's next deadline
 //! (`poll_timeout`) or the next flush limit, whichever comes first, and not

@@ -148,8 +148,8 @@ pub enum Output {
         flush: bool,
     },
     /// Stop reading from the connection until [`Output::ResumeReading`]:
-    /// the client is over its flood budget, and leaving its input in the
-    /// socket makes TCP slow it down. Bytes already read may still be given
+    /// the client is over its flood budget, or the room waits for its
+    /// readers, and leaving its input in the socket makes TCP slow it down. Bytes already read may still be given
     /// to [`Server::handle_bytes`]; they wait their turn inside the server.
     /// After an [`Output::Close`] for it, reading does not matter any more.
     StopReading(ConnId),
