@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chat_core::testkit::{Driver, Seen};
-use chat_core::{HELP, Reason};
+use chat_core::{Config, ConnId, HELP, LINE_COST, Reason};
 
 /// Commands: command names are case-insensitive.
 #[test]
@@ -179,6 +179,60 @@ fn commands_who_count_and_one_user() {
         s.lines(a),
         [format!("* {bn} left"), format!("* 1 user online: {an}")]
     );
+}
+
+/// Commands, /who: a long list goes on over lines of at most 512 bytes,
+/// every nick whole and once; a list longer than half of the asker's
+/// max_queue ends in `* and K more`, and the asker (who reads) is not
+/// dropped.
+#[test]
+fn commands_who_long_list_over_lines_within_half_the_queue() {
+    for (max_queue, complete) in [(1 << 20, true), (0, false)] {
+        let mut config = Config {
+            max_line: 64,
+            room_queue: None,
+            ..Config::default()
+        };
+        config.max_queue = max_queue.max(config.min_queue());
+        config.soft_queue = config.max_queue;
+        let mut s = Driver::untimed(config.clone(), 4);
+        let mut ids: Vec<ConnId> = Vec::new();
+        let mut nicks = Vec::new();
+        for i in 0..40 {
+            let (id, _) = s.join(&ids);
+            let nick = format!("n{i:02}{}", "x".repeat(29));
+            s.rename(id, &nick, &ids);
+            ids.push(id);
+            nicks.push(nick);
+        }
+        let asker = ids[7];
+        s.send(asker, "/who\n");
+        let reply = s.lines(asker);
+        assert!(reply[0].starts_with("* 40 users online: n00"));
+        assert!(reply.iter().all(|line| line.len() < 512));
+        let mut listed = Vec::new();
+        for (i, line) in reply.iter().enumerate() {
+            let list = if i == 0 {
+                line.split_once(": ").unwrap().1
+            } else {
+                line.strip_prefix("* ").unwrap()
+            };
+            if !list.starts_with("and ") {
+                listed.extend(list.split(", ").map(str::to_owned));
+            }
+        }
+        let cost: usize = reply.iter().map(|line| line.len() + 1 + LINE_COST).sum();
+        assert!(cost <= config.max_queue / 2, "{cost} bytes");
+        assert_eq!(s.closes(), [], "the asker is not dropped");
+        if complete {
+            assert_eq!(listed, nicks);
+            assert!(reply.len() > 2, "over several lines");
+        } else {
+            assert!(!listed.is_empty() && nicks.starts_with(&listed));
+            let last = reply.last().unwrap();
+            assert_eq!(*last, format!("* and {} more", 40 - listed.len()));
+        }
+    }
 }
 
 /// Commands, /help: the sender gets `* commands:`, then one `* ` line per
