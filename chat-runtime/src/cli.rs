@@ -51,10 +51,11 @@ pub struct Cli {
     pub soft_queue_grace: f64,
 
     /// Room backpressure: a client holding more than this many bytes has
-    /// fallen behind; while one that keeps reading (see --min-read-rate)
-    /// has, the server reads no client's input until it is back to half,
-    /// so that senders are slowed down rather than readers dropped. At most
-    /// --max-queue; 0 turns it off. [default: a quarter of --max-queue,
+    /// fallen behind; while a client that has fallen behind keeps reading
+    /// (faster than --min-read-rate), the server reads no client's input
+    /// until it is back to half of this, so that senders are slowed down
+    /// instead of readers dropped. A client that does not read is never
+    /// waited for. At most --max-queue; 0 turns it off. [default: a quarter of --max-queue,
     /// 262144 with the default --max-queue]
     #[arg(long, value_name = "BYTES", help_heading = LIMITS)]
     pub room_queue: Option<usize>,
