@@ -31,13 +31,13 @@ def kib(n_bytes):
 
 
 class Server:
-    """A chat server process: `with Server(binary, "--max-queue", "262144") as s:`."""
+    """A chat server process on HOST:0: `with Server(binary, "--max-queue", "262144") as s:`."""
 
-    def __init__(self, binary, *args, log=None):
+    def __init__(self, binary, *args, log=None, host="127.0.0.1"):
         self.log_path = log or tempfile.mktemp(prefix="chat-limits-", suffix=".log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", *args],
+            [binary, "--listen", f"{host}:0", *args],
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
         line = self.proc.stdout.readline().decode()
         if not line.startswith("listening on "):
@@ -103,8 +103,8 @@ def connect(port, src=None, rcvbuf=None, host="127.0.0.1"):
 class Line:
     """A client that reads whole lines (blocking, with a timeout)."""
 
-    def __init__(self, port, src=None, rcvbuf=None, sock=None):
-        self.sock = sock or connect(port, src, rcvbuf)
+    def __init__(self, port, src=None, rcvbuf=None, sock=None, host="127.0.0.1"):
+        self.sock = sock or connect(port, src, rcvbuf, host)
         self.buf = b""
         self.closed = False
 
@@ -134,10 +134,11 @@ class Line:
 
     def read_who(self, timeout=30.0):
         """Read a /who reply: `* N users online: A, B` then `* C, D` lines until
-        N nicks (or `* and K more`). Returns (n, nicks, reply_lines, reply_bytes);
-        lines before the header are skipped."""
+        N nicks (or `* and K more`). Returns (n, nicks, reply_lines,
+        reply_bytes, longest line with its LF); lines before the header are
+        skipped."""
         deadline = time.monotonic() + timeout
-        n, nicks, lines, size = None, [], 0, 0
+        n, nicks, lines, size, longest = None, [], 0, 0, 0
         while n is None or len(nicks) < n:
             line = self.readline(max(0.0, deadline - time.monotonic()))
             if line is None:
@@ -155,8 +156,9 @@ class Line:
                 rest = line[2:]
             lines += 1
             size += len(line) + 1
+            longest = max(longest, len(line.encode()) + 1)
             nicks += [x for x in rest.split(", ") if x]
-        return n, nicks, lines, size
+        return n, nicks, lines, size, longest
 
     def close(self):
         self.sock.close()
@@ -170,7 +172,7 @@ def who(port, src=None, timeout=30.0):
         c.close()
         return welcome, None, []
     c.send("/who")
-    n, nicks, _, _ = c.read_who(timeout)
+    n, nicks, *_ = c.read_who(timeout)
     c.close()
     return welcome, n, nicks
 
@@ -267,20 +269,21 @@ class Crowd:
 
 
 def queues(port):
-    """Kernel queues of the TCP connections to and from `port` on loopback,
-    per `ss`: {client port: (client Recv-Q, server Send-Q)} in bytes."""
+    """Kernel queues of the TCP connections to `port` on loopback, per `ss`:
+    {client port: (client Recv-Q, server Send-Q)} in bytes, for connections
+    whose server end is still established."""
     out = subprocess.run(["ss", "-tnH", "state", "established",
                           f"( sport = :{port} or dport = :{port} )"],
                          capture_output=True, text=True, check=True).stdout
-    q = {}
+    recv, send = {}, {}
     for l in out.splitlines():
-        recv, send, local, peer = l.split()[:4]
+        rq, sq, local, peer = l.split()[:4]
         lport, pport = int(local.rsplit(":", 1)[1]), int(peer.rsplit(":", 1)[1])
-        if lport == port:       # the server's end: its Send-Q
-            q[pport] = (q.get(pport, (0, 0))[0], int(send))
-        else:                   # the client's end: its Recv-Q
-            q[lport] = (int(recv), q.get(lport, (0, 0))[1])
-    return q
+        if lport == port:
+            send[pport] = int(sq)
+        else:
+            recv[lport] = int(rq)
+    return {p: (recv.get(p, 0), s) for p, s in send.items()}
 
 
 def count_log(lines, kinds):
