@@ -21,7 +21,7 @@
 //! | Nicknames | [`nick`], `server/cmd/nick.rs` | `tests/nicknames.rs` |
 //! | Commands | `server/cmd/` (dispatch in `mod.rs`, one file per command, [`HELP`]) | `tests/commands.rs` |
 //! | Session events | `server` (`handle_connect`, `leave`), `server/output.rs` ([`Event`], [`Reason`]) | `tests/session.rs` |
-//! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/conn.rs` (`Outgoing`: what a client's output costs, [`LINE_COST`]), `server/room.rs` (room backpressure), `server/timer.rs` (soft limit grace), `server/addresses.rs` (`Refusals`: which refusals are logged) | `tests/limits.rs` (`limits_`) |
+//! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/conn.rs` (`Outgoing`: what a client's output costs, [`LINE_COST`]), `server/room.rs` (room backpressure), `server/timer.rs` (soft limit grace), `server/addresses.rs` (`LogLimit`: which refusals and joins are logged) | `tests/limits.rs` (`limits_`) |
 //! | Address policies | `server/addresses.rs` (per address, IPv6 prefixes, loopback, turns for the address's flood budget), `server/flood.rs` (flood control, input that waits), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
 //!
 //! The server's state, by type: `server/conn.rs` (one connection, its fields

@@ -142,6 +142,60 @@ fn limits_logs_refusals_once_a_minute_per_address() {
     s.assert_quiet(&[a]);
 }
 
+/// Limits, logs: per address, the first two joins of a minute are logged,
+/// the others (and their leaves) are quiet, and the first logged after the
+/// minute says how many were quiet. An address connecting in a loop is two
+/// join and two leave lines a minute.
+#[test]
+fn limits_logs_joins_twice_a_minute_per_address() {
+    let mut s = Driver::timed(Config::default());
+    let ip: IpAddr = "203.0.113.9".parse().unwrap();
+    let mut quiet = Vec::new();
+    let mut ids = Vec::new();
+    for k in 0..6u64 {
+        s.advance_to(secs(10 * k));
+        let (id, _) = s.join_from(ip, &ids);
+        let events = s.events();
+        let [
+            Event::Joined {
+                conn,
+                quiet: q,
+                unlogged: 0,
+                ..
+            },
+        ] = &events[..]
+        else {
+            panic!("join {k}: {events:?}");
+        };
+        assert_eq!(*conn, id);
+        quiet.push(*q);
+        ids.push(id);
+    }
+    assert_eq!(quiet, [false, false, true, true, true, true]);
+    // Leaves follow their joins.
+    for (id, was_quiet) in ids.iter().zip(&quiet).take(3) {
+        s.eof(*id);
+        let events = s.events();
+        assert!(
+            matches!(&events[..], [Event::Left { conn, quiet, .. }] if conn == id && quiet == was_quiet),
+            "{events:?}"
+        );
+        for other in &ids {
+            s.lines(*other);
+        }
+    }
+    s.advance_to(secs(60));
+    let (_, _) = s.join_from(ip, &ids[3..]);
+    assert!(matches!(
+        &s.events()[..],
+        [Event::Joined {
+            quiet: false,
+            unlogged: 4,
+            ..
+        }]
+    ));
+}
+
 /// Limits, max queue: a client that is never written to is disconnected as
 /// `too slow` (a non-flushing Close) when its pending bytes (each line its
 /// bytes and LINE_COST) would exceed max_queue, not before; its pending bytes never exceed it; the others get

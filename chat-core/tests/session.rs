@@ -69,7 +69,8 @@ fn session_left_on_eof() {
         [Event::Left {
             conn: a,
             nick: an,
-            reason: Reason::Eof
+            reason: Reason::Eof,
+            quiet: false,
         }]
     );
 }
@@ -89,7 +90,8 @@ fn session_left_on_closed() {
         [Event::Left {
             conn: a,
             nick: an,
-            reason: Reason::Closed
+            reason: Reason::Closed,
+            quiet: false,
         }]
     );
     // Reported closed once more: nothing more happens.

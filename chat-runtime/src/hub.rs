@@ -19,7 +19,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use chat_core::{Bytes, Config, ConnId, Event, Server};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::log_budget::LogBudget;
 use crate::notify::Notify;
@@ -363,7 +363,27 @@ impl<S: AsFd> Hub<S> {
 
 fn log_event(event: Event) {
     match event {
-        Event::Joined { conn, peer, nick } => info!(%conn, %peer, %nick, "joined"),
+        Event::Joined {
+            conn,
+            peer,
+            nick,
+            quiet: true,
+            ..
+        } => debug!(%conn, %peer, %nick, "joined"),
+        Event::Joined {
+            conn,
+            peer,
+            nick,
+            unlogged: 0,
+            ..
+        } => info!(%conn, %peer, %nick, "joined"),
+        Event::Joined {
+            conn,
+            peer,
+            nick,
+            unlogged,
+            ..
+        } => info!(%conn, %peer, %nick, unlogged, "joined"),
         Event::Rejected {
             conn,
             peer,
@@ -376,11 +396,21 @@ fn log_event(event: Event) {
             reason,
             unlogged,
         } => info!(%conn, %peer, %reason, unlogged, "rejected"),
-        Event::Unlogged { address, refusals } => {
-            info!(%address, refusals, "refusals not logged")
-        }
+        Event::Unlogged {
+            address,
+            refusals,
+            joins,
+        } => info!(%address, refusals, joins, "not logged"),
         Event::Renamed { conn, from, to } => info!(%conn, %from, %to, "renamed"),
-        Event::Left { conn, nick, reason } => info!(%conn, %nick, %reason, "left"),
+        Event::Left {
+            conn,
+            nick,
+            reason,
+            quiet: true,
+        } => debug!(%conn, %nick, %reason, "left"),
+        Event::Left {
+            conn, nick, reason, ..
+        } => info!(%conn, %nick, %reason, "left"),
     }
 }
 

@@ -99,9 +99,17 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (addr, config) = config;
+    let (addr, mut config) = config;
     // Dropped last: flushes what the log writer still holds.
     let _log_writer = init_logging();
+    if let Some(max) = R::max_connections().filter(|&max| config.max_clients > max) {
+        warn!(
+            max_clients = config.max_clients,
+            lowered_to = max,
+            "this machine allows fewer clients with a reader and a writer each: --max-clients lowered"
+        );
+        config.max_clients = max;
+    }
     raise_open_file_limit();
     match R::block_on(serve::serve::<R>(addr, config)) {
         Ok(Ok(())) => ExitCode::SUCCESS,

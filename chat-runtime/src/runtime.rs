@@ -81,4 +81,14 @@ pub trait Runtime: 'static {
 
     /// Completes after `duration`.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// The most clients this runtime can serve at once, each with a reader
+    /// task and, while its socket is full, a writer task, if the machine
+    /// limits that below any `--max-clients` (a thread per task does);
+    /// `--max-clients` is lowered to it, with a warning, so that a client
+    /// over it is refused as `server full` rather than taken in and closed
+    /// when its writer cannot start. `None` (the default): no such limit.
+    fn max_connections() -> Option<usize> {
+        None
+    }
 }

@@ -81,7 +81,20 @@ impl chat_runtime::Runtime for Std {
     fn try_write(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         SockRef::from(stream).send_with_flags(buf, libc::MSG_DONTWAIT)
     }
+
+    // Two threads for each client that does not read; what is left after
+    // them is for connections being refused, which hold a reader thread
+    // until they are closed.
+    fn max_connections() -> Option<usize> {
+        let limit = *THREAD_LIMIT.get_or_init(thread_limit);
+        Some(limit.saturating_sub(REFUSING_THREADS) / 2)
+    }
 }
+
+/// Connection threads kept for connections being refused (each holds a
+/// reader thread until it is closed) when `--max-clients` is lowered to what
+/// the thread limit allows.
+const REFUSING_THREADS: usize = 256;
 
 /// Connection threads running now.
 static THREADS: AtomicUsize = AtomicUsize::new(0);

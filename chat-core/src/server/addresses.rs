@@ -1,7 +1,8 @@
 //! Per-address state: connections open from each address and its connect
 //! rate (protocol.md, "Address policies": connections per address, connect
 //! rate, and which peers the policies apply to), and which refusals of each
-//! address are logged (protocol.md, "Limits and policies": logs).
+//! address, and which of its joins, are logged (protocol.md, "Limits and
+//! policies": logs).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -179,82 +180,92 @@ fn sweep<T>(
     }
 }
 
-/// After a logged refusal, how long further refusals of the same address
-/// are only counted.
-pub(super) const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
+/// The window over which what an address does is logged a few times at
+/// most (see [`LogLimit`]).
+pub(super) const LOG_WINDOW: Duration = Duration::from_secs(60);
 
-/// Which refused connections are logged, per address ([`address_of`], for
-/// every peer, loopback ones included): the first refusal at once; the
-/// others within [`REFUSAL_LOG_WINDOW`] of it only counted; the first after
-/// that logged again, with that count, and its window starts.
+/// Which events of one kind (refused connections, or joins and their
+/// leaves) are logged, per address ([`address_of`], for every peer,
+/// loopback ones included): the first `allowance` in a window of
+/// [`LOG_WINDOW`] from the first one; the others in that window only
+/// counted; the first after it logged again, with that count, and the next
+/// window starts with it.
 ///
 /// Bounded: one entry per address, which a sweep (whenever the table has
 /// doubled since the last one, as in [`Addresses`]) drops once its window
 /// is over, handing out the count it holds if any. So the table holds at
 /// most twice the addresses whose window was open at the last sweep (those
-/// with a refusal logged in the minute before it), or `MIN_ADDRESS_SWEEP`:
-/// it grows with how many addresses are refused in a minute, never with how
+/// with an event logged in the minute before it), or `MIN_ADDRESS_SWEEP`:
+/// it grows with how many addresses are active in a minute, never with how
 /// long the server runs.
 #[derive(Debug)]
-pub(super) struct Refusals {
-    by_ip: HashMap<IpAddr, Refused>,
+pub(super) struct LogLimit {
+    /// Events logged per window.
+    allowance: u32,
+    by_ip: HashMap<IpAddr, Logged>,
     /// Size of `by_ip` at which entries whose window is over are swept next.
     sweep_at: usize,
 }
 
-/// The refusals of one address since its last logged one.
+/// One address's events in its window.
 #[derive(Debug)]
-struct Refused {
-    /// When the last logged refusal was: the window runs from then.
-    logged_at: Instant,
-    /// Refusals since then that were not logged.
+struct Logged {
+    /// When the window began.
+    since: Instant,
+    /// Events logged in it.
+    logged: u32,
+    /// Events since the last one logged that were not logged.
     unlogged: u64,
 }
 
-impl Refusals {
-    pub(super) fn new() -> Refusals {
-        Refusals {
+impl LogLimit {
+    /// A limit of `allowance` events logged per address and window.
+    pub(super) fn new(allowance: u32) -> LogLimit {
+        LogLimit {
+            allowance: allowance.max(1),
             by_ip: HashMap::new(),
             sweep_at: MIN_ADDRESS_SWEEP,
         }
     }
 
-    /// A connection from `address` is refused at `now`: `Some(n)` if the
-    /// refusal is to be logged, `n` being the refusals of the address left
-    /// out since the last one logged; `None` if it is only counted. A sweep
-    /// gives `swept` each address it forgets with a count, and the count,
-    /// in address order.
-    pub(super) fn refuse(
+    /// An event of `address` at `now`: `Some(n)` if it is to be logged, `n`
+    /// being the events of the address left out since the last one logged;
+    /// `None` if it is only counted. A sweep gives `swept` each address it
+    /// forgets with a count, and the count, in address order.
+    pub(super) fn count(
         &mut self,
         address: IpAddr,
         now: Instant,
         mut swept: impl FnMut(IpAddr, u64),
     ) -> Option<u64> {
-        let open = |refused: &Refused| now.duration_since(refused.logged_at) < REFUSAL_LOG_WINDOW;
-        if let Some(refused) = self.by_ip.get_mut(&address) {
-            if open(refused) {
-                refused.unlogged += 1;
+        let open = |entry: &Logged| now.duration_since(entry.since) < LOG_WINDOW;
+        if let Some(entry) = self.by_ip.get_mut(&address) {
+            if !open(entry) {
+                (entry.since, entry.logged) = (now, 0);
+            }
+            if entry.logged == self.allowance {
+                entry.unlogged += 1;
                 return None;
             }
-            let unlogged = std::mem::take(&mut refused.unlogged);
-            refused.logged_at = now;
-            return Some(unlogged);
+            entry.logged += 1;
+            return Some(std::mem::take(&mut entry.unlogged));
         }
         let mut counts = Vec::new();
-        sweep(&mut self.by_ip, &mut self.sweep_at, |&ip, refused| {
-            let keep = open(refused);
-            if !keep && refused.unlogged > 0 {
-                counts.push((ip, refused.unlogged));
+        sweep(&mut self.by_ip, &mut self.sweep_at, |&ip, entry| {
+            let keep = open(entry);
+            if !keep && entry.unlogged > 0 {
+                counts.push((ip, entry.unlogged));
             }
             keep
         });
         counts.sort_unstable();
         counts.into_iter().for_each(|(ip, count)| swept(ip, count));
-        let refused = Refused {
-            logged_at: now,
+        let entry = Logged {
+            since: now,
+            logged: 1,
             unlogged: 0,
         };
-        self.by_ip.insert(address, refused);
+        self.by_ip.insert(address, entry);
         Some(0)
     }
 }
@@ -360,27 +371,43 @@ mod tests {
     fn refusals_are_logged_once_a_window_with_the_count() {
         let t0 = Instant::now();
         let ip: IpAddr = "203.0.113.1".parse().unwrap();
-        let mut refusals = Refusals::new();
-        let mut refuse = |ip, at| refusals.refuse(ip, at, |_, _| panic!("no sweep"));
+        let mut refusals = LogLimit::new(1);
+        let mut refuse = |ip, at| refusals.count(ip, at, |_, _| panic!("no sweep"));
         assert_eq!(refuse(ip, t0), Some(0));
-        let last = t0 + REFUSAL_LOG_WINDOW - Duration::from_nanos(1);
+        let last = t0 + LOG_WINDOW - Duration::from_nanos(1);
         assert_eq!(refuse(ip, t0), None);
         assert_eq!(refuse(ip, last), None);
         assert_eq!(refuse("203.0.113.2".parse().unwrap(), last), Some(0));
-        let t1 = t0 + REFUSAL_LOG_WINDOW;
+        let t1 = t0 + LOG_WINDOW;
         assert_eq!(refuse(ip, t1), Some(2));
         assert_eq!(refuse(ip, t1 + Duration::from_secs(59)), None);
-        assert_eq!(refuse(ip, t1 + REFUSAL_LOG_WINDOW), Some(1));
+        assert_eq!(refuse(ip, t1 + LOG_WINDOW), Some(1));
+    }
+
+    #[test]
+    fn joins_are_logged_twice_a_window() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        let mut joins = LogLimit::new(2);
+        let mut join = |at| joins.count(ip, at, |_, _| panic!("no sweep"));
+        assert_eq!(join(t0), Some(0));
+        assert_eq!(join(t0 + Duration::from_secs(1)), Some(0));
+        assert_eq!(join(t0 + Duration::from_secs(2)), None);
+        assert_eq!(join(t0 + Duration::from_secs(59)), None);
+        let t1 = t0 + LOG_WINDOW;
+        assert_eq!(join(t1), Some(2));
+        assert_eq!(join(t1), Some(0));
+        assert_eq!(join(t1), None);
     }
 
     #[test]
     fn refusals_whose_window_is_over_are_swept_with_their_count() {
         let t0 = Instant::now();
-        let mut refusals = Refusals::new();
+        let mut refusals = LogLimit::new(1);
         let ip = |n: u32| IpAddr::from((0xcb00_7100 + n).to_be_bytes());
         let swept = std::cell::RefCell::new(Vec::new());
-        let refuse = |refusals: &mut Refusals, ip, at| {
-            refusals.refuse(ip, at, |ip, count| swept.borrow_mut().push((ip, count)))
+        let refuse = |refusals: &mut LogLimit, ip, at| {
+            refusals.count(ip, at, |ip, count| swept.borrow_mut().push((ip, count)))
         };
         let n = MIN_ADDRESS_SWEEP as u32 - 1;
         for k in 0..n {
@@ -395,7 +422,7 @@ mod tests {
         assert_eq!(refuse(&mut refusals, open, t30), Some(0));
         assert_eq!(refusals.by_ip.len(), MIN_ADDRESS_SWEEP);
         // A new address once the first windows are over sweeps them.
-        let t60 = t0 + REFUSAL_LOG_WINDOW;
+        let t60 = t0 + LOG_WINDOW;
         assert_eq!(refuse(&mut refusals, ip(n + 1), t60), Some(0));
         assert_eq!(refusals.by_ip.len(), 2);
         assert_eq!(*swept.borrow(), [(ip(3), 2), (ip(7), 1)]);

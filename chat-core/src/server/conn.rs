@@ -41,6 +41,9 @@ pub(super) struct Conn {
     pub(super) flood: FloodControl,
     /// The budget for nick changes, when the policies apply to the client.
     pub(super) nick_changes: Option<Bucket>,
+    /// Its join was not logged (too many from its address): nor is its
+    /// leave.
+    pub(super) quiet: bool,
 }
 
 /// What the client sends: its line in progress, and the times the idle and
@@ -182,6 +185,7 @@ impl Conn {
             },
             flood: FloodControl::new(bucket(config.flood)),
             nick_changes: bucket(config.nick_rate),
+            quiet: false,
         }
     }
 
@@ -202,6 +206,7 @@ impl Conn {
             outgoing: Outgoing::default(),
             flood: FloodControl::new(None),
             nick_changes: None,
+            quiet: false,
         }
     }
 }

@@ -68,7 +68,12 @@ impl fmt::Display for Reason {
 /// Something worth logging. Never holds chat text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A client joined under a generated nick.
+    /// A client joined under a generated nick. Per address (counted as for
+    /// [`Event::Rejected`]), the first two joins in a minute are to be
+    /// logged, with how many were not since the last (`unlogged`); later
+    /// ones in that minute come `quiet`, and so does their [`Event::Left`]:
+    /// log them at a level that is usually off. So one address connecting
+    /// in a loop is logged at most twice a minute.
     Joined {
         /// The connection.
         conn: ConnId,
@@ -76,6 +81,11 @@ pub enum Event {
         peer: SocketAddr,
         /// Its generated nick.
         nick: String,
+        /// Not to be logged with the others (see above).
+        quiet: bool,
+        /// Joins of the same address since the last one not quiet that were
+        /// quiet.
+        unlogged: u64,
     },
     /// A client was refused on connect. Not every refusal is reported: per
     /// address (the peer's IP; an IPv6 one as its network prefix of
@@ -96,17 +106,20 @@ pub enum Event {
         /// were not reported (for any reason).
         unlogged: u64,
     },
-    /// Refusals of one address that were not reported, when the server
-    /// forgets the address: its 60 s are over and it was not refused again.
-    /// (Until it forgets it, the next reported refusal carries the count:
-    /// see [`Event::Rejected`].) The server forgets such addresses only
-    /// while it tracks many (1024 or more), to bound what it keeps.
+    /// Refusals, or quiet joins, of one address that were not reported,
+    /// when the server forgets the address: its minute is over and nothing
+    /// more came. (Until it forgets it, the next one reported carries the
+    /// count: see [`Event::Rejected`], [`Event::Joined`].) The server
+    /// forgets such addresses only while it tracks many (1024 or more), to
+    /// bound what it keeps.
     Unlogged {
         /// The address, as [`Event::Rejected`] counts it (an IPv6 one as
         /// its network prefix, the host bits zero).
         address: IpAddr,
         /// How many refusals were not reported.
         refusals: u64,
+        /// How many joins were quiet.
+        joins: u64,
     },
     /// A client changed its nick.
     Renamed {
@@ -125,6 +138,8 @@ pub enum Event {
         nick: String,
         /// Why it left.
         reason: Reason,
+        /// Its [`Event::Joined`] was quiet: so is this.
+        quiet: bool,
     },
 }
 

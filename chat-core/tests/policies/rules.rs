@@ -95,7 +95,8 @@ fn assert_policy_disconnect(
         [Event::Left {
             conn: a,
             nick: an.to_owned(),
-            reason
+            reason,
+            quiet: false,
         }]
     );
     assert_eq!(s.server().nick(a), None);
@@ -319,7 +320,8 @@ fn policies_excess_flood_one_more_disconnects() {
             [Event::Left {
                 conn: a,
                 nick: an.clone(),
-                reason: Reason::ExcessFlood
+                reason: Reason::ExcessFlood,
+                quiet: false,
             }]
         );
         assert_eq!(s.deadline(), None);
