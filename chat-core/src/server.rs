@@ -22,7 +22,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use self::addresses::{Addresses, Refusals, address_of, policy_address};
+use self::addresses::{Addresses, LogLimit, address_of, policy_address};
 use self::conn::{Conn, Outgoing, State};
 use self::room::Room;
 use self::timer::{Timer, TimerSet};
@@ -42,6 +42,11 @@ pub use self::output::{Event, Output, Reason};
 /// connections (never reused: 2^40 of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// Refusals of one address logged a minute; the others are counted.
+const REFUSALS_LOGGED: u32 = 1;
+/// Joins of one address logged a minute; the others are quiet.
+const JOINS_LOGGED: u32 = 2;
 
 /// Bits of a [`ConnId`] that hold its slot.
 const SLOT_BITS: u32 = 24;
@@ -102,7 +107,9 @@ pub struct Server {
     /// Open connections and connect budgets by address.
     addresses: Addresses,
     /// Which refusals are logged, by address.
-    refusals: Refusals,
+    refusals: LogLimit,
+    /// Which joins (and their leaves) are logged, by address.
+    joins: LogLimit,
     /// Who holds the room back, and whose input waits for it.
     room: Room,
     /// The joined clients in `/who` order, kept until someone joins,
@@ -130,7 +137,8 @@ impl Server {
             clock: None,
             timers: TimerSet::default(),
             addresses: Addresses::new(),
-            refusals: Refusals::new(),
+            refusals: LogLimit::new(REFUSALS_LOGGED),
+            joins: LogLimit::new(JOINS_LOGGED),
             room: Room::default(),
             who_order: None,
         }
@@ -208,12 +216,24 @@ impl Server {
             format!("* welcome, you are {nick}; {online} {users} online; type /help for commands");
         self.deliver(Audience::One(id), render(&[&welcome]));
         self.deliver(Audience::AllBut(id), render(&["* ", &nick, " joined"]));
-        self.outputs
-            .push_back(Output::Event(Box::new(Event::Joined {
-                conn: id,
-                peer,
-                nick,
-            })));
+        let outputs = &mut self.outputs;
+        let address = address_of(&self.config, peer.ip());
+        let logged = self.joins.count(address, now, |address, joins| {
+            let event = Event::Unlogged {
+                address,
+                refusals: 0,
+                joins,
+            };
+            outputs.push_back(Output::Event(Box::new(event)));
+        });
+        self.conns[slot].quiet = logged.is_none();
+        outputs.push_back(Output::Event(Box::new(Event::Joined {
+            conn: id,
+            peer,
+            nick,
+            quiet: logged.is_none(),
+            unlogged: logged.unwrap_or(0),
+        })));
         self.disconnect_too_slow();
         // Its idle time runs from now.
         self.schedule(id);
@@ -446,8 +466,12 @@ impl Server {
     ) {
         let address = address_of(&self.config, peer.ip());
         let outputs = &mut self.outputs;
-        let logged = self.refusals.refuse(address, now, |address, refusals| {
-            let event = Event::Unlogged { address, refusals };
+        let logged = self.refusals.count(address, now, |address, refusals| {
+            let event = Event::Unlogged {
+                address,
+                refusals,
+                joins: 0,
+            };
             outputs.push_back(Output::Event(Box::new(event)));
         });
         if let Some(unlogged) = logged {
@@ -615,10 +639,12 @@ impl Server {
             };
             self.deliver(Audience::AllBut(conn), notice);
         }
+        let quiet = self.conns[slot].quiet;
         self.outputs.push_back(Output::Event(Box::new(Event::Left {
             conn,
             nick,
             reason: reason.clone(),
+            quiet,
         })));
         if let Some(flush) = flush {
             self.outputs.push_back(Output::Close {

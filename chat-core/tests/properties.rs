@@ -229,6 +229,10 @@ struct RoomReader {
 /// A sender's bursts: (tick, lines of that many bytes of text).
 type Bursts = Vec<(u16, Vec<u8>)>;
 
+/// What a reader of [`room_session`] ended with: still in the chat, and
+/// the lines it got.
+type ReaderEnd = (bool, Vec<String>);
+
 /// Runs senders' `bursts` (in the first half second, 10 ms ticks) past
 /// `readers` that read at their rate (and `stuck` clients that never read),
 /// then lets the readers drain, 20 s in all. Returns, per reader, whether it is still in the chat and
@@ -237,7 +241,7 @@ fn room_session(
     readers: &[RoomReader],
     stuck: usize,
     bursts: &[Bursts],
-) -> (Vec<(bool, Vec<String>)>, Vec<Vec<String>>) {
+) -> (Vec<ReaderEnd>, Vec<Vec<String>>) {
     use chat_core::testkit::Driver;
     use chat_core::testkit::rules::ms;
 

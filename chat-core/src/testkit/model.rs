@@ -356,7 +356,7 @@ pub fn reference_who(nicks: &[String], budget: usize) -> Vec<String> {
         for (i, nick) in nicks[..k].iter().enumerate() {
             let last = lines.len() - 1;
             let sep = if i == 0 { " " } else { ", " };
-            if lines[last].len() + sep.len() + nick.len() + 1 <= 512 {
+            if lines[last].len() + sep.len() + nick.len() < 512 {
                 lines[last] = format!("{}{sep}{nick}", lines[last]);
             } else {
                 lines.push(format!("* {nick}"));

@@ -60,12 +60,12 @@ impl Server {
 fn who_lines<'a>(nicks: impl Iterator<Item = &'a str>, count: usize, budget: usize) -> Vec<Bytes> {
     let cost = |line: &str| line.len() + 1 + LINE_COST;
     let users = if count == 1 { "user" } else { "users" };
-    let mut lines = vec![format!("* {count} {users} online:")];
-    let mut spent = cost(&lines[0]);
+    let mut lines = Vec::new();
+    let mut last = format!("* {count} {users} online:");
+    let mut spent = cost(&last);
     let reserve = cost(&format!("* and {count} more"));
     let mut listed = 0;
     for nick in nicks {
-        let last = lines.last_mut().expect("the first line is always there");
         let sep = if last.ends_with(':') { " " } else { ", " };
         let fits_on_last = last.len() + sep.len() + nick.len() < WHO_LINE;
         let more = if fits_on_last {
@@ -81,10 +81,11 @@ fn who_lines<'a>(nicks: impl Iterator<Item = &'a str>, count: usize, budget: usi
             last.push_str(sep);
             last.push_str(nick);
         } else {
-            lines.push(format!("* {nick}"));
+            lines.push(std::mem::replace(&mut last, format!("* {nick}")));
         }
         listed += 1;
     }
+    lines.push(last);
     if listed < count {
         lines.push(format!("* and {} more", count - listed));
     }
