@@ -414,6 +414,13 @@ impl Server {
             .map(|slot| self.conns[slot].flood.held_bytes())
     }
 
+    /// Bytes of `conn` read while the room waited and not framed yet (part
+    /// of [`Server::held_bytes`]).
+    pub fn unread_bytes(&self, conn: ConnId) -> Option<usize> {
+        self.slot_of(conn)
+            .map(|slot| self.conns[slot].flood.unread_bytes())
+    }
+
     /// Clients that hold the room now: fallen behind, with time left for
     /// what they wrote. While there is any, no input is handled.
     pub fn room_holders(&self) -> usize {
@@ -639,7 +646,10 @@ impl Server {
             };
             self.deliver(Audience::AllBut(conn), notice);
         }
-        let quiet = self.conns[slot].quiet;
+        // Only the everyday ways of leaving go quiet: a drop for a limit or
+        // a policy is always worth a line.
+        let everyday = matches!(reason, Reason::Quit(_) | Reason::Eof | Reason::Closed);
+        let quiet = self.conns[slot].quiet && everyday;
         self.outputs.push_back(Output::Event(Box::new(Event::Left {
             conn,
             nick,

@@ -184,8 +184,22 @@ fn limits_logs_joins_twice_a_minute_per_address() {
             s.lines(*other);
         }
     }
+    // A quiet client dropped for a policy is reported all the same.
+    let flood: String = (0..200).map(|i| format!("{i}\n")).collect();
+    s.send(ids[3], flood);
+    assert!(matches!(
+        &s.events()[..],
+        [Event::Left {
+            reason: Reason::ExcessFlood,
+            quiet: false,
+            ..
+        }]
+    ));
+    for other in &ids[4..] {
+        s.lines(*other);
+    }
     s.advance_to(secs(60));
-    let (_, _) = s.join_from(ip, &ids[3..]);
+    let (_, _) = s.join_from(ip, &ids[4..]);
     assert!(matches!(
         &s.events()[..],
         [Event::Joined {

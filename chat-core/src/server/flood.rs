@@ -156,6 +156,14 @@ impl FloodControl {
         self.held.len() - usize::from(self.has_unread())
     }
 
+    /// Bytes read while the room waited, not yet framed.
+    pub(super) fn unread_bytes(&self) -> usize {
+        match self.held.back() {
+            Some(Held::Unread(bytes)) => bytes.len(),
+            _ => 0,
+        }
+    }
+
     /// Bytes of input that wait, lines and unread bytes.
     pub(super) fn held_bytes(&self) -> usize {
         self.held.iter().map(Held::len).sum()

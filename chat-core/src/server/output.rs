@@ -138,7 +138,9 @@ pub enum Event {
         nick: String,
         /// Why it left.
         reason: Reason,
-        /// Its [`Event::Joined`] was quiet: so is this.
+        /// Its [`Event::Joined`] was quiet, and it left in an everyday way
+        /// (`/quit`, EOF, the connection closed): so is this. A client
+        /// dropped for a limit or a policy is always reported.
         quiet: bool,
     },
 }

@@ -217,21 +217,22 @@ impl Observer for Checks {
     }
 }
 
-/// Input the server holds, over all connections, and what holds it: lines
-/// waiting for flood control, bytes of unterminated lines (each a line's
-/// worth more, so that a last line moving from the framer to the waiting
-/// lines at EOF counts as progress), and the clients holding the room (a
-/// hold that ends is progress too). Bytes waiting for the room are not
-/// counted: handling them always resumes reading, an output.
+/// Input the server holds, over all connections, and what holds it: bytes
+/// read while the room waited (each more than the waiting line it may
+/// become), lines waiting for flood control, bytes of unterminated lines
+/// (each a line's worth more, so that a last line moving from the framer
+/// to the waiting lines at EOF counts as progress), and the clients holding
+/// the room (a hold that ends is progress too).
 fn input_held<O: Observer>(driver: &Driver<O>) -> usize {
     let server = driver.server();
     let held: usize = driver
         .clients()
         .iter()
         .map(|c| {
+            let unread = server.unread_bytes(c.id).unwrap_or(0);
             let held = server.held_lines(c.id).unwrap_or(0);
             let buffered = server.buffered_bytes(c.id).unwrap_or(0);
-            2 * held + usize::from(buffered > 0)
+            3 * unread + 2 * held + usize::from(buffered > 0)
         })
         .sum();
     held + server.room_holders()
