@@ -100,10 +100,19 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 6;
 
+/// The send buffer of every accepted socket (Linux doubles it for its
+/// bookkeeping): what the kernel holds for a client that does not read is
+/// bounded (autotuning lets it grow to `tcp_wmem`'s maximum, 4 MiB by
+/// default), and a full socket lets a writer go on as soon as the client
+/// has read a third of it, so that the core sees a reader read soon.
+const SEND_BUFFER: usize = 512 * 1024;
+
 /// Options of every accepted socket: lines are small and should leave at
-/// once, not wait for an ACK (TCP_NODELAY); keepalive finds vanished peers.
+/// once, not wait for an ACK (TCP_NODELAY); keepalive finds vanished peers;
+/// the send buffer is [`SEND_BUFFER`].
 fn set_options(socket: SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_nodelay(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
@@ -174,5 +183,10 @@ mod tests {
             KEEPALIVE_PROBES
         );
         assert!(socket.tcp_nodelay().expect("TCP_NODELAY"));
+        // Linux doubles what it is given.
+        assert_eq!(
+            socket.send_buffer_size().expect("SO_SNDBUF"),
+            2 * SEND_BUFFER
+        );
     }
 }

@@ -43,7 +43,7 @@ pub(super) const HOLD_MAX: Duration = Duration::from_secs(1);
 
 /// How long a client whose socket fills while it is behind holds the room
 /// before it is seen to read.
-pub(super) const HOLD_FIRST: Duration = Duration::from_millis(100);
+pub(super) const HOLD_FIRST: Duration = Duration::from_millis(50);
 
 /// Which clients hold the room, and whose input waits for it.
 #[derive(Debug, Default)]
