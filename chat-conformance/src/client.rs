@@ -1,17 +1,15 @@
 //! [`Client`]: one chat connection driven by a check.
 
 use std::fmt;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::io::{self, ErrorKind, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::TIMEOUT;
-
-/// Most bytes one read of [`Client::receive`] takes.
-const READ_CHUNK: usize = 65536;
+use crate::stream::{ClientStream, Endpoint, Got, READ_CHUNK, TlsEnd};
 
 /// What reading the next line found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,13 +25,14 @@ pub enum Received {
     TimedOut,
 }
 
-/// A chat client over a plain [`TcpStream`], reading lines with a timeout.
+/// A chat client, over plain TCP or TLS (as its [`Endpoint`] says), reading
+/// lines with a timeout; the methods mean the same either way.
 ///
 /// Every `expect_*` method panics with the client's name, what was expected
 /// and what came, after at most [`TIMEOUT`]: timeouts only guard against a
 /// hang, they never decide a check.
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     /// Bytes read but not yet returned as lines.
     buf: Vec<u8>,
     /// Where the unread part of `buf` starts.
@@ -56,10 +55,17 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// Connects without reading anything: for clients that may be refused.
-    pub fn connect_raw(addr: SocketAddr, label: &str) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .unwrap_or_else(|e| panic!("{label}: cannot connect to {addr}: {e}"));
-        Client::over(stream, label)
+    /// Over TLS, the handshake is done when this returns.
+    pub fn connect_raw(endpoint: &Endpoint, label: &str) -> Client {
+        Client::try_connect(endpoint, label)
+            .unwrap_or_else(|e| panic!("{label}: cannot connect to {endpoint}: {e}"))
+    }
+
+    /// [`Client::connect_raw`], returning a failure (to connect, or of the
+    /// TLS handshake) rather than panicking.
+    pub fn try_connect(endpoint: &Endpoint, label: &str) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&endpoint.socket_addr(), TIMEOUT)?;
+        Client::over(stream, endpoint, label)
     }
 
     /// [`Client::connect_raw`] from the source address `source` (on Linux
@@ -69,11 +75,12 @@ impl Client {
     /// agreed in the handshake. A small receive buffer makes the server,
     /// not the kernel, hold what the client has not read.
     pub fn connect_from(
-        addr: SocketAddr,
+        endpoint: &Endpoint,
         source: IpAddr,
         recv_buffer: Option<usize>,
         label: &str,
     ) -> Client {
+        let addr = endpoint.socket_addr();
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .unwrap_or_else(|e| panic!("{label}: cannot create a socket: {e}"));
         if let Some(size) = recv_buffer {
@@ -87,28 +94,27 @@ impl Client {
         socket
             .connect_timeout(&addr.into(), TIMEOUT)
             .unwrap_or_else(|e| panic!("{label}: cannot connect to {addr} from {source}: {e}"));
-        Client::over(socket.into(), label)
+        Client::over(socket.into(), endpoint, label)
+            .unwrap_or_else(|e| panic!("{label}: cannot connect to {endpoint} from {source}: {e}"))
     }
 
-    /// A client over a connected `stream`.
-    fn over(stream: TcpStream, label: &str) -> Client {
-        stream.set_nodelay(true).expect("set_nodelay");
-        stream
-            .set_write_timeout(Some(TIMEOUT))
-            .expect("set_write_timeout");
-        Client {
-            stream,
+    /// A client over `stream`, connected to `endpoint`.
+    fn over(stream: TcpStream, endpoint: &Endpoint, label: &str) -> io::Result<Client> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        Ok(Client {
+            stream: ClientStream::establish(stream, endpoint)?,
             buf: Vec::with_capacity(8192),
             start: 0,
             nick: String::new(),
             label: label.to_owned(),
-        }
+        })
     }
 
     /// Connects and reads the welcome line (see [`Client::read_welcome`]).
     /// Returns the client and the number of users online it was told.
-    pub fn connect_welcomed(addr: SocketAddr, label: &str) -> (Client, usize) {
-        let mut client = Client::connect_raw(addr, label);
+    pub fn connect_welcomed(endpoint: &Endpoint, label: &str) -> (Client, usize) {
+        let mut client = Client::connect_raw(endpoint, label);
         let line = client.read_line();
         let online = client.take_welcome(&line);
         (client, online)
@@ -145,23 +151,26 @@ impl Client {
         nick.clone_into(&mut self.nick);
     }
 
-    /// A second handle on the socket, for writing from another thread.
-    pub fn try_clone_stream(&self) -> TcpStream {
-        self.stream.try_clone().expect("clone the client's socket")
+    /// A second handle on the connection, for writing (or reading) from
+    /// another thread while this client is not read.
+    pub fn try_clone_stream(&self) -> ClientStream {
+        self.stream
+            .try_clone()
+            .expect("clone the client's connection")
     }
 
-    /// Writes all of `bytes` (one `write_all`; with `TCP_NODELAY` set, a
-    /// short write goes out as a segment of its own).
+    /// Writes all of `bytes` (with `TCP_NODELAY` set, a short write goes
+    /// out as a segment of its own; over TLS, as a record of its own).
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
+        self.try_send(bytes)
             .unwrap_or_else(|e| panic!("{}: write failed: {e}", self.label));
     }
 
     /// Writes all of `bytes`, returning a failure rather than panicking: for
     /// a client that the server may close at any moment.
-    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Writes `text` and an LF.
@@ -172,10 +181,11 @@ impl Client {
         self.send(&bytes);
     }
 
-    /// Closes the writing side: the server sees EOF.
+    /// Closes the writing side: the server sees EOF (over TLS, close_notify
+    /// and then the TCP EOF).
     pub fn shutdown_write(&mut self) {
         self.stream
-            .shutdown(Shutdown::Write)
+            .shutdown_write()
             .unwrap_or_else(|e| panic!("{}: shutdown failed: {e}", self.label));
     }
 
@@ -184,9 +194,15 @@ impl Client {
     /// with EOF (after which it would still handle what it holds of this
     /// client's input), and drops whatever it still holds of it.
     pub fn close_with_reset(self) {
-        SockRef::from(&self.stream)
+        SockRef::from(self.stream.tcp())
             .set_linger(Some(Duration::ZERO))
             .unwrap_or_else(|e| panic!("{}: cannot set SO_LINGER: {e}", self.label));
+    }
+
+    /// How the server ended this client's TLS session, once it has (`None`
+    /// for plain TCP, and while the session goes on).
+    pub fn tls_end(&self) -> Option<TlsEnd> {
+        self.stream.tls_end()
     }
 
     /// Reads the next line or EOF, waiting at most `timeout`.
@@ -195,8 +211,10 @@ impl Client {
     }
 
     /// [`Client::receive`] for a client that reads at a set rate: each read
-    /// takes at most what `pace` allows, after sleeping until it allows a
-    /// chunk. The sleeps are the client's pace, not waits for the server:
+    /// takes at most what `pace` allows from the socket, after sleeping
+    /// until it allows a chunk. Over TLS it is the socket's bytes that are
+    /// paced, records and all, so the server sees the same slow reader
+    /// either way. The sleeps are the client's pace, not waits for the server:
     /// `timeout` bounds only the time spent waiting for bytes.
     pub fn receive_paced(&mut self, pace: &mut ReadPace, timeout: Duration) -> Received {
         self.receive_at(Some(pace), timeout)
@@ -217,11 +235,11 @@ impl Client {
                 return Received::Line(line);
             }
             scanned = self.buf.len();
-            let mut room = READ_CHUNK;
+            let mut socket_limit = READ_CHUNK;
             if let Some(pace) = pace.as_deref_mut() {
                 let (slept, allowed) = pace.take();
                 deadline += slept;
-                room = allowed;
+                socket_limit = allowed;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -236,17 +254,20 @@ impl Client {
                 .set_read_timeout(Some(deadline - now))
                 .expect("set_read_timeout");
             let len = self.buf.len();
-            self.buf.resize(len + room, 0);
-            let result = self.stream.read(&mut self.buf[len..]);
-            let n = *result.as_ref().unwrap_or(&0);
+            self.buf.resize(len + READ_CHUNK, 0);
+            let result = self.stream.read_some(&mut self.buf[len..], socket_limit);
+            let (n, socket) = match result {
+                Ok(Got::Bytes { plaintext, socket }) => (plaintext, socket),
+                _ => (0, 0),
+            };
             self.buf.truncate(len + n);
             if let Some(pace) = pace.as_deref_mut() {
-                pace.spend(n);
+                pace.spend(socket);
             }
             match result {
-                Ok(0) if self.buf.is_empty() => return Received::Closed,
-                Ok(0) => return Received::Cut(std::mem::take(&mut self.buf)),
-                Ok(_) => {}
+                Ok(Got::End) if self.buf.is_empty() => return Received::Closed,
+                Ok(Got::End) => return Received::Cut(std::mem::take(&mut self.buf)),
+                Ok(Got::Bytes { .. }) => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionReset && self.buf.is_empty() => {
@@ -405,7 +426,8 @@ impl Client {
 
 /// A client's reading rate: a token bucket of bytes that fills at the rate
 /// up to a tenth of a second's worth (at least one line of the protocol's
-/// default longest, 4 KiB), from which each read takes what it read.
+/// default longest, 4 KiB), from which each read takes what it read from
+/// the socket.
 #[derive(Debug, Clone)]
 pub struct ReadPace {
     /// Bytes per second.

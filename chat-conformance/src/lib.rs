@@ -1,19 +1,26 @@
 //! Black-box conformance suite for the chat server binaries.
 //!
 //! Every check starts its own server binary on a free port
-//! ([`ServerProcess`]), talks to it over plain TCP ([`Client`]) and compares
-//! each line with the text the protocol (`docs/protocol.md`, implemented by
-//! `chat-core`) prescribes. The same checks run against every adapter: each
-//! adapter's `tests/conformance.rs` is just
+//! ([`ServerProcess`]), talks to it ([`Client`]) and compares each line with
+//! the text the protocol (`docs/protocol.md`, implemented by `chat-core`)
+//! prescribes. The same checks run against every adapter: each adapter's
+//! `tests/conformance.rs` is just
 //!
 //! ```ignore
 //! chat_conformance::conformance_suite!(env!("CARGO_BIN_EXE_chat-tokio"));
 //! ```
 //!
-//! which expands to one `#[test]` per check in [`checks`]. A check's name
+//! which expands to two `#[test]`s per check in [`checks`]: `plain::CHECK`,
+//! whose clients speak plain TCP, and `tls::CHECK`, whose server also
+//! listens for TLS (with a certificate made at test time, [`TestCert`]) and
+//! whose clients connect there over TLS. A check gets its mode as a
+//! [`Target`]: [`ServerProcess::start`] starts the server for it and
+//! [`ServerProcess::addr`] is the [`Endpoint`] its clients connect to, so
+//! the checks themselves do not know which mode they run in. The checks of
+//! TLS itself (`tls_`, see [`checks`]) run once, as `CHECK`. A check's name
 //! starts with the protocol section it checks (`framing_`, `sanitizing_`,
 //! `lines_`, `nicknames_`, `commands_`, `session_`, `limits_` for "Limits and
-//! policies", `policies_` for "Address policies").
+//! policies", `policies_` for "Address policies", `tls_` for TLS).
 //!
 //! Synchronisation is by events, never by sleeping: a check waits until a
 //! client sees the line that proves the server has done what comes before
@@ -33,8 +40,8 @@
 //! by a client that does nothing at all. Waits for a volume of data are
 //! guarded on progress (nothing for [`TIMEOUT`]), not on their total time.
 //! The only sleeps pace polls for what no client can observe: a slot that
-//! frees when the server has closed a connection, and the server process
-//! exiting. The others are the scenario, never a wait for the server: a
+//! frees when the server has closed a connection, the server process
+//! exiting, and the server having reloaded its certificate. The others are the scenario, never a wait for the server: a
 //! client that reads at a set rate ([`ReadPace`]), and how long an attack
 //! goes on before its clients leave.
 
@@ -43,20 +50,61 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub mod checks;
 mod client;
 mod server;
+mod stream;
+mod tls;
 
 pub use client::{Client, ReadPace, Received, is_join_or_leave, parse_welcome};
 pub use server::ServerProcess;
+pub use stream::{ClientStream, Endpoint, TlsEnd};
+pub use tls::{SERVER_NAME, TestCert, scratch_dir};
 
 /// The longest a check waits for anything before it fails. Generous: it only
 /// guards against hangs on a loaded 2-core machine.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a check runs against: a server binary, and whether the check's
+/// clients speak plain TCP or TLS to it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    binary: PathBuf,
+    tls: bool,
+}
+
+impl Target {
+    /// `binary` with plain TCP clients.
+    pub fn plain(binary: impl Into<PathBuf>) -> Target {
+        Target {
+            binary: binary.into(),
+            tls: false,
+        }
+    }
+
+    /// `binary` with TLS clients, on its TLS listener.
+    pub fn tls(binary: impl Into<PathBuf>) -> Target {
+        Target {
+            binary: binary.into(),
+            tls: true,
+        }
+    }
+
+    /// The server binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Whether the clients speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
 
 /// A line no other check or client sends: `marker-N` with a process-wide
 /// counter.
@@ -68,14 +116,14 @@ pub fn marker() -> String {
 /// Connects a new client and waits until it is fully in: its welcome says
 /// `existing.len() + 1` users are online, and every one of `existing` has
 /// seen `* NICK joined` as its next line.
-pub fn join(addr: SocketAddr, label: &str, existing: &mut [&mut Client]) -> Client {
+pub fn join(addr: &Endpoint, label: &str, existing: &mut [&mut Client]) -> Client {
     welcomed(Client::connect_raw(addr, label), existing)
 }
 
 /// [`join`] from the source address `source`, with `SO_RCVBUF`
 /// `recv_buffer` if given (see [`Client::connect_from`]).
 pub fn join_from(
-    addr: SocketAddr,
+    addr: &Endpoint,
     source: IpAddr,
     recv_buffer: Option<usize>,
     label: &str,
@@ -105,7 +153,7 @@ fn welcomed(mut client: Client, existing: &mut [&mut Client]) -> Client {
 
 /// Connects `n` clients one after the other with [`join`], labelled
 /// `A`, `B`, ... (or `c0`, `c1`, ... past 26).
-pub fn join_all(addr: SocketAddr, n: usize) -> Vec<Client> {
+pub fn join_all(addr: &Endpoint, n: usize) -> Vec<Client> {
     let mut clients: Vec<Client> = Vec::with_capacity(n);
     for i in 0..n {
         let label = match u8::try_from(i) {
@@ -132,12 +180,14 @@ pub fn sync(sender: &mut Client, others: &mut [&mut Client]) {
     }
 }
 
-/// Expands to one `#[test]` per check in [`checks`], each run against the
-/// server binary at the given path (usually `env!("CARGO_BIN_EXE_NAME")`).
+/// Expands to the whole suite against the server binary at the given path
+/// (usually `env!("CARGO_BIN_EXE_NAME")`): each check in [`checks`] twice,
+/// as `plain::CHECK` and `tls::CHECK` (see [`Target`]), and the checks of
+/// TLS itself once.
 #[macro_export]
 macro_rules! conformance_suite {
     ($binary:expr) => {
-        $crate::conformance_suite!(@tests $binary;
+        $crate::conformance_suite!(@both_modes $binary;
             framing_several_lines_in_one_write,
             framing_line_sent_one_byte_at_a_time,
             framing_crlf_drops_one_cr,
@@ -189,8 +239,34 @@ macro_rules! conformance_suite {
             policies_burst_from_one_address_keeps_every_reader,
             policies_burst_from_eight_addresses_keeps_every_reader,
         );
+        $crate::conformance_suite!(@once $binary;
+            tls_and_plain_clients_share_the_room,
+            tls_garbage_instead_of_client_hello_is_closed,
+            tls_handshake_timeout,
+            tls_close_notify_after_quit,
+            tls_sighup_reloads_certificate,
+        );
     };
-    (@tests $binary:expr; $($check:ident),* $(,)?) => {
+    (@both_modes $binary:expr; $($check:ident),* $(,)?) => {
+        /// Every check, with plain TCP clients.
+        mod plain {
+            $crate::conformance_suite!(@tests $crate::Target::plain($binary); $($check),*);
+        }
+        /// Every check, with TLS clients on the server's TLS listener.
+        mod tls {
+            $crate::conformance_suite!(@tests $crate::Target::tls($binary); $($check),*);
+        }
+    };
+    (@tests $target:expr; $($check:ident),*) => {
+        $(
+            #[doc = concat!("See [`chat_conformance::checks::", stringify!($check), "`].")]
+            #[test]
+            fn $check() {
+                $crate::checks::$check(&$target);
+            }
+        )*
+    };
+    (@once $binary:expr; $($check:ident),* $(,)?) => {
         $(
             #[doc = concat!("See [`chat_conformance::checks::", stringify!($check), "`].")]
             #[test]

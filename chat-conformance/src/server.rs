@@ -1,4 +1,4 @@
-//! [`ServerProcess`]: one server binary under test, started on a free port.
+//! [`ServerProcess`]: one server binary under test, started on free ports.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::TIMEOUT;
+use crate::{Endpoint, TIMEOUT, Target, TestCert};
 
 /// How much of the server's stderr is kept to show when a check fails.
 const STDERR_KEEP: usize = 16 * 1024;
@@ -17,16 +17,23 @@ const STDERR_KEEP: usize = 16 * 1024;
 /// A running server binary, killed when dropped.
 ///
 /// Started with `--listen 127.0.0.1:0` and any extra arguments; its address
-/// is the one it prints as `listening on ADDR`. Its stderr (the log) is kept
-/// (the last few KiB) and printed if the check fails, so a failing check
-/// shows what the server logged.
+/// is the one it prints as `listening on ADDR`. In TLS mode it also gets
+/// `--tls-listen 127.0.0.1:0 --tls-cert C --tls-key K`, prints
+/// `listening on ADDR (tls)` next, and its address for the checks
+/// ([`ServerProcess::addr`]) is that one, with the plain one beside it
+/// ([`ServerProcess::plain_addr`]): both listeners feed one room. Its
+/// stderr (the log) is kept (the last few KiB) and printed if the check
+/// fails, so a failing check shows what the server logged.
 #[derive(Debug)]
 pub struct ServerProcess {
     binary: PathBuf,
     child: Child,
-    addr: SocketAddr,
+    /// Where the checks' clients connect: the TLS listener in TLS mode.
+    addr: Endpoint,
+    /// The plain listener.
+    plain_addr: Endpoint,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
-    /// Lines printed on stdout after the `listening on` line.
+    /// Lines printed on stdout after the `listening on` lines.
     stdout_rest: Arc<Mutex<Vec<String>>>,
     /// The thread reading stdout, joined by [`ServerProcess::stdout_after_exit`].
     stdout_reader: Option<thread::JoinHandle<()>>,
@@ -36,29 +43,53 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `binary` with default limits.
-    pub fn start(binary: &Path) -> ServerProcess {
-        ServerProcess::start_with(binary, &[])
+    /// Starts the target's binary with default limits, in its mode.
+    pub fn start(target: &Target) -> ServerProcess {
+        ServerProcess::start_with(target, &[])
     }
 
-    /// Starts `binary --listen 127.0.0.1:0 EXTRA...` and waits (at most
-    /// [`TIMEOUT`]) for it to print exactly `listening on ADDR` on stdout,
-    /// with ADDR a loopback address with a real (non-zero) port.
-    pub fn start_with(binary: &Path, extra: &[&str]) -> ServerProcess {
-        ServerProcess::start_logging(binary, extra, true)
+    /// Starts `binary --listen 127.0.0.1:0 EXTRA...` (in TLS mode with the
+    /// TLS listener and [`TestCert::shared`] too) and waits (at most
+    /// [`TIMEOUT`]) for it to print exactly `listening on ADDR` on stdout
+    /// (and then `listening on ADDR (tls)`), with ADDR a loopback address
+    /// with a real (non-zero) port.
+    pub fn start_with(target: &Target, extra: &[&str]) -> ServerProcess {
+        let cert = target.is_tls().then(TestCert::shared);
+        ServerProcess::launch(target.binary(), cert, extra, true)
     }
 
     /// Like [`ServerProcess::start_with`], but nobody reads the server's
     /// stderr: once the pipe is full, every write to it would block.
-    pub fn start_with_stderr_unread(binary: &Path, extra: &[&str]) -> ServerProcess {
-        ServerProcess::start_logging(binary, extra, false)
+    pub fn start_with_stderr_unread(target: &Target, extra: &[&str]) -> ServerProcess {
+        let cert = target.is_tls().then(TestCert::shared);
+        ServerProcess::launch(target.binary(), cert, extra, false)
     }
 
-    fn start_logging(binary: &Path, extra: &[&str], read_stderr: bool) -> ServerProcess {
+    /// [`ServerProcess::start_with`] in TLS mode with the certificate
+    /// `cert`, for the checks of TLS itself.
+    pub fn start_tls(binary: &Path, cert: &TestCert, extra: &[&str]) -> ServerProcess {
+        ServerProcess::launch(binary, Some(cert), extra, true)
+    }
+
+    fn launch(
+        binary: &Path,
+        cert: Option<&TestCert>,
+        extra: &[&str],
+        read_stderr: bool,
+    ) -> ServerProcess {
         raise_fd_limit();
-        let mut child = Command::new(binary)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+        let mut command = Command::new(binary);
+        command.arg("--listen").arg("127.0.0.1:0");
+        if let Some(cert) = cert {
+            command
+                .arg("--tls-listen")
+                .arg("127.0.0.1:0")
+                .arg("--tls-cert")
+                .arg(cert.cert_path())
+                .arg("--tls-key")
+                .arg(cert.key_path());
+        }
+        let mut child = command
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -76,58 +107,75 @@ impl ServerProcess {
                 stderr_unread = Some(stderr);
             }
         }
+        // The `listening on` lines come through the channel, the rest
+        // into `stdout_rest`.
+        let listening = if cert.is_some() { 2 } else { 1 };
         let stdout = child.stdout.take().expect("stdout is piped");
         let (first_tx, first_rx) = mpsc::channel();
         let stdout_rest = Arc::new(Mutex::new(Vec::new()));
         let rest = Arc::clone(&stdout_rest);
         let stdout_reader = thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            let _ = first_tx.send(lines.next());
+            for _ in 0..listening {
+                let _ = first_tx.send(lines.next());
+            }
             for line in lines.map_while(Result::ok) {
                 rest.lock().expect("stdout lock").push(line);
             }
         });
 
+        let placeholder = Endpoint::plain(SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut server = ServerProcess {
             binary: binary.to_owned(),
             child,
             // Replaced below; the struct exists first so that a failure
             // kills the child through Drop.
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: placeholder.clone(),
+            plain_addr: placeholder,
             stderr_tail,
             stdout_rest,
             stdout_reader: Some(stdout_reader),
             _stderr_unread: stderr_unread,
         };
-        let first = match first_rx.recv_timeout(TIMEOUT) {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut next_line = |what: &str| match first_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             Ok(Some(Ok(line))) => line,
             Ok(other) => panic!(
-                "{}: stdout ended before `listening on ADDR` ({other:?}); exit status {:?}",
+                "{}: stdout ended before `{what}` ({other:?}); exit status {:?}",
                 binary.display(),
                 server.child.try_wait()
             ),
             Err(_) => panic!(
-                "{}: no `listening on ADDR` line on stdout within {TIMEOUT:?}",
+                "{}: no `{what}` line on stdout within {TIMEOUT:?}",
                 binary.display()
             ),
         };
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| {
-                panic!("first stdout line must be exactly `listening on ADDR`, got {first:?}")
-            });
-        assert!(
-            addr.ip().is_loopback() && addr.port() != 0,
-            "`listening on` must give the real bound address, got {addr}"
-        );
-        server.addr = addr;
+        let plain = listening_addr(&next_line("listening on ADDR"), "");
+        let tls = cert.map(|cert| {
+            let addr = listening_addr(&next_line("listening on ADDR (tls)"), " (tls)");
+            assert_ne!(
+                addr, plain,
+                "the TLS and the plain listener share an address"
+            );
+            cert.endpoint(addr)
+        });
+        server.plain_addr = Endpoint::plain(plain);
+        server.addr = tls.unwrap_or_else(|| server.plain_addr.clone());
         server
     }
 
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The address the checks' clients connect to: the TLS listener in TLS
+    /// mode (with the configuration that trusts the server's certificate),
+    /// else the plain one.
+    pub fn addr(&self) -> &Endpoint {
+        &self.addr
+    }
+
+    /// The plain listener, in either mode.
+    pub fn plain_addr(&self) -> &Endpoint {
+        &self.plain_addr
     }
 
     /// The server's process id.
@@ -171,6 +219,11 @@ impl ServerProcess {
         self.signal("INT");
     }
 
+    /// Sends SIGHUP (re-read the TLS certificate and key).
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
     /// Sends a signal by running `kill -NAME PID` (the workspace forbids
     /// unsafe code, and this needs no extra dependency).
     fn signal(&self, name: &str) {
@@ -198,7 +251,7 @@ impl ServerProcess {
         }
     }
 
-    /// Every line the server printed on stdout after `listening on ADDR`,
+    /// Every line the server printed on stdout after the `listening on` lines,
     /// once it has exited (call after [`ServerProcess::wait_exit`]).
     pub fn stdout_after_exit(&mut self) -> Vec<String> {
         assert!(!self.is_running(), "the server is still running");
@@ -227,6 +280,23 @@ impl Drop for ServerProcess {
             );
         }
     }
+}
+
+/// The address in a `listening on ADDR{suffix}` line, which must be a
+/// loopback address with a real (non-zero) port.
+fn listening_addr(line: &str, suffix: &str) -> SocketAddr {
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| {
+            panic!("expected exactly `listening on ADDR{suffix}` on stdout, got {line:?}")
+        });
+    assert!(
+        addr.ip().is_loopback() && addr.port() != 0,
+        "`listening on` must give the real bound address, got {addr}"
+    );
+    addr
 }
 
 /// Keeps reading the server's stderr so that logging never blocks it,

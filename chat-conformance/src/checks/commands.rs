@@ -1,15 +1,13 @@
 //! protocol.md, "Commands": `/me`, `/msg`, `/who`, `/help`, `/quit`,
 //! `//TEXT` and unknown commands.
 
-use std::path::Path;
-
 use super::clients;
-use crate::{Client, ServerProcess, sync};
+use crate::{Client, ServerProcess, Target, sync};
 
 /// Commands: `/me TEXT` sends `* NICK TEXT` to everyone else, not the
 /// sender; `/me` without text gets `* error: usage: /me TEXT`.
-pub fn commands_me(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_me(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     a.send_line("/me waves  at everyone");
     let line = format!("* {} waves  at everyone", a.nick());
@@ -24,8 +22,8 @@ pub fn commands_me(binary: &Path) {
 
 /// Commands: `/msg NICK TEXT` sends `*SENDER* TEXT` to NICK only (matched
 /// case-insensitively), nothing to the sender or anyone else.
-pub fn commands_msg(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_msg(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     a.send_line(&format!("/msg {} psst, over here", b.nick()));
     b.expect_line(&format!("*{}* psst, over here", a.nick()));
@@ -42,8 +40,8 @@ pub fn commands_msg(binary: &Path) {
 /// Commands: `/msg` errors, only to the sender: `* error: usage: /msg NICK
 /// TEXT` without a nick or text, `* error: no such nick X` for a nick nobody
 /// holds.
-pub fn commands_msg_errors(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_msg_errors(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     let usage = "* error: usage: /msg NICK TEXT";
     let to_b = format!("/msg {}", b.nick());
@@ -60,8 +58,8 @@ pub fn commands_msg_errors(binary: &Path) {
 
 /// Commands: `/who` answers `* N users online: a, b, c` (1 user: singular),
 /// nicks sorted case-insensitively, to the asker only.
-pub fn commands_who(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_who(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a] = clients(&server);
     a.send_line("/who");
     a.expect_line(&format!("* 1 user online: {}", a.nick()));
@@ -98,8 +96,8 @@ pub fn commands_who(binary: &Path) {
 
 /// Commands: `/help` lists the commands, every line starting with `* `,
 /// to the asker only.
-pub fn commands_help(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_help(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     a.send_line("/help");
     a.expect_lines(&[
@@ -118,8 +116,8 @@ pub fn commands_help(binary: &Path) {
 
 /// Commands: `/quit` (also with only blanks after it): the quitter gets
 /// `* bye` and its connection closes; the others get `* NICK left`.
-pub fn commands_quit_without_reason(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_quit_without_reason(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     c.send_line("/quit");
     c.expect_line("* bye");
@@ -136,8 +134,8 @@ pub fn commands_quit_without_reason(binary: &Path) {
 
 /// Commands: `/quit REASON`: the quitter gets `* bye` and its connection
 /// closes; the others get `* NICK left (REASON)`, REASON sanitized.
-pub fn commands_quit_with_reason(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_quit_with_reason(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     c.send_line("/quit   gone fishing, back soon  ");
     c.expect_line("* bye");
@@ -152,8 +150,8 @@ pub fn commands_quit_with_reason(binary: &Path) {
 
 /// Commands: `//TEXT` is a chat line `NICK: /TEXT` (the first `/` escapes
 /// the second), to everyone else.
-pub fn commands_double_slash_escape(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_double_slash_escape(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     a.send(b"//shrug\n///triple\n//\n// spaced\n//quit\n");
     let n = a.nick().to_owned();
@@ -169,8 +167,8 @@ pub fn commands_double_slash_escape(binary: &Path) {
 
 /// Commands: any other `/X` (and a bare `/`) gets
 /// `* error: unknown command /X, try /help`, to the sender only.
-pub fn commands_unknown_and_bare_slash(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_unknown_and_bare_slash(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     for (command, name) in [
         ("/frob with args", "frob"),
@@ -188,8 +186,8 @@ pub fn commands_unknown_and_bare_slash(binary: &Path) {
 
 /// Commands: command names are matched case-insensitively (`/NICK`, `/Me`,
 /// `/MSG`, `/WHO`, `/Help`, `/QUIT`).
-pub fn commands_names_are_case_insensitive(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn commands_names_are_case_insensitive(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     let old = a.nick().to_owned();
     a.send_line("/NICK Big");

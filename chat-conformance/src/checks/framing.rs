@@ -1,15 +1,13 @@
 //! protocol.md, "Framing": LF ends a line, one CR before it is dropped, the
 //! line limit, and EOF.
 
-use std::path::Path;
-
 use super::clients;
-use crate::{ServerProcess, sync};
+use crate::{ServerProcess, Target, sync};
 
 /// Framing: LF ends a line, so several lines in one write arrive as several
 /// chat lines, in order; the sender gets none of them back.
-pub fn framing_several_lines_in_one_write(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn framing_several_lines_in_one_write(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     a.send(b"one\ntwo\nthree, four\n");
     let n = a.nick().to_owned();
@@ -23,8 +21,8 @@ pub fn framing_several_lines_in_one_write(binary: &Path) {
 
 /// Framing: a line split across many reads (sent one byte per write, with
 /// the CR and the LF in writes of their own) is still one line.
-pub fn framing_line_sent_one_byte_at_a_time(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn framing_line_sent_one_byte_at_a_time(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     for byte in b"hello, one byte at a time\r\n" {
         a.send(&[*byte]);
@@ -41,8 +39,8 @@ pub fn framing_line_sent_one_byte_at_a_time(binary: &Path) {
 /// Framing: one CR right before the LF is dropped; any other CR is a control
 /// character (Sanitizing) and becomes U+FFFD; a bare CRLF is an empty line
 /// and is ignored.
-pub fn framing_crlf_drops_one_cr(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn framing_crlf_drops_one_cr(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     a.send(b"crlf line\r\n");
     a.send(b"\r\n");
@@ -61,8 +59,8 @@ pub fn framing_crlf_drops_one_cr(binary: &Path) {
 /// Framing: EOF ends an unterminated last line, which is delivered like any
 /// other (here a chat line, and a `/quit` with a reason); then the client
 /// leaves and its connection is closed.
-pub fn framing_eof_ends_unterminated_last_line(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn framing_eof_ends_unterminated_last_line(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     a.send(b"last words");
     a.shutdown_write();
@@ -80,8 +78,8 @@ pub fn framing_eof_ends_unterminated_last_line(binary: &Path) {
 
 /// Framing: 1000 lines written as fast as possible, one write each, all
 /// arrive complete and in order.
-pub fn framing_thousand_rapid_lines_in_order(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn framing_thousand_rapid_lines_in_order(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     for i in 0..1000 {
         a.send(format!("rapid line {i:04} of 1000\n").as_bytes());
@@ -97,8 +95,8 @@ pub fn framing_thousand_rapid_lines_in_order(binary: &Path) {
 /// (CR excluded) passes; a longer one is discarded with
 /// `* error: line too long (max 64 bytes), discarded`, once per line however
 /// it is split, the connection stays open and the next line works.
-pub fn framing_max_line_discards_once_and_keeps_connection(binary: &Path) {
-    let server = ServerProcess::start_with(binary, &["--max-line", "64"]);
+pub fn framing_max_line_discards_once_and_keeps_connection(target: &Target) {
+    let server = ServerProcess::start_with(target, &["--max-line", "64"]);
     let [mut a, mut b] = clients(&server);
     let n = a.nick().to_owned();
     let error = "* error: line too long (max 64 bytes), discarded";
@@ -145,10 +143,10 @@ pub fn framing_max_line_discards_once_and_keeps_connection(binary: &Path) {
 /// Framing (line limit): a 10 MB line without LF gets the error once, is not
 /// buffered (the server's RSS grows by less than 8 MiB), and the connection
 /// works again after the LF that ends it.
-pub fn framing_ten_megabyte_line_without_lf_is_bounded(binary: &Path) {
+pub fn framing_ten_megabyte_line_without_lf_is_bounded(target: &Target) {
     const SIZE: usize = 10 * 1024 * 1024;
     const SLACK: u64 = 8 * 1024 * 1024;
-    let server = ServerProcess::start(binary);
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     sync(&mut a, &mut [&mut b]);
     let before = server.rss_bytes();

@@ -1,19 +1,18 @@
 //! protocol.md, "Limits and policies": `--max-clients`, `--max-queue` and
 //! the soft output limit (`--soft-queue`, `--soft-queue-grace`).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{
     clients, connect_once_admitted, expect_numbered, kernel_buffer_bound, labelled, push_numbered,
 };
-use crate::{Client, Received, ServerProcess, TIMEOUT, join, sync};
+use crate::{Client, Received, ServerProcess, TIMEOUT, Target, join, sync};
 
 /// Limits and policies (`--max-clients 3`): a fourth client gets
 /// `* error: server full` and EOF, and nobody hears of it; once one client
 /// has left, a new one can join.
-pub fn limits_max_clients(binary: &Path) {
-    let server = ServerProcess::start_with(binary, &["--max-clients", "3"]);
+pub fn limits_max_clients(target: &Target) {
+    let server = ServerProcess::start_with(target, &["--max-clients", "3"]);
     let [mut a, mut b, mut c] = clients(&server);
     for attempt in 0..2 {
         let mut d = Client::connect_raw(server.addr(), &format!("D{attempt}"));
@@ -47,7 +46,7 @@ pub fn limits_max_clients(binary: &Path) {
 /// would go over the limit; the others see `* NICK left (too slow)` once,
 /// the reading client gets every line in order, and the server's RSS stays
 /// bounded (grows by less than 16 MiB).
-pub fn limits_slow_reader_is_disconnected(binary: &Path) {
+pub fn limits_slow_reader_is_disconnected(target: &Target) {
     /// Lines in flight at once: 8 KiB, well under the limit, so that the
     /// reading client is never the slow one, even when the server learns
     /// late that earlier batches were written (a few batches may count
@@ -56,7 +55,7 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
     /// Guard: the slow client must be gone before this much was sent.
     const MAX_BYTES: usize = 64 << 20;
     const SLACK: u64 = 16 << 20;
-    let server = ServerProcess::start_with(binary, &["--max-queue", "65536"]);
+    let server = ServerProcess::start_with(target, &["--max-queue", "65536"]);
     let [mut a, mut b] = clients(&server);
     let mut slow = join(server.addr(), "S", &mut [&mut a, &mut b]);
     sync(&mut a, &mut [&mut b, &mut slow]);
@@ -125,13 +124,13 @@ pub fn limits_slow_reader_is_disconnected(binary: &Path) {
 /// of the rule, that a client over the limit for the grace is dropped, is
 /// proved by a client that never reads, so it holds however slow the machine
 /// is; and its time is checked only from below (not before the grace).
-pub fn limits_soft_queue_grace(binary: &Path) {
+pub fn limits_soft_queue_grace(target: &Target) {
     const SOFT: usize = 256 * 1024;
     let lines = (SOFT + kernel_buffer_bound() + (1 << 20)).div_ceil(LINE);
     let hard = 2 * lines * LINE;
     let grace = grace_for(lines * LINE);
     let server = ServerProcess::start_with(
-        binary,
+        target,
         &[
             "--soft-queue",
             &SOFT.to_string(),
@@ -215,8 +214,8 @@ const LINE: usize = 1024;
 /// the server's stderr here, so the pipe is full after a few hundred log
 /// lines (64 KiB on Linux); 1500 clients then join and quit one after the
 /// other, each logged twice, and every one is welcomed and said goodbye to.
-pub fn limits_a_full_log_pipe_never_stops_serving(binary: &Path) {
-    let server = ServerProcess::start_with_stderr_unread(binary, &[]);
+pub fn limits_a_full_log_pipe_never_stops_serving(target: &Target) {
+    let server = ServerProcess::start_with_stderr_unread(target, &[]);
     for i in 0..1500 {
         let (mut client, online) = Client::connect_welcomed(server.addr(), &format!("C{i}"));
         assert_eq!(online, 1, "client {i} is alone");

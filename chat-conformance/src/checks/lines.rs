@@ -1,15 +1,14 @@
 //! protocol.md, "Lines the server sends": who gets which line.
 
-use std::path::Path;
-
 use super::clients;
-use crate::{Client, ServerProcess, TIMEOUT, is_join_or_leave, sync};
+use crate::{Client, ServerProcess, TIMEOUT, Target, is_join_or_leave, sync};
 
 /// Lines the server sends: `listening on ADDR` is the one line on stdout
-/// (checked by [`ServerProcess::start`]); nothing else is printed there
-/// while clients chat and the server stops (logs go to stderr).
-pub fn lines_listening_line_on_stdout(binary: &Path) {
-    let mut server = ServerProcess::start(binary);
+/// (with TLS, followed by `listening on ADDR (tls)`; checked by
+/// [`ServerProcess::start`]); nothing else is printed there while clients
+/// chat and the server stops (logs go to stderr).
+pub fn lines_listening_line_on_stdout(target: &Target) {
+    let mut server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     sync(&mut a, &mut [&mut b]);
     a.send_line("/nick somebody");
@@ -20,15 +19,15 @@ pub fn lines_listening_line_on_stdout(binary: &Path) {
     let extra = server.stdout_after_exit();
     assert!(
         extra.is_empty(),
-        "stdout must hold only the `listening on` line, also had {extra:?}"
+        "stdout must hold only the `listening on` lines, also had {extra:?}"
     );
 }
 
 /// Lines the server sends: a chat line reaches every other client as
 /// `NICK: TEXT` and is never echoed to its sender (proved by a marker the
 /// sender receives from someone else right after).
-pub fn lines_chat_broadcast_without_echo(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn lines_chat_broadcast_without_echo(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     for round in 0..3 {
         let (sender, others): (&mut Client, [&mut Client; 2]) = match round {
@@ -50,9 +49,9 @@ pub fn lines_chat_broadcast_without_echo(binary: &Path) {
 /// Lines the server sends: with 500 clients connected, one chat line reaches
 /// all 499 others, each after exactly the join notices of the clients that
 /// came after it, in order.
-pub fn lines_broadcast_reaches_500_clients(binary: &Path) {
+pub fn lines_broadcast_reaches_500_clients(target: &Target) {
     const N: usize = 500;
-    let server = ServerProcess::start(binary);
+    let server = ServerProcess::start(target);
     let mut all = Vec::with_capacity(N);
     for i in 0..N {
         let (client, online) = Client::connect_welcomed(server.addr(), &format!("c{i}"));

@@ -1,10 +1,12 @@
 //! The checks, one `pub fn` per protocol rule, grouped by the section of
-//! `docs/protocol.md` they check. Each takes the path of the server binary,
-//! starts its own server and stops it when done.
+//! `docs/protocol.md` they check. Each takes a [`Target`] (the server
+//! binary, and whether its clients speak plain TCP or TLS), starts its own
+//! server and stops it when done. The checks of TLS itself (`tls_`) take
+//! the path of the binary and start it in TLS mode their own way.
 //!
 //! Sections: "Framing", "Sanitizing", "Lines the server sends",
 //! "Nicknames", "Commands", "Session events", "Limits and policies",
-//! "Address policies".
+//! "Address policies"; and TLS (the listener, handshake and certificate).
 
 mod commands;
 mod framing;
@@ -14,6 +16,7 @@ mod nicknames;
 mod policies;
 mod sanitizing;
 mod session;
+mod tls;
 
 pub use commands::*;
 pub use framing::*;
@@ -23,12 +26,12 @@ pub use nicknames::*;
 pub use policies::*;
 pub use sanitizing::*;
 pub use session::*;
+pub use tls::*;
 
-use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Client, ServerProcess, TIMEOUT, join, join_all};
+use crate::{Client, Endpoint, ServerProcess, TIMEOUT, join, join_all};
 
 /// `N` clients joined one after the other (see [`join_all`]).
 fn clients<const N: usize>(server: &ServerProcess) -> [Client; N] {
@@ -57,7 +60,7 @@ fn labelled<const N: usize>(server: &ServerProcess, labels: [&str; N]) -> [Clien
 /// go on for up to [`TIMEOUT`], so a server that is slow to close on a
 /// loaded machine is waited for, and only one that never frees the slot
 /// fails.
-fn connect_once_admitted(addr: SocketAddr, label: &str, refusal: &str) -> (Client, usize) {
+fn connect_once_admitted(addr: &Endpoint, label: &str, refusal: &str) -> (Client, usize) {
     let deadline = Instant::now() + TIMEOUT;
     let mut attempt = 0;
     loop {

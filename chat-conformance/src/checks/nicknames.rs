@@ -2,15 +2,14 @@
 //! confusable skeleton key), mixed scripts, and renaming with `/nick`.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use super::clients;
-use crate::{ServerProcess, join_all, sync};
+use crate::{ServerProcess, Target, join_all, sync};
 
 /// Nicknames: a newcomer gets a random nick of 4 characters from
 /// [A-Za-z0-9], unique case-insensitively among those connected.
-pub fn nicknames_generated_and_unique(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn nicknames_generated_and_unique(target: &Target) {
+    let server = ServerProcess::start(target);
     let all = join_all(server.addr(), 20);
     let mut seen = HashSet::new();
     for client in &all {
@@ -30,8 +29,8 @@ pub fn nicknames_generated_and_unique(binary: &Path) {
 /// `* you are now known as NAME`, everyone else `* OLD is now known as NAME`;
 /// later lines carry the new nick, the old one is free again, and any
 /// alphanumeric (Unicode too), `_` or `-` nick of up to 32 characters works.
-pub fn nicknames_rename_notifies_everyone(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn nicknames_rename_notifies_everyone(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     let old = a.nick().to_owned();
     for new in ["alice", "Zo\u{eb}_-9", &"\u{e9}".repeat(32), "alice"] {
@@ -59,8 +58,8 @@ pub fn nicknames_rename_notifies_everyone(binary: &Path) {
 /// unchanged: `* error: usage: /nick NAME` (no name, or more than one word),
 /// `* error: invalid nick X: use 1-32 letters, digits, _ or -`, and
 /// `* error: nick X is already taken` (compared by key, so case variants).
-pub fn nicknames_rename_errors(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn nicknames_rename_errors(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     b.send_line("/nick bob");
     b.expect_line("* you are now known as bob");
@@ -102,8 +101,8 @@ pub fn nicknames_rename_errors(binary: &Path) {
 /// Nicknames: renaming to a case variant of one's own nick (same key) is
 /// allowed and announced; renaming to the very same nick only confirms it to the
 /// renamer, nobody else is told.
-pub fn nicknames_case_variant_and_same_nick(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn nicknames_case_variant_and_same_nick(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     let generated = a.nick().to_owned();
     let variant = if generated.to_uppercase() == generated {
@@ -136,8 +135,8 @@ pub fn nicknames_case_variant_and_same_nick(binary: &Path) {
 /// `/nick аlice` (Cyrillic а) is refused (it mixes Latin and Cyrillic) and
 /// `/nick ＡＬＩＣＥ` (fullwidth) is taken; a Cyrillic-only `Дмитрий` stays
 /// valid. Each error only to the one who asked, nick unchanged.
-pub fn nicknames_confusables_taken_and_mixed_scripts_refused(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn nicknames_confusables_taken_and_mixed_scripts_refused(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     a.send_line("/nick alice");
     a.expect_line("* you are now known as alice");

@@ -12,9 +12,8 @@
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -25,8 +24,8 @@ use super::{
     push_numbered,
 };
 use crate::{
-    Client, ReadPace, Received, ServerProcess, TIMEOUT, is_join_or_leave, join, join_all,
-    join_from, marker, sync,
+    Client, ClientStream, Endpoint, ReadPace, Received, ServerProcess, TIMEOUT, Target,
+    is_join_or_leave, join, join_all, join_from, marker, sync,
 };
 
 /// The line a connection over `--max-per-ip` or the connect rate gets.
@@ -38,10 +37,10 @@ const RATE: f64 = 20.0;
 
 /// A server with `--limit-loopback`, flood control at [`BURST`] and
 /// [`RATE`], and `excess` as `--flood-excess`.
-fn start_flood(binary: &Path, excess: usize) -> ServerProcess {
+fn start_flood(target: &Target, excess: usize) -> ServerProcess {
     let (burst, rate, excess) = (BURST.to_string(), RATE.to_string(), excess.to_string());
     start_limited(
-        binary,
+        target,
         &[
             "--flood-burst",
             &burst,
@@ -53,11 +52,11 @@ fn start_flood(binary: &Path, excess: usize) -> ServerProcess {
     )
 }
 
-/// Starts `binary --limit-loopback EXTRA...`.
-fn start_limited(binary: &Path, extra: &[&str]) -> ServerProcess {
+/// Starts the target's binary with `--limit-loopback EXTRA...`.
+fn start_limited(target: &Target, extra: &[&str]) -> ServerProcess {
     let mut args = vec!["--limit-loopback"];
     args.extend_from_slice(extra);
-    ServerProcess::start_with(binary, &args)
+    ServerProcess::start_with(target, &args)
 }
 
 /// All of `texts` as LF-terminated lines in one buffer, for one write.
@@ -94,7 +93,7 @@ fn assert_within_rate(what: &str, count: usize, burst: usize, per_second: f64, e
 }
 
 /// A new connection gets [`TOO_MANY`] and is closed.
-fn expect_refused(addr: SocketAddr, label: &str) {
+fn expect_refused(addr: &Endpoint, label: &str) {
     Client::connect_raw(addr, label).expect_error_and_close(TOO_MANY);
 }
 
@@ -109,9 +108,9 @@ fn expect_refused(addr: SocketAddr, label: &str) {
 /// line has the whole held flood, at least [`TIMEOUT`], to overtake it: the
 /// same guard as for any line. That flood is not waited out: the check ends
 /// once the line has overtaken it.
-pub fn policies_flood_control_delays_only_the_flooder(binary: &Path) {
+pub fn policies_flood_control_delays_only_the_flooder(target: &Target) {
     const LINES: usize = 40;
-    let server = start_flood(binary, 1000);
+    let server = start_flood(target, 1000);
     let [mut f, mut c, mut o] = labelled(&server, ["F", "C", "O"]);
     let nf = f.nick().to_owned();
     let flood = |i: usize| format!("{nf}: flood {i:02} of {LINES}");
@@ -176,9 +175,9 @@ pub fn policies_flood_control_delays_only_the_flooder(binary: &Path) {
 /// `* NICK left (excess flood)`. A client that sends 15 lines at once (10
 /// waiting: not more than the limit) and then EOF stays until all 15 are
 /// handled at the rate, and leaves without a reason.
-pub fn policies_excess_flood_disconnects(binary: &Path) {
+pub fn policies_excess_flood_disconnects(target: &Target) {
     const EXCESS: usize = 10;
-    let server = start_flood(binary, EXCESS);
+    let server = start_flood(target, EXCESS);
     let [mut f, mut o] = labelled(&server, ["F", "O"]);
     let nf = f.nick().to_owned();
     let start = Instant::now();
@@ -243,12 +242,12 @@ fn expect_flood(observer: &mut Client, nick: &str, last: &str) -> usize {
 /// (`kernel_buffer_bound`), so its socket surely fills; both output limits
 /// out of reach, so nobody is dropped; no flood budget per address, so the
 /// line rate is the only one.
-pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
+pub fn policies_held_lines_reach_everyone_while_a_socket_fills(target: &Target) {
     const LEN: usize = 4000;
     let lines = kernel_buffer_bound() / LEN + 16;
     let limit = (4 * lines * LEN).to_string();
     let mut server = start_limited(
-        binary,
+        target,
         &[
             "--flood-burst=1",
             "--flood-rate=1000",
@@ -269,7 +268,10 @@ pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
     // Written from another thread: the server reads it only at the rate.
     let start = Instant::now();
     let mut writer = a.try_clone_stream();
-    let sending = thread::spawn(move || std::io::Write::write_all(&mut writer, &burst));
+    let sending = thread::spawn(move || {
+        writer.write_all(&burst)?;
+        writer.flush()
+    });
     let prefix = format!("{}: ", a.nick());
     for i in 0..lines {
         let line = match b.receive(TIMEOUT) {
@@ -295,10 +297,10 @@ pub fn policies_held_lines_reach_everyone_while_a_socket_fills(binary: &Path) {
 /// `* error: disconnected (incomplete line timeout)` and EOF, not before 2 s
 /// after its first byte; the others see `* NICK left (incomplete line
 /// timeout)` and none of its partial line.
-pub fn policies_incomplete_line_timeout(binary: &Path) {
+pub fn policies_incomplete_line_timeout(target: &Target) {
     const BOUND: Duration = Duration::from_secs(2);
     const PACE: Duration = Duration::from_millis(500);
-    let server = start_limited(binary, &["--line-timeout", "2"]);
+    let server = start_limited(target, &["--line-timeout", "2"]);
     let [mut s, mut o] = labelled(&server, ["S", "O"]);
     let error = "* error: disconnected (incomplete line timeout)";
 
@@ -346,10 +348,10 @@ pub fn policies_incomplete_line_timeout(binary: &Path) {
 /// 5 s of each other, 300 ms apart: a stall of the whole test of several
 /// seconds, far more than any loaded machine shows, would be needed to break
 /// that, not a slow reader or writer.
-pub fn policies_idle_timeout(binary: &Path) {
+pub fn policies_idle_timeout(target: &Target) {
     const BOUND: Duration = Duration::from_secs(5);
     const PACE: Duration = Duration::from_millis(300);
-    let server = start_limited(binary, &["--idle-timeout", "5"]);
+    let server = start_limited(target, &["--idle-timeout", "5"]);
     let (mut o, _) = Client::connect_welcomed(server.addr(), "O");
     let start = Instant::now();
     let mut idle = join(server.addr(), "I", &mut [&mut o]);
@@ -397,9 +399,9 @@ pub fn policies_idle_timeout(binary: &Path) {
 /// address gets `* error: too many connections from your address` and EOF,
 /// and nobody hears of it; once one of the 16 has left, a new connection
 /// gets in, and the 17th is refused again.
-pub fn policies_max_per_ip(binary: &Path) {
+pub fn policies_max_per_ip(target: &Target) {
     const MAX: usize = 16;
-    let server = start_limited(binary, &["--connect-rate", "0"]);
+    let server = start_limited(target, &["--connect-rate", "0"]);
     let addr = server.addr();
     let mut all = join_all(addr, MAX);
     expect_refused(addr, "Q1");
@@ -434,8 +436,8 @@ pub fn policies_max_per_ip(binary: &Path) {
 /// 1`, a minute): a fourth connection in a row gets
 /// `* error: too many connections from your address` and EOF although only
 /// three are open, and still after one of them has left; nobody hears of it.
-pub fn policies_connect_rate(binary: &Path) {
-    let server = start_limited(binary, &["--connect-burst", "3", "--connect-rate", "1"]);
+pub fn policies_connect_rate(target: &Target) {
+    let server = start_limited(target, &["--connect-burst", "3", "--connect-rate", "1"]);
     let addr = server.addr();
     let [mut a, mut b, mut c] = clients(&server);
     expect_refused(addr, "D");
@@ -455,8 +457,8 @@ pub fn policies_connect_rate(binary: &Path) {
 /// (at most 60, not less than what is left of the minute), the nick is
 /// unchanged and nobody else hears of it; a change that fails (an invalid
 /// nick) does not count; another client still has its own budget.
-pub fn policies_nick_rate(binary: &Path) {
-    let server = start_limited(binary, &["--nick-burst", "2", "--nick-rate", "1"]);
+pub fn policies_nick_rate(target: &Target) {
+    let server = start_limited(target, &["--nick-burst", "2", "--nick-rate", "1"]);
     let [mut a, mut b] = clients(&server);
     // A failed change does not count.
     a.send_line("/nick not!valid");
@@ -537,16 +539,16 @@ const POLL: Duration = Duration::from_millis(100);
 /// 100 KiB/s; none of the readers is disconnected, and each gets every
 /// sender's lines in order without a gap, up to a line sent after the
 /// senders left. See [`burst_keeps_every_reader`].
-pub fn policies_burst_from_one_address_keeps_every_reader(binary: &Path) {
-    burst_keeps_every_reader(binary, 1);
+pub fn policies_burst_from_one_address_keeps_every_reader(target: &Target) {
+    burst_keeps_every_reader(target, 1);
 }
 
 /// Address policies, flood control with a burst from eight addresses:
 /// [`policies_burst_from_one_address_keeps_every_reader`] with 16 senders
 /// from each of 127.0.0.1 to 127.0.0.8 (128 senders, 25.6 MB for every other
 /// client), so that no per-address limit alone can hold them.
-pub fn policies_burst_from_eight_addresses_keeps_every_reader(binary: &Path) {
-    burst_keeps_every_reader(binary, 8);
+pub fn policies_burst_from_eight_addresses_keeps_every_reader(target: &Target) {
+    burst_keeps_every_reader(target, 8);
 }
 
 /// The burst checks, with [`SENDERS_PER_IP`] senders from each of
@@ -573,8 +575,8 @@ pub fn policies_burst_from_eight_addresses_keeps_every_reader(binary: &Path) {
 /// what the server holds for them is guarded on progress (no line for
 /// [`TIMEOUT`]), not on its total time. The attack's length decides only
 /// how much the senders get to send, not a verdict.
-fn burst_keeps_every_reader(binary: &Path, addresses: u8) {
-    let mut server = start_limited(binary, &[]);
+fn burst_keeps_every_reader(target: &Target, addresses: u8) {
+    let mut server = start_limited(target, &[]);
     let (control, readers, senders) = join_for_burst(server.addr(), addresses);
     let marker = marker();
     let plan = Arc::new(BurstPlan {
@@ -613,7 +615,10 @@ fn burst_keeps_every_reader(binary: &Path, addresses: u8) {
 
     let senders_dropped = attack(senders);
     let mut failures = Vec::new();
-    if let Err(e) = control_out.write_all(format!("{marker}\n").as_bytes()) {
+    let sent = control_out
+        .write_all(format!("{marker}\n").as_bytes())
+        .and_then(|()| control_out.flush());
+    if let Err(e) = sent {
         failures.push(format!("C: cannot send the marker: {e}"));
     }
     // Every reader reads up to the marker, unless the control client has
@@ -651,7 +656,7 @@ fn burst_keeps_every_reader(binary: &Path, addresses: u8) {
 /// Joins the burst checks' clients, each seeing everyone who joins after
 /// it: the control client, the readers, then [`SENDERS_PER_IP`] senders
 /// from each of 127.0.0.1 to 127.0.0.`addresses`.
-fn join_for_burst(addr: SocketAddr, addresses: u8) -> (Client, Vec<Client>, Vec<Client>) {
+fn join_for_burst(addr: &Endpoint, addresses: u8) -> (Client, Vec<Client>, Vec<Client>) {
     let mut all: Vec<Client> = Vec::new();
     let mut enter = |label: String, source: IpAddr, recv_buffer: Option<usize>| {
         let mut existing: Vec<&mut Client> = all.iter_mut().collect();
@@ -821,16 +826,23 @@ fn read_burst(reader: &mut Client, plan: &BurstPlan) -> Result<(), String> {
 }
 
 /// Writes all of `bytes` to `stream` (one write of it all, as
-/// `write_all`), unless `stop` comes first: the server may stop reading a
-/// sender that is over a budget, and the writer must end with the scenario.
-fn write_until_stopped(mut stream: TcpStream, mut bytes: &[u8], stop: &AtomicBool) {
+/// `write_all`, and a flush), unless `stop` comes first: the server may stop
+/// reading a sender that is over a budget, and the writer must end with the
+/// scenario.
+fn write_until_stopped(mut stream: ClientStream, mut bytes: &[u8], stop: &AtomicBool) {
     stream
         .set_write_timeout(Some(POLL))
         .expect("set_write_timeout");
-    while !bytes.is_empty() && !stop.load(Ordering::Relaxed) {
-        match stream.write(bytes) {
-            Ok(0) => return,
-            Ok(n) => bytes = &bytes[n..],
+    while !stop.load(Ordering::Relaxed) {
+        // Once all is written, what TLS still holds of it must go out too.
+        let step = if bytes.is_empty() {
+            stream.flush().map(|()| None)
+        } else {
+            stream.write(bytes).map(Some)
+        };
+        match step {
+            Ok(None | Some(0)) => return,
+            Ok(Some(n)) => bytes = &bytes[n..],
             Err(e) if is_timeout(&e) => {}
             // The server closed the connection.
             Err(_) => return,

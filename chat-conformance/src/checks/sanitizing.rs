@@ -1,11 +1,9 @@
 //! protocol.md, "Sanitizing": what a line becomes before anyone sees it.
 
-use std::net::TcpStream;
-use std::path::Path;
 use std::thread;
 
 use super::{Rng, clients};
-use crate::{Client, ServerProcess, join_all, sync};
+use crate::{Client, ClientStream, ServerProcess, Target, join_all, sync};
 
 /// Has `a` send each raw line (LF appended) and checks that `b` receives
 /// `NICK: EXPECTED` for each, in order, and `a` nothing.
@@ -30,8 +28,8 @@ fn expect_sanitized(a: &mut Client, b: &mut Client, cases: &[(&[u8], &str)]) {
 
 /// Sanitizing: C0 controls but TAB, DEL and C1 controls each become U+FFFD;
 /// TAB is kept; a line of controls only is not empty.
-pub fn sanitizing_control_characters(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn sanitizing_control_characters(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     expect_sanitized(
         &mut a,
@@ -54,8 +52,8 @@ pub fn sanitizing_control_characters(binary: &Path) {
 
 /// Sanitizing: ANSI escape sequences cannot reach a terminal: ESC (and the
 /// C1 CSI) become U+FFFD, the rest of the sequence stays as text.
-pub fn sanitizing_ansi_escape_sequences(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn sanitizing_ansi_escape_sequences(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     expect_sanitized(
         &mut a,
@@ -71,8 +69,8 @@ pub fn sanitizing_ansi_escape_sequences(binary: &Path) {
 
 /// Sanitizing: invalid UTF-8 becomes U+FFFD as `String::from_utf8_lossy`
 /// does (one per maximal invalid subpart); valid UTF-8 passes unchanged.
-pub fn sanitizing_invalid_utf8(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn sanitizing_invalid_utf8(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     expect_sanitized(
         &mut a,
@@ -95,8 +93,8 @@ pub fn sanitizing_invalid_utf8(binary: &Path) {
 /// Sanitizing: the bidi embedding, override and isolate controls
 /// (U+202A..U+202E, U+2066..U+2069) become U+FFFD; their visible
 /// neighbours (U+2027, U+2070) do not.
-pub fn sanitizing_bidi_controls(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn sanitizing_bidi_controls(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     expect_sanitized(
         &mut a,
@@ -120,8 +118,8 @@ pub fn sanitizing_bidi_controls(binary: &Path) {
 /// fillers become U+FFFD; a joiner is kept between visible characters (an
 /// emoji ZWJ sequence, Persian ZWNJ) and replaced at an edge; a pile of 50
 /// combining marks keeps its first 4.
-pub fn sanitizing_invisible_characters_and_mark_piles(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn sanitizing_invisible_characters_and_mark_piles(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     let pile = "\u{301}".repeat(50);
     let four = "\u{301}".repeat(4);
@@ -150,8 +148,8 @@ pub fn sanitizing_invisible_characters_and_mark_piles(binary: &Path) {
 
 /// Sanitizing: trailing whitespace (after replacing) is trimmed, leading and
 /// inner whitespace kept; a line that is empty after that is ignored.
-pub fn sanitizing_trailing_whitespace_and_empty_lines(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn sanitizing_trailing_whitespace_and_empty_lines(target: &Target) {
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
     // Lines that are empty once trimmed: nothing reaches anyone (checked by
     // the markers in `expect_sanitized`).
@@ -172,8 +170,8 @@ pub fn sanitizing_trailing_whitespace_and_empty_lines(binary: &Path) {
 /// Sanitizing and Framing: a few MB of seeded pseudo-random bytes (uniform
 /// bytes, command-like tokens, long lines) from three clients at once do
 /// not crash the server; afterwards new clients chat normally.
-pub fn sanitizing_random_garbage_does_not_crash(binary: &Path) {
-    let mut server = ServerProcess::start(binary);
+pub fn sanitizing_random_garbage_does_not_crash(target: &Target) {
+    let mut server = ServerProcess::start(target);
     let garbage = [
         uniform_garbage(0x5eed_0001, 2 << 20),
         token_garbage(0x5eed_0002, 1 << 20),
@@ -209,13 +207,14 @@ pub fn sanitizing_random_garbage_does_not_crash(binary: &Path) {
     server.assert_running();
 }
 
-fn send_ignoring_errors(mut stream: TcpStream, bytes: &[u8]) {
+fn send_ignoring_errors(mut stream: ClientStream, bytes: &[u8]) {
     use std::io::Write;
     for chunk in bytes.chunks(16 * 1024) {
         if stream.write_all(chunk).is_err() {
             return;
         }
     }
+    let _ = stream.flush();
 }
 
 /// Uniformly random bytes (about one LF in 256).

@@ -1,20 +1,19 @@
 //! protocol.md, "Session events": welcome, joins and leaves, and the server
 //! shutting down.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use super::clients;
-use crate::{Client, ServerProcess, TIMEOUT, is_join_or_leave, join, sync};
+use crate::{Client, ServerProcess, TIMEOUT, Target, is_join_or_leave, join, sync};
 
 /// Session events: the newcomer gets one welcome line
 /// `* welcome, you are NICK; N users online; type /help for commands` (N
 /// counts it, "1 user" when alone), the others `* NICK joined`; a client
 /// that closes its connection or quits is announced as `* NICK left`.
-pub fn session_welcome_join_and_leave(binary: &Path) {
-    let server = ServerProcess::start(binary);
+pub fn session_welcome_join_and_leave(target: &Target) {
+    let server = ServerProcess::start(target);
     let (mut a, online) = Client::connect_welcomed(server.addr(), "A");
     assert_eq!(online, 1, "alone: `1 user online`");
     let mut b = join(server.addr(), "B", &mut [&mut a]);
@@ -42,13 +41,13 @@ pub fn session_welcome_join_and_leave(binary: &Path) {
 /// Session events: while clients join and leave in a loop (closing, or
 /// quitting with and without a reason), two others ping-pong chat lines and
 /// each sees every line of the other, in order, among the notices.
-pub fn session_churn_loses_no_lines(binary: &Path) {
+pub fn session_churn_loses_no_lines(target: &Target) {
     const MIN_ROUNDS: usize = 200;
     const MIN_CHURNS: usize = 50;
     const MAX_ROUNDS: usize = 100_000;
-    let server = ServerProcess::start(binary);
+    let server = ServerProcess::start(target);
     let [mut a, mut b] = clients(&server);
-    let addr = server.addr();
+    let addr = server.addr().clone();
     let stop = Arc::new(AtomicBool::new(false));
     let churns = Arc::new(AtomicUsize::new(0));
     let churner = {
@@ -56,7 +55,7 @@ pub fn session_churn_loses_no_lines(binary: &Path) {
         thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) && i < 10 * MAX_ROUNDS {
-                let (mut c, _) = Client::connect_welcomed(addr, &format!("churn{i}"));
+                let (mut c, _) = Client::connect_welcomed(&addr, &format!("churn{i}"));
                 match i % 3 {
                     0 => c.shutdown_write(),
                     1 => c.send_line("/quit"),
@@ -104,17 +103,17 @@ pub fn session_churn_loses_no_lines(binary: &Path) {
 /// with status 0. How soon it exits is not checked: every client has seen
 /// EOF before the wait starts, so the wait ([`TIMEOUT`]) is only a guard
 /// against a server that never exits.
-pub fn session_sigterm_shuts_down_cleanly(binary: &Path) {
-    shuts_down_cleanly(binary, ServerProcess::sigterm);
+pub fn session_sigterm_shuts_down_cleanly(target: &Target) {
+    shuts_down_cleanly(target, ServerProcess::sigterm);
 }
 
 /// Session events (shutdown on SIGINT): as for SIGTERM.
-pub fn session_sigint_shuts_down_cleanly(binary: &Path) {
-    shuts_down_cleanly(binary, ServerProcess::sigint);
+pub fn session_sigint_shuts_down_cleanly(target: &Target) {
+    shuts_down_cleanly(target, ServerProcess::sigint);
 }
 
-fn shuts_down_cleanly(binary: &Path, signal: fn(&ServerProcess)) {
-    let mut server = ServerProcess::start(binary);
+fn shuts_down_cleanly(target: &Target, signal: fn(&ServerProcess)) {
+    let mut server = ServerProcess::start(target);
     let [mut a, mut b, mut c] = clients(&server);
     sync(&mut a, &mut [&mut b, &mut c]);
     // One client is in the middle of a line: it does not hold things up.
