@@ -64,7 +64,8 @@ mod tls;
 pub use client::{Client, ReadPace, Received, is_join_or_leave, parse_welcome};
 pub use server::ServerProcess;
 pub use stream::{ClientStream, Endpoint, TlsEnd};
-pub use tls::{SERVER_NAME, TestCert, scratch_dir};
+use tls::scratch_dir;
+pub use tls::{SERVER_NAME, TestCert};
 
 /// The longest a check waits for anything before it fails. Generous: it only
 /// guards against hangs on a loaded 2-core machine.

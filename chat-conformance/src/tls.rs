@@ -109,7 +109,7 @@ impl TestCert {
 /// A directory of this process's own under the system's temporary
 /// directory, `chat-conformance-PID/NAME`, created if need be. Nothing
 /// removes it: it holds a few small PEM files.
-pub fn scratch_dir(name: &str) -> PathBuf {
+pub(crate) fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir()
         .join(format!("chat-conformance-{}", std::process::id()))
         .join(name);
