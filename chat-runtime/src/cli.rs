@@ -533,6 +533,74 @@ mod tests {
     }
 
     #[test]
+    fn tls_listens_beside_plain_or_alone() {
+        let files = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let tls_only = parse(&[&["--tls-listen", "127.0.0.1:0"][..], &files].concat()).unwrap();
+        assert_eq!(tls_only.plain_listen(), None, "TLS only");
+        let (addr, settings) = tls_only.tls().unwrap().unwrap();
+        assert_eq!(addr.port(), 0);
+        let cert = CertSource::Files {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        };
+        assert_eq!(settings.source, cert);
+        assert_eq!(settings.handshake_timeout, Duration::from_secs(10));
+
+        let both = parse(&[
+            "--listen",
+            "127.0.0.1:7000",
+            "--tls-listen",
+            "127.0.0.1:7001",
+            "--tls-self-signed",
+            "--tls-handshake-timeout",
+            "2.5",
+        ])
+        .unwrap();
+        assert_eq!(both.plain_listen().map(|a| a.port()), Some(7000));
+        let (addr, settings) = both.tls().unwrap().unwrap();
+        assert_eq!(addr.port(), 7001);
+        assert_eq!(settings.source, CertSource::SelfSigned);
+        assert_eq!(settings.handshake_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn tls_flags_that_cannot_work_are_refused() {
+        for args in [
+            // No certificate, or half of one.
+            &["--tls-listen", "127.0.0.1:0"][..],
+            &["--tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem"],
+            &["--tls-listen", "127.0.0.1:0", "--tls-key", "k.pem"],
+            // A certificate and nowhere to serve it.
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &["--tls-self-signed"],
+            // Two certificates.
+            &[
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-self-signed",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
+        ] {
+            match parse(args) {
+                Err(CliError::Clap(e)) => assert_ne!(e.kind(), ErrorKind::DisplayHelp, "{args:?}"),
+                other => panic!("{args:?} gave {other:?}"),
+            }
+        }
+        let no_time = [
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-self-signed",
+            "--tls-handshake-timeout",
+            "0",
+        ];
+        let cli = parse(&no_time).unwrap();
+        assert!(matches!(cli.tls(), Err(CliError::Config(_))));
+    }
+
+    #[test]
     fn unworkable_limits_are_refused() {
         let cli = parse(&["--max-clients", "0"]).unwrap();
         assert!(matches!(
