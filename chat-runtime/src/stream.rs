@@ -254,3 +254,6 @@ fn flush_now<R: Runtime>(socket: &R::Stream, session: &mut Session) -> io::Resul
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests;
