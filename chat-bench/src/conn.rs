@@ -414,8 +414,7 @@ mod tests {
     fn server(out: Vec<u8>, expect: usize) -> (SocketAddr, String, thread::JoinHandle<Vec<u8>>) {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let key = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
-        #[expect(deprecated, reason = "ring is the workspace's TLS provider")]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -26,10 +26,8 @@ impl Tls {
     pub fn new(server_name: &str, ca: Option<&Path>) -> Result<Self, String> {
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|e| format!("--tls-server-name {server_name}: {e}"))?;
-        // The workspace's provider, as the servers': rustls 0.23.48 deprecates
-        // it for lacking post-quantum key exchange, which only aws-lc-rs has.
-        #[expect(deprecated, reason = "ring is the workspace's TLS provider")]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // The servers' provider (the workspace's rustls features).
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let algorithms = provider.signature_verification_algorithms;
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
