@@ -43,8 +43,8 @@ done
 rows() {
     for f in "$RUNS"/*.md; do
         side="$(basename "$f" | cut -d- -f1)"
-        awk -F' *\\| *' -v side="$side" '$2 != "" && $2 != "server" && $2 !~ /^-/ && NF > 12 {
-            print side, $2, $3, $6, $9, $10, $13
+        awk -F' *\\| *' -v side="$side" '$2 != "" && $2 != "server" && $2 !~ /^-/ && NF > 13 {
+            print side, $2, $3, $6, $10, $11, $14
         }' "$f"
     done
 }

@@ -11,13 +11,17 @@
 #   BENCH_TIMEOUT=120                 chat-bench --timeout-secs for each case
 #   SEEDS_DIR=../shared/seeds         where the Go article lives
 #   NO_BUILD=1                        skip `cargo build --release --workspace`
-#   SCENARIOS="fanout paced scale idle slow fanout-nowindow slow-25 burst"
-#                                     scenarios to run, in this order
+#   SCENARIOS="fanout fanout-tls paced paced-tls scale idle idle-tls slow fanout-nowindow slow-25 burst"
+#                                     scenarios to run (always in this order)
 #   BIN_DIR=target/release            where chat-tokio and the others are (for
 #                                     comparing two builds with one chat-bench)
 # target/ is $CARGO_TARGET_DIR when that is set.
 # Each server is started once, runs all scenarios, and is stopped (SIGTERM,
 # then SIGKILL); the memory, slow, nowindow and burst cases restart it.
+# The *-tls scenarios are their plain twin over TLS, for our servers only:
+# when one is wanted, our servers also listen for TLS with a certificate
+# they make at startup (--tls-listen 127.0.0.1:0 --tls-self-signed), and
+# chat-bench --tls connects there (accepting that certificate unchecked).
 # Raw chat-bench output goes to target/bench-logs/.
 set -euo pipefail
 
@@ -32,7 +36,7 @@ SERVER_ARGS="${SERVER_ARGS:---max-clients 20000}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-120}"
 SEEDS_DIR="${SEEDS_DIR:-$ROOT/../shared/seeds}"
 GO_PORT=12345
-SCENARIOS="${SCENARIOS:-fanout paced scale idle slow fanout-nowindow slow-25 burst}"
+SCENARIOS="${SCENARIOS:-fanout fanout-tls paced paced-tls scale idle idle-tls slow fanout-nowindow slow-25 burst}"
 BIN_DIR="${BIN_DIR:-$TARGET/release}"
 BENCH="$TARGET/release/chat-bench"
 LOGS="$TARGET/bench-logs"
@@ -40,6 +44,7 @@ LOGS="$TARGET/bench-logs"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 ADDR=""
+TLS_ADDR=""
 ROWS="$WORK/rows.tsv"
 : >"$ROWS"
 
@@ -116,8 +121,14 @@ wait_port() {
     return 1
 }
 
+# Whether a TLS scenario is in $SCENARIOS.
+tls_wanted() {
+    case " $SCENARIOS " in *"-tls "*) return 0 ;; *) return 1 ;; esac
+}
+
 # Starts server $1, with flags $2... added to $SERVER_ARGS (the Go server
-# takes none); sets SERVER_PID and ADDR.
+# takes none), and a TLS listener if tls_wanted; sets SERVER_PID, ADDR and
+# TLS_ADDR (empty without TLS).
 start_server() {
     local name="$1"
     shift
@@ -131,6 +142,7 @@ start_server() {
         "$WORK/go/go-chat" >/dev/null 2>&1 &
         SERVER_PID=$!
         ADDR="127.0.0.1:$GO_PORT"
+        TLS_ADDR=""
         wait_port "$GO_PORT" || { log "the Go server did not start"; stop_server; return 1; }
         return 0
     fi
@@ -139,13 +151,19 @@ start_server() {
         log "$bin not found: skipping $name"
         return 1
     fi
+    local tls=()
+    if tls_wanted; then tls=(--tls-listen 127.0.0.1:0 --tls-self-signed); fi
     # shellcheck disable=SC2086 # SERVER_ARGS is a list of flags
-    "$bin" --listen 127.0.0.1:0 $SERVER_ARGS "$@" >"$WORK/$name.out" 2>"$LOGS/$name.server.log" &
+    "$bin" --listen 127.0.0.1:0 "${tls[@]}" $SERVER_ARGS "$@" >"$WORK/$name.out" \
+        2>"$LOGS/$name.server.log" &
     SERVER_PID=$!
-    ADDR=""
+    ADDR="" TLS_ADDR=""
+    # With --tls-self-signed a fingerprint line comes first, then
+    # "listening on ADDR" and "listening on ADDR (tls)".
     for _ in $(seq 100); do
-        ADDR="$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$WORK/$name.out" | head -n1)"
-        [ -n "$ADDR" ] && break
+        ADDR="$(sed -n 's/.*listening on \([^ ]*\)$/\1/p' "$WORK/$name.out" | head -n1)"
+        TLS_ADDR="$(sed -n 's/.*listening on \([^ ]*\) (tls)$/\1/p' "$WORK/$name.out" | head -n1)"
+        if [ -n "$ADDR" ] && { [ ${#tls[@]} = 0 ] || [ -n "$TLS_ADDR" ]; }; then break; fi
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -153,6 +171,9 @@ start_server() {
         log "$name did not print 'listening on ADDR'; see $LOGS/$name.server.log"
         stop_server
         return 1
+    fi
+    if [ ${#tls[@]} != 0 ] && [ -z "$TLS_ADDR" ]; then
+        log "$name did not print 'listening on ADDR (tls)': its TLS rows will be errors"
     fi
 }
 
@@ -164,14 +185,20 @@ kv() {
 }
 
 # run_case SERVER LABEL SUBCOMMAND ARGS...: runs chat-bench, records a row.
+# A label with "-tls" in it runs over TLS, against the TLS listener.
 run_case() {
     local server="$1" label="$2" sub="$3"
     shift 3
-    local logf="$LOGS/$server.$label.log" rc=0 result
-    log "$server: $label ($sub $*)"
-    result="$(timeout --kill-after=5 $((BENCH_TIMEOUT + 60)) "$BENCH" "$sub" -q \
-        --addr "$ADDR" --pid "$SERVER_PID" --timeout-secs "$BENCH_TIMEOUT" "$@" \
-        2>"$logf" | grep '^RESULT ' || true)" || true
+    local logf="$LOGS/$server.$label.log" rc=0 result="" addr="$ADDR" tls=()
+    case "$label" in *-tls*) addr="$TLS_ADDR" tls=(--tls) ;; esac
+    log "$server: $label ($sub ${tls[*]} $*)"
+    if [ -z "$addr" ]; then
+        echo "chat-bench not run: the server has no TLS listener" >"$logf"
+    else
+        result="$(timeout --kill-after=5 $((BENCH_TIMEOUT + 60)) "$BENCH" "$sub" -q "${tls[@]}" \
+            --addr "$addr" --pid "$SERVER_PID" --timeout-secs "$BENCH_TIMEOUT" "$@" \
+            2>"$logf" | grep '^RESULT ' || true)" || true
+    fi
     # Exit status of chat-bench itself is not kept by the pipeline above;
     # the RESULT line's ok= says the same, and a missing line is an error.
     local note=""
@@ -247,16 +274,26 @@ wanted() {
     case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac
 }
 
+# twins SERVER SCENARIO SUFFIX FRESH SUBCOMMAND ARGS...: the case
+# SCENARIO$SUFFIX if wanted, then SCENARIO-tls$SUFFIX, the same over TLS, if
+# wanted and SERVER is ours; with FRESH=1 each on a restarted server.
+twins() {
+    local s="$1" scenario="$2" suffix="$3" fresh="$4" tls
+    shift 4
+    for tls in "" -tls; do
+        wanted "$scenario$tls" || continue
+        if [ -n "$tls" ] && [ "$s" = go ]; then continue; fi
+        if [ "$fresh" = 1 ]; then restart_server "$s" || return 1; fi
+        run_case "$s" "$scenario$tls$suffix" "$@"
+    done
+}
+
 run_server() {
     local s="$1" total m n
     total="$(total_deliveries "$s")"
     m=$((total / (FANOUT_S * (FANOUT_N - 1))))
-    if wanted fanout; then
-        run_case "$s" fanout fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
-    fi
-    if wanted paced; then
-        run_case "$s" paced fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$PACED_M" -b 64 --rate "$PACED_RATE"
-    fi
+    twins "$s" fanout "" 0 fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
+    twins "$s" paced "" 0 fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$PACED_M" -b 64 --rate "$PACED_RATE"
     if wanted scale; then
         for n in $SCALE_NS; do
             m=$((total / (FANOUT_S * (n - 1))))
@@ -266,10 +303,7 @@ run_server() {
     fi
     # The memory scenarios get a fresh server each: RSS left over from the
     # large fan-outs above would be counted against them.
-    if wanted idle; then
-        restart_server "$s" || return 0
-        run_case "$s" "idle-$IDLE_N" idle -n "$IDLE_N"
-    fi
+    twins "$s" idle "-$IDLE_N" 1 idle -n "$IDLE_N" || return 0
     if wanted slow; then
         restart_server "$s" || return 0
         # The same load as slow without the never-reading clients, for its p99.
@@ -318,7 +352,7 @@ restart_server() {
 
 for s in $SERVERS; do
     if start_server "$s"; then
-        log "$s listening on $ADDR (pid $SERVER_PID)"
+        log "$s listening on $ADDR${TLS_ADDR:+ and $TLS_ADDR (tls)} (pid $SERVER_PID)"
         run_server "$s"
         stop_server
     fi
@@ -328,20 +362,45 @@ done
 {
     echo "# chat server comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores$([ "$QUICK" = 1 ] && echo ", QUICK=1"))"
     echo
-    echo "| server | scenario | N | S | deliveries/s | ratio vs Go | lost | p50 (ms) | p99 (ms) | p99.9 (ms) | p99 arrival (ms) | RSS/conn (B) | notes |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| server | scenario | N | S | deliveries/s | ratio vs Go | TLS vs plain | lost | p50 (ms) | p99 (ms) | p99.9 (ms) | p99 arrival (ms) | RSS/conn (B) | notes |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     awk -F'\t' '
         function ms(v) { return v == "-" ? "-" : sprintf("%.2f", v / 1000) }
-        { row[NR] = $0; if ($1 == "go") go[$2] = $5 }
+        # A TLS row against its plain twin (same server, label without
+        # "-tls"): paced, the p99 difference; idle, the RSS/conn
+        # difference; otherwise the deliveries/s ratio.
+        function vs_plain(f,   p, d) {
+            if (f[2] !~ /-tls/) return "-"
+            p = f[2]; sub(/-tls/, "", p); p = f[1] SUBSEP p
+            if (!(p in dps)) return "-"
+            if (f[2] ~ /^paced/) {
+                if (f[8] == "-" || p99[p] == "-") return "-"
+                d = (f[8] - p99[p]) / 1000
+                return sprintf("p99 %s%.2f ms", d >= 0 ? "+" : "", d)
+            }
+            if (f[2] ~ /^idle/) {
+                if (f[10] == "-" || rss[p] == "-") return "-"
+                d = f[10] - rss[p]
+                return sprintf("%s%d B", d >= 0 ? "+" : "", d)
+            }
+            if (f[5] == "-" || dps[p] + 0 <= 0) return "-"
+            return sprintf("%.2fx", f[5] / dps[p])
+        }
+        {
+            row[NR] = $0
+            if ($1 == "go") go[$2] = $5
+            dps[$1, $2] = $5; p99[$1, $2] = $8; rss[$1, $2] = $10
+        }
         END {
             for (i = 1; i <= NR; i++) {
                 split(row[i], f, "\t")
-                dps = f[5]; ratio = "-"
-                if (f[2] ~ /^idle/) dps = "-"
-                else if ((f[2] in go) && go[f[2]] + 0 > 0 && dps != "-")
-                    ratio = sprintf("%.2f", dps / go[f[2]])
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-                    f[1], f[2], f[3], f[4], dps, ratio, f[6], ms(f[7]), ms(f[8]), ms(f[9]), ms(f[13]), f[10], f[12]
+                d = f[5]; ratio = "-"
+                if (f[2] ~ /^idle/) d = "-"
+                else if ((f[2] in go) && go[f[2]] + 0 > 0 && d != "-")
+                    ratio = sprintf("%.2f", d / go[f[2]])
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                    f[1], f[2], f[3], f[4], d, ratio, vs_plain(f), f[6], ms(f[7]), ms(f[8]), ms(f[9]),
+                    ms(f[13]), f[10], f[12]
             }
         }' "$ROWS"
     echo
@@ -354,5 +413,10 @@ done
     echo "(slow-25-baseline: the readers alone). burst-1/burst-8: the servers with --limit-loopback; $BURST_PER_IP senders"
     echo "from each of 1/8 addresses write 50 lines of 4000 B at once while $BURST_R readers read at 100 KiB/s"
     echo "(SO_RCVBUF 64 KiB), for at most $BURST_SECS s; lost: lines not read by then."
+    echo "*-tls: the same case over TLS (our servers' self-signed certificate, no session resumption),"
+    echo "handshakes done before the clock starts. \"TLS vs plain\": fanout-tls, its deliveries/s over"
+    echo "fanout's (target: at least 0.5x); paced-tls, its p99 minus paced's (target: within 1 ms); idle-tls,"
+    echo "its RSS/conn minus idle's. Arrival over TLS: when the ciphertext completing the line's records"
+    echo "reached the socket."
 } | tee "$OUT"
 log "table written to $OUT; raw logs in $LOGS"

@@ -14,22 +14,31 @@
 //! timestamp (`arrival_p99_us`). The second leaves out how long the
 //! generator, which shares the machine's cores with the server, took to get
 //! to reading; both count how late the generator sent (`send_lag_p99_us`).
+//!
+//! With `--tls` every client connects over TLS (rustls); handshakes are done
+//! while connecting, before the clock starts, so that the run measures the
+//! chat. A line's arrival is then when the ciphertext completing its records
+//! arrived (nothing of it could be read before).
 #![forbid(unsafe_code)]
 
+mod conn;
 mod lines;
 mod pace;
 mod report;
 mod run;
+mod tls;
 mod token;
 mod tracker;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::run::{Burst, Config, Scenario};
+use crate::tls::Tls;
 
 /// Load generator for line-based broadcast TCP chat servers.
 ///
@@ -176,6 +185,23 @@ struct CommonArgs {
     /// Server address.
     #[arg(long, short = 'a', default_value = "127.0.0.1:12345")]
     addr: String,
+    /// Connect with TLS (TLS 1.3 or 1.2, no session resumption: each
+    /// connection a full handshake, done while connecting, before the
+    /// run's clock starts).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust the certificates in this PEM file (a CA, or the
+    /// server's own certificate if it is fit to be one). Without it ANY
+    /// certificate is accepted (the handshake signature is still checked):
+    /// chat-bench measures a server it started itself, usually with a
+    /// self-signed certificate made at startup; that is no way to talk to
+    /// anything else.
+    #[arg(long, requires = "tls", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// With --tls: the name to ask for (SNI) and, with --tls-ca, that the
+    /// certificate must be for.
+    #[arg(long, default_value = "localhost", value_name = "NAME")]
+    tls_server_name: String,
     /// Server process id: its VmRSS is read from /proc/PID/status.
     #[arg(long)]
     pid: Option<u32>,
@@ -187,7 +213,7 @@ struct CommonArgs {
     /// Pause between connection batches, ms, so the server can accept.
     #[arg(long, default_value_t = 20)]
     batch_pause_ms: u64,
-    /// Timeout of one connection attempt, s.
+    /// Timeout of one connection attempt (with --tls, handshake included), s.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout_secs: f64,
     /// Read buffer per client, bytes.
@@ -301,9 +327,14 @@ fn config(cli: Cli) -> Result<(Config, CommonArgs), String> {
         Some(_) => None,
         None => Some(secs(common.quiet_secs, "quiet-secs")?),
     };
+    let tls = common
+        .tls
+        .then(|| Tls::new(&common.tls_server_name, common.tls_ca.as_deref()))
+        .transpose()?;
     let cfg = Config {
         scenario,
         addr: common.addr.clone(),
+        tls,
         clients: load.clients,
         senders: load.senders,
         lines: load.lines,

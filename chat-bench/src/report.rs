@@ -64,6 +64,8 @@ pub struct Report {
     pub scenario: &'static str,
     /// Server address.
     pub addr: String,
+    /// Whether the clients connected with TLS.
+    pub tls: bool,
     /// Reading clients (N).
     pub clients: usize,
     /// Sending clients (S).
@@ -100,7 +102,8 @@ pub struct Report {
     pub latency: Option<Latency>,
     /// Latency from (scheduled) send until the line arrived in a receiving
     /// client's socket (kernel receive timestamp): without the time the
-    /// generator took to get to reading it.
+    /// generator took to get to reading it. With TLS, until the ciphertext
+    /// that completed the line's records arrived.
     pub arrival: Option<Latency>,
     /// Open loop: how late lines left the generator, after when they were
     /// due (counted in both latencies).
@@ -165,7 +168,7 @@ impl Report {
         let lat = |f| us(&self.latency, f);
         let burst = |f: fn(&BurstStats) -> u64| opt(self.burst.as_ref().map(f));
         let mut s = String::from("RESULT");
-        let kv: [(&str, String); 38] = [
+        let kv: [(&str, String); 39] = [
             ("scenario", self.scenario.to_owned()),
             ("clients", self.clients.to_string()),
             ("senders", self.senders.to_string()),
@@ -173,6 +176,7 @@ impl Report {
             ("size", self.size.to_string()),
             ("rate", opt(self.rate)),
             ("slow", self.slow.to_string()),
+            ("tls", u8::from(self.tls).to_string()),
             ("expected", self.expected.to_string()),
             ("deliveries", self.deliveries.to_string()),
             ("secs", format!("{:.3}", self.secs)),
@@ -216,8 +220,10 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "== chat-bench {} against {} ==",
-            self.scenario, self.addr
+            "== chat-bench {} against {}{} ==",
+            self.scenario,
+            self.addr,
+            if self.tls { " over TLS" } else { "" }
         );
         if self.scenario == "idle" {
             let _ = writeln!(

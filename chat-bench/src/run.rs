@@ -4,21 +4,16 @@ mod burst;
 mod pacer;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep, timeout};
 
+use crate::conn::{Conn, Dialer, Origin, ReadHalf, WriteHalf};
 use crate::lines::LineBuf;
 use crate::pace::ReadPace;
 use crate::report::{Latency, Report};
@@ -70,6 +65,8 @@ pub struct Config {
     pub scenario: Scenario,
     /// Server address (`HOST:PORT`).
     pub addr: String,
+    /// Connect with TLS, with these settings.
+    pub tls: Option<crate::tls::Tls>,
     /// Reading clients (N); for `burst`, senders and readers.
     pub clients: usize,
     /// Sending clients among them (S), the first S.
@@ -151,7 +148,12 @@ struct Shared {
 
 impl Shared {
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.ns_at(Instant::now())
+    }
+
+    /// `at` in ns since `start`.
+    fn ns_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn merge_samples(&self, shard: usize, samples: &mut Vec<Sample>) {
@@ -178,7 +180,8 @@ struct Sample {
     read_ns: u64,
     /// Until it arrived in the receiving client's socket, by the kernel's
     /// receive timestamp, which leaves out how long the generator took to
-    /// get to reading it; `None` if the kernel gave no timestamp.
+    /// get to reading it (and, with TLS, to decrypting it); `None` if the
+    /// kernel gave no timestamp.
     arrived_ns: Option<u64>,
 }
 
@@ -232,7 +235,7 @@ struct ReaderStats {
 /// Reads and accounts everything client `me` receives until `stop`, at
 /// most as fast as `pace` allows if given.
 async fn reader(
-    rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     me: usize,
     buf_size: usize,
     ctx: Arc<Shared>,
@@ -253,7 +256,7 @@ async fn reader(
         let res = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = read_paced(&rd, lb.spare(), pace.as_mut()) => r,
+            r = read_paced(&mut rd, lb.spare(), pace.as_mut()) => r,
         };
         let now = ctx.now_ns();
         let arrived = match res {
@@ -261,9 +264,9 @@ async fn reader(
                 st.disconnected = true;
                 break;
             }
-            Ok((n, age)) => {
+            Ok((n, arrived)) => {
                 lb.commit(n);
-                age.map(|age| now.saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(0)))
+                arrived.map(|at| ctx.ns_at(at))
             }
         };
         let measure_from = ctx.measure_from_ns.load(Relaxed);
@@ -345,78 +348,37 @@ async fn reader(
     st
 }
 
-/// [`read_stamped`], reading at most what `pace` allows (after waiting
-/// until it allows a chunk) if given.
+/// [`ReadHalf::read_stamped`], reading at most what `pace` allows (after
+/// waiting until it allows a chunk) if given.
 async fn read_paced(
-    rd: &OwnedReadHalf,
+    rd: &mut ReadHalf,
     buf: &mut [u8],
     pace: Option<&mut ReadPace>,
-) -> io::Result<(usize, Option<Duration>)> {
+) -> io::Result<(usize, Option<Instant>)> {
     let Some(pace) = pace else {
-        return read_stamped(rd, buf).await;
+        return rd.read_stamped(buf).await;
     };
     let wait = pace.wait(Instant::now());
     if !wait.is_zero() {
         sleep(wait).await;
     }
     let room = pace.allowance(Instant::now()).max(1).min(buf.len());
-    let read = read_stamped(rd, &mut buf[..room]).await;
+    let read = rd.read_stamped(&mut buf[..room]).await;
     if let Ok((n, _)) = read {
         pace.spend(n);
     }
     read
 }
 
-/// Reads once into `buf`, like `read`; also returns how long ago the kernel
-/// received the newest byte read (its `SO_TIMESTAMPNS` receive timestamp),
-/// if it gave one.
-async fn read_stamped(rd: &OwnedReadHalf, buf: &mut [u8]) -> io::Result<(usize, Option<Duration>)> {
-    let stream: &TcpStream = rd.as_ref();
-    loop {
-        stream.readable().await?;
-        match stream.try_io(Interest::READABLE, || recv_stamped(stream, buf)) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            result => return result,
-        }
-    }
-}
-
-fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<Duration>)> {
-    let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut control),
-        MsgFlags::empty(),
-    )?;
-    // The bytes are read whatever the control data says.
-    let received = msg.cmsgs().ok().and_then(|mut cmsgs| {
-        cmsgs.find_map(|cmsg| match cmsg {
-            ControlMessageOwned::ScmTimestampns(ts) => Some(Duration::from(ts)),
-            _ => None,
-        })
-    });
-    // Both on the real-time clock, read within microseconds of each other,
-    // so its adjustments do not matter.
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok();
-    Ok((
-        msg.bytes,
-        received.zip(now).map(|(at, now)| now.saturating_sub(at)),
-    ))
-}
-
 /// Sends client `idx`'s lines as fast as the server takes them (closed
 /// loop), at most `cfg.window` ahead of the slowest reader if set.
 async fn sender(
-    mut wr: OwnedWriteHalf,
+    wr: WriteHalf,
     idx: usize,
     cfg: Arc<Config>,
     ctx: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) -> (OwnedWriteHalf, Option<io::Error>) {
+) -> (WriteHalf, Option<io::Error>) {
     let sender_id = u32::try_from(idx).unwrap_or(u32::MAX - 1);
     let Ok(mut tpl) = LineTemplate::new(ctx.run, sender_id, cfg.size) else {
         return (wr, None);
@@ -471,49 +433,16 @@ pub fn read_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Where a client connects from, and how its socket is set up first.
-#[derive(Debug, Clone, Copy, Default)]
-struct Origin {
-    /// Source address to bind to (on Linux any 127.x.y.z works over
-    /// loopback), so that per-address limits of the server see several
-    /// addresses; `None`: the system picks.
-    ip: Option<IpAddr>,
-    /// `SO_RCVBUF`, which must be set before connecting (the window scale
-    /// is agreed in the handshake); `None`: the system's autotuning.
-    rcvbuf: Option<u32>,
-}
-
-/// Connects to `addr` from `origin`.
-async fn connect_from(addr: SocketAddr, origin: Origin) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(size) = origin.rcvbuf {
-        socket.set_recv_buffer_size(size)?;
-    }
-    if let Some(ip) = origin.ip {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    socket.connect(addr).await
-}
-
 /// Opens one connection per origin, concurrently; returns them and the
 /// failures.
 async fn connect_batch(
-    addr: SocketAddr,
+    dialer: &Dialer,
     origins: impl IntoIterator<Item = Origin>,
-    connect_timeout: Duration,
-) -> (Vec<TcpStream>, usize, Option<String>) {
+) -> (Vec<Conn>, usize, Option<String>) {
     let mut set = JoinSet::new();
     for origin in origins {
-        set.spawn(async move {
-            match timeout(connect_timeout, connect_from(addr, origin)).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-            }
-        });
+        let dialer = dialer.clone();
+        set.spawn(async move { dialer.connect(origin).await });
     }
     let mut streams = Vec::with_capacity(set.len());
     let mut failures = 0;
@@ -521,9 +450,6 @@ async fn connect_batch(
     while let Some(r) = set.join_next().await {
         let err = match r {
             Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                // Without it latency is only measured to the read.
-                let _ = setsockopt(&s, sockopt::ReceiveTimestampns, &true);
                 streams.push(s);
                 continue;
             }
@@ -540,7 +466,7 @@ async fn connect_batch(
 /// `writers[i]` (taken while it sends); each read half has a task.
 #[derive(Debug, Default)]
 struct Clients {
-    writers: Vec<Option<OwnedWriteHalf>>,
+    writers: Vec<Option<WriteHalf>>,
     /// The reading clients' accounts, in order of their index.
     readers: Vec<JoinHandle<ReaderStats>>,
     /// Clients that only drain what they receive (`burst` senders):
@@ -549,10 +475,10 @@ struct Clients {
 }
 
 impl Clients {
-    /// Makes `stream` the next client; `task` reads it, given its read half
+    /// Makes `conn` the next client; `task` reads it, given its read half
     /// and index.
-    fn add<T>(&mut self, stream: TcpStream, task: impl FnOnce(OwnedReadHalf, usize) -> T) -> T {
-        let (rd, wr) = stream.into_split();
+    fn add<T>(&mut self, conn: Conn, task: impl FnOnce(ReadHalf, usize) -> T) -> T {
+        let (rd, wr) = conn.into_split();
         self.writers.push(Some(wr));
         task(rd, self.writers.len() - 1)
     }
@@ -567,11 +493,11 @@ impl Clients {
 /// but may never be accepted while it sends nothing.
 async fn connect_group(
     cfg: &Config,
-    addr: SocketAddr,
+    dialer: &Dialer,
     (count, what): (usize, &str),
     origin: impl Fn(usize) -> Origin,
     deadline: Instant,
-    mut accept: impl FnMut(TcpStream),
+    mut accept: impl FnMut(Conn),
 ) -> (usize, Option<String>) {
     let (mut connected, mut failures) = (0, 0);
     let mut first_err = None;
@@ -580,7 +506,7 @@ async fn connect_group(
         let first = connected + failures;
         let todo = cfg.connect_batch.max(1).min(count - first);
         let origins = (first..first + todo).map(&origin);
-        let (streams, f, e) = connect_batch(addr, origins, cfg.connect_timeout).await;
+        let (streams, f, e) = connect_batch(dialer, origins).await;
         failures += f;
         if first_err.is_none() {
             first_err = e;
@@ -600,7 +526,7 @@ async fn connect_group(
 /// every other client has seen one; this proves broadcast works and that the server has
 /// registered every connection. Returns whether all saw it.
 async fn synchronise(
-    w0: &mut OwnedWriteHalf,
+    w0: &WriteHalf,
     ctx: &Shared,
     target: usize,
     deadline: Instant,
@@ -640,14 +566,16 @@ async fn synchronise(
 /// After the run: does the server close never-reading clients? Each is
 /// drained; EOF or an error means it was disconnected, silence for
 /// `idle` means it is still connected.
-async fn drain_slow(slow: Vec<TcpStream>, idle: Duration) -> usize {
+async fn drain_slow(slow: Vec<Conn>, idle: Duration) -> usize {
     let cap = Instant::now() + idle * 3;
     let mut set = JoinSet::new();
-    for mut s in slow {
+    for conn in slow {
         set.spawn(async move {
+            // The write half is kept: dropping it would half-close.
+            let (mut rd, _wr) = conn.into_split();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                match timeout(idle, s.read(&mut buf)).await {
+                match timeout(idle, rd.read(&mut buf)).await {
                     Err(_) => return false,
                     Ok(Ok(0) | Err(_)) => return true,
                     Ok(Ok(_)) if Instant::now() >= cap => return false,
@@ -685,6 +613,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         .map_err(|e| SetupError(format!("cannot resolve {}: {e}", cfg.addr)))?
         .next()
         .ok_or_else(|| SetupError(format!("{} resolves to no address", cfg.addr)))?;
+    let dialer = Dialer::new(addr, cfg.connect_timeout, cfg.tls.clone());
     let mut hists = Vec::with_capacity(HIST_SHARDS);
     for _ in 0..HIST_SHARDS {
         hists.push(Mutex::new(LatencyHists::new()?));
@@ -721,6 +650,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     let mut report = Report {
         scenario: cfg.scenario.name(),
         addr: cfg.addr.clone(),
+        tls: cfg.tls.is_some(),
         clients: cfg.burst.as_ref().map_or(cfg.clients, |b| b.readers),
         senders: cfg.senders,
         lines: cfg.lines,
@@ -750,11 +680,11 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     // Connect the clients and start a task per client that reads it.
     let mut clients = Clients::default();
     if let Some(b) = &cfg.burst {
-        burst::connect(&cfg, b, addr, &ctx, &stop_rx, deadline, &mut clients).await?;
+        burst::connect(&cfg, b, &dialer, &ctx, &stop_rx, deadline, &mut clients).await?;
     } else {
         let (failures, first_err) = connect_group(
             &cfg,
-            addr,
+            &dialer,
             (cfg.clients, "clients"),
             |_| Origin::default(),
             deadline,
@@ -787,7 +717,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     } = clients;
     let connected = writers.len();
     let (slow, slow_failures, slow_err) = if cfg.slow > 0 {
-        connect_batch(addr, vec![Origin::default(); cfg.slow], cfg.connect_timeout).await
+        connect_batch(&dialer, vec![Origin::default(); cfg.slow]).await
     } else {
         (Vec::new(), 0, None)
     };
@@ -802,7 +732,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
 
     // Synchronise: everybody must see a line from one client.
     let sync_target = connected.saturating_sub(1);
-    if let Some(Some(w0)) = writers.get_mut(ctx.sync_from) {
+    if let Some(Some(w0)) = writers.get(ctx.sync_from) {
         let sync_deadline = deadline.min(Instant::now() + Duration::from_secs(60));
         match synchronise(w0, &ctx, sync_target, sync_deadline).await {
             Ok(true) => {}
@@ -882,7 +812,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
 async fn run_load(
     cfg: &Arc<Config>,
     ctx: &Arc<Shared>,
-    writers: &mut [Option<OwnedWriteHalf>],
+    writers: &mut [Option<WriteHalf>],
     stop_tx: &watch::Sender<bool>,
     report: &mut Report,
     deadline: Instant,

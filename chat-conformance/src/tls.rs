@@ -76,8 +76,8 @@ impl TestCert {
         }
     }
 
-    /// A client configuration (ring provider, TLS 1.2 and 1.3) whose only
-    /// trust anchor is this certificate.
+    /// A new client configuration (TLS 1.2 and 1.3, and so an empty
+    /// session cache) whose only trust anchor is this certificate.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.config_for(rustls::DEFAULT_VERSIONS)
     }
@@ -92,8 +92,8 @@ impl TestCert {
         roots
             .add(self.der.clone())
             .expect("the test certificate is a valid trust anchor");
-        // The provider is the one the crate features give: ring alone, as
-        // the workspace builds rustls.
+        // The provider is the one rustls' crate features give: the
+        // workspace builds it with one, the servers' own.
         let config = ClientConfig::builder_with_protocol_versions(versions)
             .with_root_certificates(roots)
             .with_no_client_auth();

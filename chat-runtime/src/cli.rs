@@ -1,13 +1,21 @@
 //! The command line all three servers share.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_core::{Config, ConfigError, Rate};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::tls::{CertSource, TlsSettings};
+
 const LIMITS: &str = "Limits";
 const POLICIES: &str = "Policies (not applied to loopback peers unless --limit-loopback)";
+const TLS: &str = "TLS";
+
+/// Where the server listens for plain TCP when no listener is given.
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 12345);
 
 /// The flags of a chat server. Limits and policies default to
 /// [`Config::default`]; times are in seconds, decimals allowed.
@@ -18,10 +26,39 @@ const POLICIES: &str = "Policies (not applied to loopback peers unless --limit-l
                   Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change how much."
 )]
 pub struct Cli {
-    /// Address to listen on; port 0 picks a free port. The bound address is
-    /// printed as `listening on ADDR` once the server accepts connections.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:12345", value_parser = parse_addr)]
-    pub listen: SocketAddr,
+    /// Address to listen on for plain TCP; port 0 picks a free port. The
+    /// bound address is printed as `listening on ADDR` once the server
+    /// accepts connections. [default: 127.0.0.1:12345, unless --tls-listen
+    /// is given: then the server listens for TLS only]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub listen: Option<SocketAddr>,
+
+    /// Address to listen on for TLS, printed as `listening on ADDR (tls)`;
+    /// needs --tls-cert and --tls-key, or --tls-self-signed. TLS and plain
+    /// clients share the one room.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, requires = "tls_source", help_heading = TLS)]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// PEM file with the certificate chain, leaf first. It and the key are
+    /// read again on SIGHUP: new connections get the new pair, open ones
+    /// keep theirs, and a pair that does not load leaves the old one.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_listen"], group = "tls_source", help_heading = TLS)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = TLS)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve a certificate for localhost made at start, to try TLS out; its
+    /// SHA-256 fingerprint is printed first, to compare with what the client sees.
+    #[arg(long, requires = "tls_listen", group = "tls_source", help_heading = TLS)]
+    pub tls_self_signed: bool,
+
+    /// A TLS client that has not finished its handshake this long after
+    /// connecting is disconnected; above 0.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs,
+        allow_negative_numbers = true, default_value_t = 10.0, help_heading = TLS)]
+    pub tls_handshake_timeout: f64,
 
     /// Most clients in the chat at once; one more is refused with `server full`.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_clients, help_heading = LIMITS)]
@@ -182,6 +219,36 @@ impl Cli {
             .map_err(CliError::Clap)
     }
 
+    /// Where the server listens for plain TCP, if it does.
+    pub fn plain_listen(&self) -> Option<SocketAddr> {
+        self.listen
+            .or_else(|| self.tls_listen.is_none().then_some(DEFAULT_LISTEN))
+    }
+
+    /// Where and how the server listens for TLS, if it does.
+    pub fn tls(&self) -> Result<Option<(SocketAddr, TlsSettings)>, CliError> {
+        let Some(addr) = self.tls_listen else {
+            return Ok(None);
+        };
+        let bad_time = || CliError::Config(ConfigError::ZeroTime("tls handshake timeout"));
+        let handshake_timeout = duration(self.tls_handshake_timeout)
+            .map_err(|_| bad_time())?
+            .ok_or_else(bad_time)?;
+        // clap has checked that exactly one source is given.
+        let source = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => CertSource::SelfSigned,
+        };
+        let settings = TlsSettings {
+            source,
+            handshake_timeout,
+        };
+        Ok(Some((addr, settings)))
+    }
+
     /// The limits the flags ask for, if they can work together.
     pub fn config(&self) -> Result<Config, CliError> {
         let bad_rate = |name| CliError::Config(ConfigError::BadRate(name));
@@ -321,7 +388,8 @@ mod tests {
     #[test]
     fn defaults_are_the_cores() {
         let cli = parse(&[]).unwrap();
-        assert_eq!(cli.listen, "127.0.0.1:12345".parse().unwrap());
+        assert_eq!(cli.plain_listen(), Some("127.0.0.1:12345".parse().unwrap()));
+        assert_eq!(cli.tls().unwrap(), None);
         assert_eq!(cli.config().unwrap(), Config::default());
     }
 
@@ -355,7 +423,7 @@ mod tests {
             "--limit-loopback",
         ])
         .unwrap();
-        assert_eq!(cli.listen.port(), 0);
+        assert_eq!(cli.plain_listen().map(|addr| addr.port()), Some(0));
         let config = cli.config().unwrap();
         assert_eq!(
             config,
@@ -436,7 +504,7 @@ mod tests {
     #[test]
     fn host_names_resolve() {
         let cli = parse(&["--listen", "localhost:0"]).unwrap();
-        assert!(cli.listen.ip().is_loopback());
+        assert!(cli.plain_listen().unwrap().ip().is_loopback());
     }
 
     #[test]
@@ -462,6 +530,74 @@ mod tests {
                 other => panic!("{args:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tls_listens_beside_plain_or_alone() {
+        let files = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let tls_only = parse(&[&["--tls-listen", "127.0.0.1:0"][..], &files].concat()).unwrap();
+        assert_eq!(tls_only.plain_listen(), None, "TLS only");
+        let (addr, settings) = tls_only.tls().unwrap().unwrap();
+        assert_eq!(addr.port(), 0);
+        let cert = CertSource::Files {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        };
+        assert_eq!(settings.source, cert);
+        assert_eq!(settings.handshake_timeout, Duration::from_secs(10));
+
+        let both = parse(&[
+            "--listen",
+            "127.0.0.1:7000",
+            "--tls-listen",
+            "127.0.0.1:7001",
+            "--tls-self-signed",
+            "--tls-handshake-timeout",
+            "2.5",
+        ])
+        .unwrap();
+        assert_eq!(both.plain_listen().map(|a| a.port()), Some(7000));
+        let (addr, settings) = both.tls().unwrap().unwrap();
+        assert_eq!(addr.port(), 7001);
+        assert_eq!(settings.source, CertSource::SelfSigned);
+        assert_eq!(settings.handshake_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn tls_flags_that_cannot_work_are_refused() {
+        for args in [
+            // No certificate, or half of one.
+            &["--tls-listen", "127.0.0.1:0"][..],
+            &["--tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem"],
+            &["--tls-listen", "127.0.0.1:0", "--tls-key", "k.pem"],
+            // A certificate and nowhere to serve it.
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &["--tls-self-signed"],
+            // Two certificates.
+            &[
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-self-signed",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
+        ] {
+            match parse(args) {
+                Err(CliError::Clap(e)) => assert_ne!(e.kind(), ErrorKind::DisplayHelp, "{args:?}"),
+                other => panic!("{args:?} gave {other:?}"),
+            }
+        }
+        let no_time = [
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-self-signed",
+            "--tls-handshake-timeout",
+            "0",
+        ];
+        let cli = parse(&no_time).unwrap();
+        assert!(matches!(cli.tls(), Err(CliError::Config(_))));
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! module and its [`Task`] call the hub: every other task does through a
 //! `Task`, which writes what each call left to write.
 
+mod limits;
 mod state;
 mod task;
 
+use limits::{Limit, TimeLimits};
 use state::{Conn, State};
 pub(crate) use task::Task;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::AtomicUsize;
@@ -23,6 +25,7 @@ use tracing::{debug, info};
 
 use crate::log_budget::LogBudget;
 use crate::notify::Notify;
+use crate::stream::Stream;
 
 /// How long a flushing close may take before the socket is shut down anyway.
 pub(crate) const FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -31,7 +34,7 @@ pub(crate) const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Link<S> {
     pub(crate) id: ConnId,
-    pub(crate) stream: S,
+    pub(crate) stream: Stream<S>,
     /// Wakes a reader that waits while the core has stopped reading (see
     /// [`Hub::received`]): reading resumed, or the connection is closing.
     pub(crate) resume: Notify,
@@ -52,7 +55,11 @@ pub(crate) enum Next {
     /// Nothing to write, and the writer is released: it ends, and the next
     /// output starts another.
     Idle,
-    /// The connection is closing and all that should be written was.
+    /// The connection is closing and the core's last output was taken:
+    /// end the stream (`Stream::close_notify`), write what that leaves,
+    /// then the writer is done.
+    Finish,
+    /// Nothing more is to be written: the writer is done.
     Done,
 }
 
@@ -101,21 +108,26 @@ pub(crate) struct Hub<S> {
     /// Tasks that could not start, for their warning: a connection storm
     /// past a thread cap refuses thousands at once.
     refused: Mutex<LogBudget>,
+    /// How long a TLS client may take to finish its handshake.
+    handshake_timeout: Duration,
 }
 
 impl<S: AsFd> Hub<S> {
-    pub(crate) fn new(config: Config, seed: u64) -> Hub<S> {
+    /// A hub for a new server; TLS clients get `handshake_timeout` (if
+    /// there is a TLS listener) to finish their handshake.
+    pub(crate) fn new(config: Config, seed: u64, handshake_timeout: Option<Duration>) -> Hub<S> {
         Hub {
             state: Mutex::new(State {
                 server: Server::new(config, seed),
                 conns: HashMap::new(),
-                flush_limits: VecDeque::new(),
+                limits: TimeLimits::default(),
                 timer_wake: None,
             }),
             idle: Condvar::new(),
             timer: Condvar::new(),
             sharing: AtomicUsize::new(0),
             refused: Mutex::default(),
+            handshake_timeout: handshake_timeout.unwrap_or(Duration::MAX),
         }
     }
 
@@ -166,13 +178,18 @@ impl<S: AsFd> Hub<S> {
     /// then use the links.
     fn connect(
         &self,
-        accepted: impl Iterator<Item = (S, SocketAddr)>,
+        accepted: impl Iterator<Item = (Stream<S>, SocketAddr)>,
         after: &mut After<S>,
     ) -> Vec<Arc<Link<S>>> {
         self.with(after, |state, now, _| {
             accepted
                 .map(|(stream, peer)| {
                     let id = state.server.handle_connect(now, peer);
+                    let handshaking = stream.is_tls();
+                    if handshaking {
+                        let limit = now.checked_add(self.handshake_timeout);
+                        state.limits.start(Limit::Handshake, limit, id);
+                    }
                     let link = Arc::new(Link {
                         id,
                         stream,
@@ -186,6 +203,8 @@ impl<S: AsFd> Hub<S> {
                         closing: false,
                         aborted: false,
                         paused: false,
+                        handshaking,
+                        session_output: false,
                     };
                     state.conns.insert(id, entry);
                     link
@@ -254,7 +273,10 @@ impl<S: AsFd> Hub<S> {
             if !chunks.is_empty() {
                 Next::Write
             } else if entry.closing {
-                Next::Done
+                Next::Finish
+            } else if std::mem::take(&mut entry.session_output) {
+                // Nothing of the core's: the writer writes the session's.
+                Next::Write
             } else {
                 // Possibly the last task, if the reader ended on EOF: the
                 // entry then stays until the core's `Close` starts a writer.
@@ -262,6 +284,30 @@ impl<S: AsFd> Hub<S> {
                 Next::Idle
             }
         })
+    }
+
+    /// The connection's TLS handshake is over (the reader has written all
+    /// of it): the core's output, held back until now, can be written.
+    fn handshaken(&self, link: &Link<S>, after: &mut After<S>) {
+        self.with(after, |state, _, after| {
+            if let Some(entry) = state.conns.get_mut(&link.id) {
+                entry.handshaking = false;
+                entry.wake(after);
+            }
+        });
+    }
+
+    /// The connection's TLS session has something of its own to send (a
+    /// reply the reader's input caused): the write path sends it.
+    fn send_session(&self, link: &Link<S>, after: &mut After<S>) {
+        self.with(after, |state, _, after| {
+            if let Some(entry) = state.conns.get_mut(&link.id) {
+                // A running writer may have written the session's output
+                // just before it was made: it is told not to stop yet.
+                entry.session_output = entry.writing;
+                entry.wake(after);
+            }
+        });
     }
 
     /// `len` bytes of what [`Hub::take`] gave were written.
@@ -303,8 +349,8 @@ impl<S: AsFd> Hub<S> {
         });
     }
 
-    /// Waits until the core's timer or a flushing close's time limit is
-    /// due, exactly, then runs the one and aborts the other. Waits without
+    /// Waits until the core's timer or a time limit of the driver's is
+    /// due, exactly, then runs the one and acts on the other. Waits without
     /// a limit while neither is pending; a call that makes a deadline earlier
     /// than the one waited for wakes it (see [`Hub::release`]).
     fn tick(&self, after: &mut After<S>) {
@@ -334,7 +380,7 @@ impl<S: AsFd> Hub<S> {
         if state.server.poll_timeout().is_some_and(|at| at <= now) {
             state.server.handle_timeout(now);
         }
-        state.expire_flushes(now, after);
+        state.expire_limits(now, after);
         self.release(state, now, after);
     }
 
@@ -435,7 +481,7 @@ mod tests {
             limit_loopback: true,
             ..Config::default()
         };
-        Task::new(Arc::new(Hub::new(config, 7)))
+        Task::new(Arc::new(Hub::new(config, 7, None)))
     }
 
     /// Connects a client; returns the server side's link and the client.
@@ -444,7 +490,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let accepted = listener.accept().unwrap();
-        let link = task.connect(std::iter::once(accepted)).remove(0);
+        let (socket, peer) = accepted;
+        let link = task
+            .connect(std::iter::once((Stream::plain(socket), peer)))
+            .remove(0);
         (link, client)
     }
 

@@ -61,28 +61,32 @@ mod notify;
 mod reader;
 mod runtime;
 mod serve;
+mod stream;
 #[cfg(test)]
 mod testing;
+mod tls;
 mod writer;
 
-use std::io::{self, IsTerminal as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
 use tracing::{debug, warn};
 
+use crate::tls::Tls;
+
 pub use cli::{Cli, CliError};
 pub use runtime::Runtime;
+pub use tls::{CertSource, TlsSettings};
 
 /// The whole server program on runtime `R`: parses the command line (for
 /// the program `name`, described by `about` in `--help`), then serves until
 /// SIGINT or SIGTERM. Returns only on an error, or for `--help`/`--version`.
 pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
-    let config = match Cli::parse_from(name, about, std::env::args_os()).and_then(|cli| {
-        let config = cli.config()?;
-        Ok((cli.listen, config))
-    }) {
-        Ok(config) => config,
+    let parsed = Cli::parse_from(name, about, std::env::args_os())
+        .and_then(|cli| Ok((cli.plain_listen(), cli.tls()?, cli.config()?)));
+    let (plain, tls, mut config) = match parsed {
+        Ok(parsed) => parsed,
         Err(CliError::Clap(error)) if !error.use_stderr() => {
             // --help or --version.
             let _ = error.print();
@@ -99,7 +103,23 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (addr, mut config) = config;
+    // Before anything starts: a certificate that does not load is a bad
+    // command line.
+    let tls = match tls.map(|(addr, settings)| Tls::new(&settings).map(|tls| (addr, tls))) {
+        None => None,
+        Some(Ok((addr, (tls, fingerprint)))) => {
+            if let Some(fingerprint) = fingerprint {
+                // Whoever started us may not read stdout (see `serve`).
+                let line = format!("tls certificate sha256 fingerprint {fingerprint}");
+                let _ = writeln!(io::stdout(), "{line}");
+            }
+            Some((addr, tls))
+        }
+        Some(Err(error)) => {
+            eprintln!("{name}: error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     // Dropped last: flushes what the log writer still holds.
     let _log_writer = init_logging();
     if let Some(max) = R::max_connections().filter(|&max| config.max_clients > max) {
@@ -111,7 +131,7 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
         config.max_clients = max;
     }
     raise_open_file_limit();
-    match R::block_on(serve::serve::<R>(addr, config)) {
+    match R::block_on(serve::serve::<R>(plain, tls, config)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(error)) | Err(error) => {
             eprintln!("{name}: error: {error}");

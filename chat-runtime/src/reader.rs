@@ -14,15 +14,34 @@ const READ_BUFFER: usize = 64 * 1024;
 const SMALL_READ_BUFFER: usize = 64;
 
 /// Feeds what the client sends to the core until it closes or fails,
-/// pausing while the core asks it to.
+/// pausing while the core asks it to. Over TLS, what it reads goes through
+/// the session first, and the reader writes the handshake (see `stream`).
 pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stream>>) {
     let mut buffer = ReadBuffer::new();
+    let mut handshaking = link.stream.is_tls();
     loop {
-        match R::read(&link.stream, buffer.space()).await {
+        match R::read(&link.stream.socket, buffer.space()).await {
             Ok(0) => return task.eof(&link),
             Ok(len) => {
-                let mut paused = task.received(&link, buffer.filled(len));
+                let input = if link.stream.is_tls() {
+                    tls_input(&mut task, &link, buffer.filled(len), &mut handshaking).await
+                } else {
+                    Ok(Input {
+                        paused: task.received(&link, buffer.filled(len)),
+                        closed: false,
+                    })
+                };
+                let Input { mut paused, closed } = match input {
+                    Ok(input) => input,
+                    Err(error) => {
+                        debug!(conn = %link.id, "TLS: {error}");
+                        break;
+                    }
+                };
                 buffer.after_read(len);
+                if closed {
+                    return task.eof(&link);
+                }
                 if paused {
                     buffer.pause();
                 }
@@ -40,6 +59,47 @@ pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stre
         }
     }
     task.finished(&link, Half::Reader);
+}
+
+/// What one read gave the core.
+struct Input {
+    /// The core wants no more read for now.
+    paused: bool,
+    /// The client ended its TLS session: no more input will come.
+    closed: bool,
+}
+
+/// Passes `ciphertext` through the connection's TLS session and the
+/// plaintext it holds to the core. While `handshaking`, writes what the
+/// session has to send; once the handshake is over, tells the hub (which
+/// then writes the core's output, and the session's from then on).
+async fn tls_input<R: Runtime>(
+    task: &mut Task<R>,
+    link: &Link<R::Stream>,
+    ciphertext: &[u8],
+    handshaking: &mut bool,
+) -> io::Result<Input> {
+    let mut plaintext = Vec::new();
+    let session = match link.stream.decrypt(ciphertext, &mut plaintext) {
+        Some(result) => result?,
+        None => return Err(io::Error::other("not a TLS connection")),
+    };
+    if *handshaking {
+        if session.to_send {
+            link.stream.flush::<R>().await?;
+        }
+        if !session.handshaking {
+            *handshaking = false;
+            task.handshaken(link);
+        }
+    } else if session.to_send {
+        task.send_session(link);
+    }
+    let paused = !plaintext.is_empty() && task.received(link, &plaintext);
+    Ok(Input {
+        paused,
+        closed: session.closed,
+    })
 }
 
 /// A reader's buffer, sized to what its client sends: most clients send

@@ -8,8 +8,8 @@ use std::time::Duration;
 /// What a driver provides: sockets, tasks and a timer of one runtime.
 /// Everything else is shared.
 pub trait Runtime: 'static {
-    /// A listening socket.
-    type Listener;
+    /// A listening socket; each listener's accept loop may run as a task.
+    type Listener: Send + Sync + 'static;
     /// A connected socket, shared by its reader and writer tasks by
     /// reference; `AsFd` lets the shared code set options and shut it down.
     type Stream: AsFd + Send + Sync + 'static;
@@ -29,7 +29,7 @@ pub trait Runtime: 'static {
     /// Waits for the next connection.
     fn accept(
         listener: &Self::Listener,
-    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
 
     /// Takes a connection that is already waiting, or `None` without
     /// waiting. The default polls [`Runtime::accept`] once, which suits a

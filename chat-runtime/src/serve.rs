@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Runtime;
 use crate::hub::{FLUSH_LIMIT, Hub, Task};
 use crate::log_budget::LogBudget;
+use crate::stream::Stream;
+use crate::tls::{Certificates, Tls};
 
 /// Most connections taken in under one lock of the hub.
 const ACCEPT_BATCH: usize = 128;
@@ -21,27 +23,63 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// large so that a burst of clients is not refused.
 const LISTEN_BACKLOG: i32 = 4096;
 
-/// Binds, announces the address, then accepts until the process exits.
+/// Binds the listeners, announces their addresses, then accepts until the
+/// process exits: plain TCP on `plain`, TLS on `tls`, one room for both.
 pub(crate) async fn serve<R: Runtime>(
-    addr: SocketAddr,
+    plain: Option<SocketAddr>,
+    tls: Option<(SocketAddr, Tls)>,
     config: chat_core::Config,
 ) -> io::Result<()> {
-    let listener = bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    let local = listener.local_addr()?;
-    let listener = R::listener(listener)?;
-    let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), local);
-    let mut task = Task::<R>::new(Arc::new(Hub::new(config, seed)));
-    // Before announcing the address, so that a signal sent as soon as it is
-    // seen already shuts down cleanly.
-    watch_signals(task.sibling())?;
+    let listen = |addr: SocketAddr| {
+        bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    };
+    let plain = plain.map(listen).transpose()?;
+    let tls = match tls {
+        Some((addr, tls)) => Some((listen(addr)?, tls)),
+        None => None,
+    };
+    let handshake_timeout = tls.as_ref().map(|(_, tls)| tls.handshake_timeout);
+    let certificates = tls.as_ref().map(|(_, tls)| tls.certificates.clone());
+    let any = plain
+        .as_ref()
+        .or(tls.as_ref().map(|(listener, _)| listener));
+    let seed_addr = any.map(std::net::TcpListener::local_addr).transpose()?;
+    let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), seed_addr);
+    let task = Task::<R>::new(Arc::new(Hub::new(config, seed, handshake_timeout)));
+    // Before announcing the addresses, so that a signal sent as soon as
+    // they are seen already shuts down cleanly.
+    watch_signals(task.sibling(), certificates)?;
     start_timer(task.sibling())?;
-    info!(%local, "listening");
-    let mut stdout = io::stdout().lock();
-    // Whoever started us may not read stdout; serving matters more.
-    let _ = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush());
-    drop(stdout);
 
+    let mut listeners = Vec::new();
+    let mut stdout = io::stdout().lock();
+    for (listener, tls) in plain
+        .map(|l| (l, None))
+        .into_iter()
+        .chain(tls.map(|(l, tls)| (l, Some(tls))))
+    {
+        let local = listener.local_addr()?;
+        let suffix = if tls.is_some() { " (tls)" } else { "" };
+        info!(%local, tls = tls.is_some(), "listening");
+        // Whoever started us may not read stdout; serving matters more.
+        let _ = writeln!(stdout, "listening on {local}{suffix}").and_then(|()| stdout.flush());
+        listeners.push((R::listener(listener)?, tls));
+    }
+    drop(stdout);
+    // The last listener is served here, the others by tasks of their own.
+    let Some((last, last_tls)) = listeners.pop() else {
+        return Err(io::Error::other("no address to listen on"));
+    };
+    for (listener, tls) in listeners {
+        R::spawn(accept_loop::<R>(listener, task.sibling(), tls))?;
+    }
+    accept_loop::<R>(last, task, last_tls).await;
+    Ok(())
+}
+
+/// Accepts connections on `listener`, over TLS if `tls` is given, until
+/// the process exits.
+async fn accept_loop<R: Runtime>(listener: R::Listener, mut task: Task<R>, tls: Option<Tls>) {
     let mut batch = Vec::with_capacity(ACCEPT_BATCH);
     // An accept fails again at each retry while, say, clients hold every
     // file descriptor: logged once a minute at most.
@@ -59,7 +97,7 @@ pub(crate) async fn serve<R: Runtime>(
                     };
                     batch.push(accepted);
                 }
-                start(&mut task, &mut batch);
+                start(&mut task, &mut batch, tls.as_ref());
             }
             Err(error) => {
                 if let Some(left_out) = accept_failures.admit(Instant::now()) {
@@ -80,15 +118,30 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Takes accepted connections in (emptying `accepted`) and starts the
-/// reader of each.
-fn start<R: Runtime>(task: &mut Task<R>, accepted: &mut Vec<(R::Stream, SocketAddr)>) {
-    for (stream, peer) in accepted.iter() {
-        if let Err(error) = set_options(SockRef::from(stream)) {
+/// Takes accepted connections in (emptying `accepted`), each with a TLS
+/// session if `tls` is given, and starts the reader of each.
+fn start<R: Runtime>(
+    task: &mut Task<R>,
+    accepted: &mut Vec<(R::Stream, SocketAddr)>,
+    tls: Option<&Tls>,
+) {
+    let streams = accepted.drain(..).filter_map(|(socket, peer)| {
+        if let Err(error) = set_options(SockRef::from(&socket)) {
             debug!(%peer, "cannot set socket options: {error}");
         }
-    }
-    for link in task.connect(accepted.drain(..)) {
+        let Some(tls) = tls else {
+            return Some((Stream::plain(socket), peer));
+        };
+        match tls.session() {
+            Ok(session) => Some((Stream::tls(socket, session), peer)),
+            Err(error) => {
+                warn!(%peer, "cannot start a TLS session: {error}");
+                None
+            }
+        }
+    });
+    let streams: Vec<_> = streams.collect();
+    for link in task.connect(streams.into_iter()) {
         task.start_reader(link);
     }
 }
@@ -135,14 +188,34 @@ fn start_timer<R: Runtime>(mut task: Task<R>) -> io::Result<()> {
 
 /// On the first SIGINT or SIGTERM, shuts the server down: every client is
 /// told, output is flushed for up to [`FLUSH_LIMIT`], and the process exits
-/// with 0. A thread of its own, so it works the same on every runtime.
-fn watch_signals<R: Runtime>(mut task: Task<R>) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+/// with 0. With a TLS certificate from files, SIGHUP reloads it (see
+/// `tls::Certificates`). A thread of its own, so it works the same on every
+/// runtime.
+fn watch_signals<R: Runtime>(
+    mut task: Task<R>,
+    certificates: Option<Arc<Certificates>>,
+) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // SIGHUP is taken over only when it has a job: otherwise it keeps
+    // ending the process, as for any program whose terminal closes.
+    let reloads = certificates.filter(|certificates| certificates.reloads());
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    if reloads.is_some() {
+        signals.add_signal(SIGHUP)?;
+    }
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if let (SIGHUP, Some(certificates)) = (signal, &reloads) {
+                    match certificates.reload() {
+                        Ok(()) => info!("TLS certificate reloaded"),
+                        Err(error) => {
+                            error!("TLS certificate not reloaded, the old one stays: {error}")
+                        }
+                    }
+                    continue;
+                }
                 info!(signal, "shutting down");
                 task.shutdown();
                 if task.wait_idle(FLUSH_LIMIT) {

@@ -103,7 +103,7 @@ pub(crate) async fn writer<R: Runtime>(
             if unreported > 0 {
                 task.written(&link, std::mem::take(&mut unreported));
             }
-            match R::write(&link.stream, bytes).await {
+            match link.stream.write::<R>(bytes).await {
                 Ok(0) if !bytes.is_empty() => {
                     debug!(conn = %link.id, "write failed: the socket took nothing");
                     return task.finished(&link, Half::Writer);
@@ -113,19 +113,34 @@ pub(crate) async fn writer<R: Runtime>(
                     unreported = len;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    debug!(conn = %link.id, "write failed: {error}");
-                    return task.finished(&link, Half::Writer);
-                }
+                Err(error) => return failed(&mut task, &link, &error),
             }
+        }
+        // What a TLS session holds goes before the writer takes more or
+        // is released.
+        if let Err(error) = link.stream.flush::<R>().await {
+            return failed(&mut task, &link, &error);
         }
         match task.take(&link, std::mem::take(&mut unreported), &mut out) {
             Next::Write => {}
             // Released by the hub: the next output starts a new writer.
             Next::Idle => return,
+            Next::Finish => {
+                link.stream.close_notify();
+                if let Err(error) = link.stream.flush::<R>().await {
+                    return failed(&mut task, &link, &error);
+                }
+                return task.finished(&link, Half::Writer);
+            }
             Next::Done => return task.finished(&link, Half::Writer),
         }
     }
+}
+
+/// A write failed: the writer is done.
+fn failed<R: Runtime>(task: &mut Task<R>, link: &Link<R::Stream>, error: &io::Error) {
+    debug!(conn = %link.id, "write failed: {error}");
+    task.finished(link, Half::Writer);
 }
 
 #[cfg(test)]

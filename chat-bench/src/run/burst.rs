@@ -8,17 +8,16 @@
 //! flood budget before its burst. The burst itself is the closed-loop
 //! [`super::sender`] with one batch of all its lines: one `write_all`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Clients, Config, Origin, SetupError, Shared, connect_group, reader};
+use super::{Clients, Config, SetupError, Shared, connect_group, reader};
+use crate::conn::{Dialer, Origin, ReadHalf};
 use crate::lines::LineBuf;
 use crate::pace::ReadPace;
 use crate::report::{BurstStats, Report, Spread};
@@ -58,7 +57,7 @@ fn in_turn(ips: &[IpAddr], rcvbuf: Option<u32>) -> impl Fn(usize) -> Origin + '_
 pub(super) async fn connect(
     cfg: &Config,
     b: &Burst,
-    addr: SocketAddr,
+    dialer: &Dialer,
     ctx: &Arc<Shared>,
     stop: &watch::Receiver<bool>,
     deadline: Instant,
@@ -77,7 +76,7 @@ pub(super) async fn connect(
     };
     let senders = connect_group(
         cfg,
-        addr,
+        dialer,
         (cfg.senders, "senders"),
         in_turn(&b.sender_ips, None),
         deadline,
@@ -91,7 +90,7 @@ pub(super) async fn connect(
     check(senders, cfg.senders, "senders")?;
     let readers = connect_group(
         cfg,
-        addr,
+        dialer,
         (b.readers, "readers"),
         in_turn(&b.reader_ips, b.reader_rcvbuf),
         deadline,
@@ -113,7 +112,7 @@ pub(super) async fn connect(
 /// as a reader does. Returns whether the connection ended (EOF or error)
 /// before the stop.
 async fn drain(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     me: usize,
     buf_size: usize,
     ctx: Arc<Shared>,

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use super::{HIST_MAX_NS, Shared};
+use crate::conn::WriteHalf;
 use crate::token::LineTemplate;
 
 /// Longest single sleep, so that a stop is noticed soon.
@@ -30,7 +30,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(super) struct Paced {
     pub(super) idx: usize,
-    pub(super) wr: OwnedWriteHalf,
+    pub(super) wr: WriteHalf,
     /// Why its writing stopped, if it failed.
     pub(super) error: Option<io::Error>,
 }
@@ -100,31 +100,23 @@ fn sleep_until(ctx: &Shared, due: u64, stop: &watch::Receiver<bool>) -> bool {
 /// Writes all of `line`, waiting on the runtime only if the socket is full;
 /// `Ok(false)` if stopped while waiting.
 fn write(
-    wr: &OwnedWriteHalf,
+    wr: &WriteHalf,
     line: &[u8],
     stop: &watch::Receiver<bool>,
     handle: &Handle,
 ) -> io::Result<bool> {
     let mut rest = line;
-    while !rest.is_empty() {
-        match wr.try_write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut stop = stop.clone();
-                let stopped = handle.block_on(async {
-                    tokio::select! {
-                        biased;
-                        _ = stop.wait_for(|&s| s) => true,
-                        r = wr.writable() => r.map(|()| false).unwrap_or(false),
-                    }
-                });
-                if stopped {
-                    return Ok(false);
-                }
+    while !wr.try_write_all(&mut rest)? {
+        let mut stop = stop.clone();
+        let stopped = handle.block_on(async {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|&s| s) => true,
+                r = wr.writable() => r.map(|()| false).unwrap_or(false),
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        });
+        if stopped {
+            return Ok(false);
         }
     }
     Ok(true)

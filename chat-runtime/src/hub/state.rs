@@ -1,7 +1,7 @@
 //! What the hub holds under its lock: the core and the state of each
 //! connection, and the handling of the core's outputs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use chat_core::{ConnId, Output, Server};
 use socket2::SockRef;
 use tracing::debug;
 
+use super::limits::{Limit, TimeLimits};
 use super::{After, FLUSH_LIMIT, Link};
 
 /// What the hub knows of one connection; it is forgotten once it is
@@ -30,13 +31,21 @@ pub(super) struct Conn<S> {
     pub(super) aborted: bool,
     /// The core asked not to read the socket (`Output::StopReading`).
     pub(super) paused: bool,
+    /// A TLS connection whose handshake is not over: nothing is written
+    /// for the core yet, and the reader writes the handshake (see
+    /// `stream`'s module docs).
+    pub(super) handshaking: bool,
+    /// The TLS session made output of its own while a writer ran, which
+    /// that writer writes before it is released (see `Hub::send_session`).
+    pub(super) session_output: bool,
 }
 
 impl<S: AsFd> Conn<S> {
     /// Hands the connection to the caller to write to, unless a writer is
-    /// running (it takes the new output too) or nothing is to be written.
-    fn wake(&mut self, after: &mut After<S>) {
-        if !self.writing && !self.aborted {
+    /// running (it takes the new output too), nothing is to be written, or
+    /// the TLS handshake is not over (`Hub::handshaken` wakes it then).
+    pub(super) fn wake(&mut self, after: &mut After<S>) {
+        if !self.writing && !self.aborted && !self.handshaking {
             self.writing = true;
             after.to_write.push(self.link.clone());
         }
@@ -49,13 +58,18 @@ impl<S: AsFd> Conn<S> {
         }
     }
 
+    /// Whether a [`Limit`] started for the connection still applies.
+    fn held_to(&self, limit: Limit) -> bool {
+        !self.aborted && (limit == Limit::Flush || self.handshaking)
+    }
+
     /// Shuts the socket down, which ends a blocked read or write on it.
     pub(super) fn abort(&mut self, after: &mut After<S>) {
         if !self.aborted {
             self.aborted = true;
             self.closing = true;
             // Fails only if the peer is already gone, which is the goal.
-            let _ = SockRef::from(&self.link.stream).shutdown(Shutdown::Both);
+            let _ = SockRef::from(&self.link.stream.socket).shutdown(Shutdown::Both);
             // A paused reader must read, to meet the shut-down socket and end.
             self.resume(after);
         }
@@ -66,9 +80,8 @@ impl<S: AsFd> Conn<S> {
 pub(super) struct State<S> {
     pub(super) server: Server,
     pub(super) conns: HashMap<ConnId, Conn<S>>,
-    /// When each flushing close runs out of time, in order (closes start in
-    /// time order); entries of connections gone or aborted are stale.
-    pub(super) flush_limits: VecDeque<(Instant, ConnId)>,
+    /// The driver's time limits on connections.
+    pub(super) limits: TimeLimits,
     /// When the timer (see `Hub::tick`) next wakes on its own; `None`: only
     /// when notified. A call that makes a deadline earlier notifies it.
     pub(super) timer_wake: Option<Instant>,
@@ -99,7 +112,8 @@ impl<S: AsFd> State<S> {
                     entry.resume(after);
                     if flush {
                         if !std::mem::replace(&mut entry.closing, true) {
-                            self.flush_limits.push_back((now + FLUSH_LIMIT, conn));
+                            let limit = now.checked_add(FLUSH_LIMIT);
+                            self.limits.start(Limit::Flush, limit, conn);
                         }
                         entry.wake(after);
                     } else {
@@ -137,31 +151,30 @@ impl<S: AsFd> State<S> {
         }
     }
 
-    /// Aborts the flushing closes whose time is up.
-    pub(super) fn expire_flushes(&mut self, now: Instant, after: &mut After<S>) {
-        while let Some(&(limit, conn)) = self.flush_limits.front() {
-            if limit > now {
-                break;
+    /// Acts on the time limits that are up: a flushing close that has not
+    /// finished, a TLS handshake that has not, are cut short.
+    pub(super) fn expire_limits(&mut self, now: Instant, after: &mut After<S>) {
+        while let Some((limit, conn)) = self.limits.pop_due(now) {
+            let Some(entry) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if !entry.held_to(limit) {
+                continue;
             }
-            self.flush_limits.pop_front();
-            if let Some(entry) = self.conns.get_mut(&conn) {
-                entry.abort(after);
-                self.reap(conn, now);
+            if limit == Limit::Handshake {
+                debug!(%conn, "TLS handshake not finished in time");
             }
+            entry.abort(after);
+            self.reap(conn, now);
         }
     }
 
-    /// The earliest of the core's timer and the flush limits.
+    /// The earliest of the core's timer and the driver's time limits.
     pub(super) fn next_deadline(&mut self) -> Option<Instant> {
-        // Drop stale limits, so that they cause no needless wake-up.
-        while let Some(&(_, conn)) = self.flush_limits.front() {
-            if self.conns.get(&conn).is_some_and(|entry| !entry.aborted) {
-                break;
-            }
-            self.flush_limits.pop_front();
-        }
-        let flush = self.flush_limits.front().map(|&(limit, _)| limit);
-        match (self.server.poll_timeout(), flush) {
+        let conns = &self.conns;
+        let applies = |limit, conn| conns.get(&conn).is_some_and(|entry| entry.held_to(limit));
+        let limit = self.limits.next(applies);
+        match (self.server.poll_timeout(), limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 use super::{After, Half, Hub, Link, Next};
 use crate::Runtime;
 use crate::reader::reader;
+use crate::stream::Stream;
 use crate::writer::{Unwritten, writer};
 
 /// Connections one task writes to when [`Runtime::SHARE_WRITES`] splits a
@@ -49,7 +50,7 @@ impl<R: Runtime> Task<R> {
     /// [`Task::start_reader`].
     pub(crate) fn connect(
         &mut self,
-        accepted: impl Iterator<Item = (R::Stream, SocketAddr)>,
+        accepted: impl Iterator<Item = (Stream<R::Stream>, SocketAddr)>,
     ) -> Vec<Arc<Link<R::Stream>>> {
         let links = self.hub.connect(accepted, &mut self.after);
         self.write_queued();
@@ -99,6 +100,18 @@ impl<R: Runtime> Task<R> {
         next
     }
 
+    /// For a TLS reader: see [`Hub::handshaken`].
+    pub(crate) fn handshaken(&mut self, link: &Link<R::Stream>) {
+        self.hub.handshaken(link, &mut self.after);
+        self.write_queued();
+    }
+
+    /// For a TLS reader: see [`Hub::send_session`].
+    pub(crate) fn send_session(&mut self, link: &Link<R::Stream>) {
+        self.hub.send_session(link, &mut self.after);
+        self.write_queued();
+    }
+
     /// For a writer: see [`Hub::written`].
     pub(crate) fn written(&mut self, link: &Link<R::Stream>, len: usize) {
         self.hub.written(link, len, &mut self.after);
@@ -138,19 +151,33 @@ impl<R: Runtime> Task<R> {
 
     /// Writes the connection's output until it has none left (it is then
     /// released, or done) or its socket takes less than offered: a writer
-    /// then takes over what is unwritten.
+    /// then takes over what is unwritten. What a TLS session holds is
+    /// written before more is taken, and before the connection is released.
     fn write_now(&mut self, link: Arc<Link<R::Stream>>, out: &mut Unwritten) {
         let mut written = 0;
         loop {
+            match link.stream.try_flush::<R>() {
+                Ok(true) => {}
+                Ok(false) => return self.start_writer(link, out, written),
+                Err(error) => return self.write_failed(&link, &error),
+            }
             let chunks = out.refill();
             match self.hub.take(&link, written, chunks, &mut self.after) {
                 Next::Write => written = 0,
                 Next::Idle => return,
+                Next::Finish => {
+                    link.stream.close_notify();
+                    return match link.stream.try_flush::<R>() {
+                        Ok(true) => self.hub.finished(&link, Half::Writer, &mut self.after),
+                        Ok(false) => self.start_writer(link, out, 0),
+                        Err(error) => self.write_failed(&link, &error),
+                    };
+                }
                 Next::Done => return self.hub.finished(&link, Half::Writer, &mut self.after),
             }
             while let Some(bytes) = out.next() {
                 let offered = bytes.len();
-                match R::try_write(&link.stream, bytes) {
+                match link.stream.try_write::<R>(bytes) {
                     Ok(len) => {
                         out.advance(len);
                         written += len;
@@ -161,13 +188,16 @@ impl<R: Runtime> Task<R> {
                     Err(error) if matches!(error.kind(), WouldBlock | Interrupted) => {
                         return self.start_writer(link, out, written);
                     }
-                    Err(error) => {
-                        debug!(conn = %link.id, "write failed: {error}");
-                        return self.hub.finished(&link, Half::Writer, &mut self.after);
-                    }
+                    Err(error) => return self.write_failed(&link, &error),
                 }
             }
         }
+    }
+
+    /// A write to the connection failed: its writing is done.
+    fn write_failed(&mut self, link: &Link<R::Stream>, error: &std::io::Error) {
+        debug!(conn = %link.id, "write failed: {error}");
+        self.hub.finished(link, Half::Writer, &mut self.after);
     }
 
     /// The socket is full: reports the `written` bytes it took and that
@@ -246,7 +276,7 @@ mod tests {
 
     /// `n` clients of a new task's hub, and their links.
     fn clients(n: usize) -> (Task<Threads>, Vec<Arc<Link<TcpStream>>>, Vec<TcpStream>) {
-        let mut task = Task::new(Arc::new(Hub::new(chat_core::Config::default(), 7)));
+        let mut task = Task::new(Arc::new(Hub::new(chat_core::Config::default(), 7, None)));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let clients: Vec<_> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -256,7 +286,10 @@ mod tests {
             // Small, so that a socket fills after a few lines.
             SockRef::from(stream).set_send_buffer_size(4096).unwrap();
         }
-        let links = task.connect(accepted.into_iter());
+        let streams = accepted
+            .into_iter()
+            .map(|(socket, peer)| (Stream::plain(socket), peer));
+        let links = task.connect(streams);
         (task, links, clients)
     }
 
