@@ -2,6 +2,13 @@
 //! the TLS listener does with connections that do not speak TLS, that never
 //! finish a handshake, that end in order, and when the certificate changes.
 //! Every other check runs over TLS as well (`tls::CHECK`); these run once.
+//!
+//! The servers take a TLS connection in when they accept it, before its
+//! handshake (docs/tls.md, "Hostile peers"), so the room hears
+//! `* NICK joined` and `* NICK left` for connections that never finish one.
+//! The contract says nothing either way, so where such connections are
+//! made, the other clients skip join and leave notices
+//! ([`chat_skipping_notices`]) rather than require or forbid them.
 
 use std::io;
 use std::path::Path;
@@ -9,7 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Rng, labelled};
-use crate::{Client, Endpoint, ServerProcess, TIMEOUT, TestCert, TlsEnd, join, scratch_dir, sync};
+use crate::{
+    Client, Endpoint, ServerProcess, TIMEOUT, TestCert, TlsEnd, join, marker, scratch_dir, sync,
+};
 
 /// TLS: a server with both listeners has one room. A TLS client, a plain
 /// client and a TLS 1.2 client each see the ones after them join, chat with
@@ -39,9 +48,8 @@ pub fn tls_and_plain_clients_share_the_room(binary: &Path) {
 
 /// TLS: a connection to the TLS listener that sends something other than a
 /// ClientHello (random bytes, an HTTP request, a chat line as a plain client
-/// would send it, a handshake record holding no ClientHello) is closed, and
-/// nobody hears of it; a TLS client connected before still chats with a new
-/// one afterwards.
+/// would send it, a handshake record holding no ClientHello) is closed; a
+/// TLS client connected before still chats with a new one afterwards.
 ///
 /// The handshake timeout is 60 s here, so a connection closed within
 /// [`TIMEOUT`] was closed for what it sent, not for sending nothing more.
@@ -80,10 +88,10 @@ pub fn tls_garbage_instead_of_client_hello_is_closed(binary: &Path) {
         // a server that never closes fails here after TIMEOUT of silence.
         client.drain_until_closed();
     }
-    let mut after = join(server.addr(), "after", &mut [&mut before]);
-    // Nothing came to `before` but the join: the marker is its next line.
-    sync(&mut after, &mut [&mut before]);
-    sync(&mut before, &mut [&mut after]);
+    let (mut after, _) = Client::connect_welcomed(server.addr(), "after");
+    before.expect_line_skipping_notices(&format!("* {} joined", after.nick()));
+    chat_skipping_notices(&mut after, &mut before);
+    chat_skipping_notices(&mut before, &mut after);
 }
 
 /// TLS (`--tls-handshake-timeout 1`): a TCP connection to the TLS listener
@@ -112,9 +120,10 @@ pub fn tls_handshake_timeout(binary: &Path) {
         "silent: closed {elapsed:?} after connecting, before the handshake timeout of {BOUND:?}"
     );
     // A has been connected longer than the handshake timeout now.
-    let mut b = join(server.addr(), "B", &mut [&mut a]);
-    sync(&mut a, &mut [&mut b]);
-    sync(&mut b, &mut [&mut a]);
+    let (mut b, _) = Client::connect_welcomed(server.addr(), "B");
+    a.expect_line_skipping_notices(&format!("* {} joined", b.nick()));
+    chat_skipping_notices(&mut a, &mut b);
+    chat_skipping_notices(&mut b, &mut a);
 }
 
 /// TLS: an orderly close ends the TLS session with close_notify after the
@@ -153,7 +162,8 @@ pub fn tls_close_notify_after_quit(binary: &Path) {
 /// with certificate A and a client trusting A joins; the files are
 /// overwritten with certificate B and the server gets SIGHUP; then a client
 /// trusting only B gets in (and is announced), and the first client, whose
-/// session began with A, still chats with it.
+/// session began with A, still chats with it. (The attempts refused before
+/// the reload may be announced too, see the module docs.)
 ///
 /// When the server has reloaded is not observable but by connecting: a
 /// client trusting only B is refused the server's certificate until then,
@@ -185,10 +195,19 @@ pub fn tls_sighup_reloads_certificate(binary: &Path) {
         }
     };
     let online = b.read_welcome();
-    assert_eq!(online, 2, "B: the welcome counts A and B");
-    a.expect_line(&format!("* {} joined", b.nick()));
-    sync(&mut a, &mut [&mut b]);
-    sync(&mut b, &mut [&mut a]);
+    assert!(online >= 2, "B: the welcome counts A and B, said {online}");
+    a.expect_line_skipping_notices(&format!("* {} joined", b.nick()));
+    chat_skipping_notices(&mut a, &mut b);
+    chat_skipping_notices(&mut b, &mut a);
+}
+
+/// `sender` sends a fresh [`marker`], which `other` must get next, but for
+/// join and leave notices: those of connections that never finished a
+/// handshake may still come.
+fn chat_skipping_notices(sender: &mut Client, other: &mut Client) {
+    let text = marker();
+    sender.send_line(&text);
+    other.expect_line_skipping_notices(&format!("{}: {text}", sender.nick()));
 }
 
 /// Whether a handshake failed because the client did not trust the
