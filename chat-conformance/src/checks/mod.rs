@@ -1,5 +1,5 @@
 //! The checks, one `pub fn` per protocol rule, grouped by the section of
-//! `docs/protocol.md` they check. Each takes a [`Target`] (the server
+//! `docs/protocol.md` they check. Each takes a [`Target`](crate::Target) (the server
 //! binary, and whether its clients speak plain TCP or TLS), starts its own
 //! server and stops it when done. The checks of TLS itself (`tls_`) take
 //! the path of the binary and start it in TLS mode their own way.
