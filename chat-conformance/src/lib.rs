@@ -244,6 +244,7 @@ macro_rules! conformance_suite {
             tls_and_plain_clients_share_the_room,
             tls_garbage_instead_of_client_hello_is_closed,
             tls_handshake_timeout,
+            tls_connections_in_handshake_count_against_max_per_ip,
             tls_close_notify_after_quit,
             tls_sighup_reloads_certificate,
         );

@@ -126,6 +126,59 @@ pub fn tls_handshake_timeout(binary: &Path) {
     chat_skipping_notices(&mut b, &mut a);
 }
 
+/// TLS, with address policies (`--limit-loopback --max-per-ip 2`, the
+/// connect rate off): connections to the TLS port that have not started
+/// their handshake count against `--max-per-ip` like any other, so
+/// handshakes cannot be used to get past it. Two silent TCP connections
+/// hold both slots: a third connection, a TLS client, finishes its
+/// handshake and reads `* error: too many connections from your address`
+/// and the end of the session. Once the two are gone, a TLS client is
+/// welcomed (retried while the server has not yet closed them, which no
+/// client can observe).
+pub fn tls_connections_in_handshake_count_against_max_per_ip(binary: &Path) {
+    const TOO_MANY: &str = "* error: too many connections from your address";
+    let server = ServerProcess::start_tls(
+        binary,
+        TestCert::shared(),
+        &[
+            "--limit-loopback",
+            "--max-per-ip",
+            "2",
+            "--connect-rate",
+            "0",
+        ],
+    );
+    let raw = Endpoint::plain(server.addr().socket_addr());
+    // Accepted in order by the one TLS listener: both are counted before
+    // the third connection is looked at.
+    let silent = [
+        Client::connect_raw(&raw, "silent 1"),
+        Client::connect_raw(&raw, "silent 2"),
+    ];
+    let mut refused = Client::connect_raw(server.addr(), "refused");
+    refused.expect_error_and_close(TOO_MANY);
+    drop(silent);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut client = Client::connect_raw(server.addr(), "admitted");
+        let line = client.read_line();
+        if line.starts_with("* welcome, you are ") {
+            break;
+        }
+        assert_eq!(
+            line, TOO_MANY,
+            "admitted: a welcome or, while the slots free, a refusal"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the slots of the silent connections were not freed within {TIMEOUT:?}"
+        );
+        // Paces polling for what no client can observe (the server
+        // closing the silent connections), as `connect_once_admitted` does.
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// TLS: an orderly close ends the TLS session with close_notify after the
 /// last line, so that a client can tell it from a cut connection: after
 /// `/quit` and `* bye`, after the client's own close_notify and EOF, and
