@@ -36,7 +36,9 @@ pub(crate) const TLS_WRITE: usize = 16 * 1024;
 #[derive(Debug)]
 pub(crate) struct Stream<S> {
     pub(crate) socket: S,
-    tls: Option<Mutex<Session>>,
+    /// Boxed: a session is over a kilobyte, which a plain connection
+    /// should not carry.
+    tls: Option<Box<Mutex<Session>>>,
 }
 
 /// A TLS session and the ciphertext it made that is not written yet.
@@ -79,7 +81,7 @@ impl<S> Stream<S> {
         };
         Stream {
             socket,
-            tls: Some(Mutex::new(session)),
+            tls: Some(Box::new(Mutex::new(session))),
         }
     }
 

@@ -806,3 +806,14 @@ fn feed(bytes: &[u8], reads: &[usize]) -> io::Result<Decrypted> {
         closed: false,
     }))
 }
+
+/// A plain connection carries no TLS session: 10,000 idle clients would
+/// otherwise hold a kilobyte each for nothing (docs/performance.md).
+#[test]
+fn a_plain_stream_is_its_socket_and_a_pointer() {
+    let size = std::mem::size_of::<Stream<std::net::TcpStream>>();
+    assert!(
+        size <= std::mem::size_of::<std::net::TcpStream>() + 8,
+        "Stream<TcpStream> is {size} bytes"
+    );
+}
