@@ -24,7 +24,10 @@ pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stre
             Ok(0) => return task.eof(&link),
             Ok(len) => {
                 let input = if link.stream.is_tls() {
-                    tls_input(&mut task, &link, buffer.filled(len), &mut handshaking).await
+                    // Boxed, so that the reader of a plain client, waiting
+                    // in its read, does not carry what a TLS read holds.
+                    let ciphertext = buffer.filled(len);
+                    Box::pin(tls_input(&mut task, &link, ciphertext, &mut handshaking)).await
                 } else {
                     Ok(Input {
                         paused: task.received(&link, buffer.filled(len)),
