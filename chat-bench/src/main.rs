@@ -200,7 +200,12 @@ struct CommonArgs {
     tls_ca: Option<PathBuf>,
     /// With --tls: the name to ask for (SNI) and, with --tls-ca, that the
     /// certificate must be for.
-    #[arg(long, requires = "tls", default_value = "localhost", value_name = "NAME")]
+    #[arg(
+        long,
+        requires = "tls",
+        default_value = "localhost",
+        value_name = "NAME"
+    )]
     tls_server_name: String,
     /// Server process id: its VmRSS is read from /proc/PID/status.
     #[arg(long)]
