@@ -394,10 +394,21 @@ impl Client {
     }
 
     /// The next line must be exactly `error`, and then the server must close
-    /// the connection: how a client is refused or disconnected.
+    /// the connection: how a client is refused or disconnected. Over TLS the
+    /// session must end with close_notify.
     pub fn expect_error_and_close(&mut self, error: &str) {
         self.expect_line(error);
         self.assert_closed();
+        // A last line is an orderly close: over TLS it ends the session
+        // with close_notify (docs/tls.md, "Closing").
+        if let Some(end) = self.tls_end() {
+            assert_eq!(
+                end,
+                TlsEnd::CloseNotify,
+                "{}: an orderly close over TLS ends with close_notify after {error:?}",
+                self.label()
+            );
+        }
     }
 
     /// Reads and drops whatever comes until the server closes the
