@@ -635,6 +635,52 @@ fn limits_room_never_waits_for_a_client_that_does_not_read() {
     assert_eq!(s.lines(a), [format!("* {slow_nick} left (too slow)")]);
 }
 
+/// The `slow` client of [`room_config`] falls behind in one burst (40 lines
+/// from `a` handled in one call, as when a hold ends) while its socket
+/// still takes everything, and then its socket fills.
+fn fall_behind_then_fill(s: &mut Driver, a: ConnId, slow: ConnId) {
+    let burst: String = (0..40).map(|i| format!("{i:060}\n")).collect();
+    s.handle_bytes(a, burst.as_bytes());
+    assert!(s.server().pending_bytes(slow).unwrap() > ROOM, "behind");
+    s.stall(slow, true);
+}
+
+/// Limits and policies, room backpressure: a client never seen reading
+/// (no write reported while its socket was full) whose socket fills while
+/// it is behind does not hold the room at all: the others' lines flow.
+#[test]
+fn limits_room_a_client_never_seen_reading_never_holds_it() {
+    let mut s = Driver::timed(room_config());
+    let [(a, _), (b, _), (slow, _)] = s.trio();
+    fall_behind_then_fill(&mut s, a, slow);
+    assert_eq!(s.server().room_holders(), 0);
+    assert_eq!(s.lines(b).len(), 40);
+    s.send(a, "flows\n");
+    assert_eq!(s.lines(b).len(), 1);
+}
+
+/// Limits and policies, room backpressure: a client seen reading before
+/// whose socket fills while it is behind holds the room for 50 ms, for its
+/// next read to come; then, not seen reading, it no longer does.
+#[test]
+fn limits_room_a_reader_whose_socket_fills_while_behind_holds_it_50_ms() {
+    let mut s = Driver::timed(room_config());
+    let [(a, _), (b, _), (slow, _)] = s.trio();
+    // Seen reading once: a write while its socket was full.
+    s.stall(slow, true);
+    s.send(a, "once\n");
+    s.write(slow, 1);
+    s.stall(slow, false);
+    assert_eq!(s.server().pending_bytes(slow), Some(0));
+    s.lines(b);
+    let start = s.elapsed();
+    fall_behind_then_fill(&mut s, a, slow);
+    assert_eq!(s.server().room_holders(), 1);
+    assert_eq!(s.deadline(), Some(start + ms(50)));
+    s.quiet_until(start + ms(50), &[]);
+    assert_eq!(s.server().room_holders(), 0);
+}
+
 /// Limits and policies, room backpressure: a client behind whose socket is
 /// full holds the room for what it is seen to read, the bytes written at
 /// `min_read_rate` from the write, to the nanosecond: input of every client

@@ -89,6 +89,9 @@ pub(super) struct Outgoing {
     pub(super) reads_until: Option<Instant>,
     /// Set while the client has fallen behind the room (see `room`).
     pub(super) behind: Option<Box<Behind>>,
+    /// A write was once reported while the socket was full: the client has
+    /// been seen reading (see `room`, [`HOLD_FIRST`](super::room)).
+    pub(super) seen_reading: bool,
 }
 
 impl Outgoing {

@@ -16,12 +16,15 @@
 //!   write reported until its output is all written is the client reading
 //!   what was sent before, and holds the room for the time those bytes take
 //!   at `min_read_rate`, at most [`HOLD_MAX`] from that write. A client
-//!   whose socket fills while it is behind holds the room for
-//!   [`HOLD_FIRST`] even if it was not seen to read lately, so that its
-//!   first read can come.
+//!   that has been seen reading (a write reported while its socket was
+//!   full, at any time before) and whose socket fills while it is behind
+//!   holds the room for [`HOLD_FIRST`] even if it was not seen to read
+//!   lately, so that its next read can come. A client never seen reading
+//!   gets no such grace: the room falls behind in bursts (the input that
+//!   waited for a hold is handled at once when it ends), and a client that
+//!   never reads would otherwise hold every such burst for [`HOLD_FIRST`].
 //!
-//! So a client that does not read holds the room at most [`HOLD_FIRST`],
-//! once, and not at all if its socket filled before it fell behind; one
+//! So a client that does not read never holds the room; one
 //! that stops reading holds it at most [`HOLD_MAX`]; one that
 //! reads slower than `min_read_rate` holds it part of the time only, falls
 //! further behind and is dropped at the output limits like any client that
@@ -41,8 +44,8 @@ use super::{ConnId, Server};
 /// No write lets its client hold the room for longer than this after it.
 pub(super) const HOLD_MAX: Duration = Duration::from_secs(1);
 
-/// How long a client whose socket fills while it is behind holds the room
-/// before it is seen to read.
+/// How long a client seen reading before, whose socket fills while it is
+/// behind, holds the room before it is seen to read again.
 pub(super) const HOLD_FIRST: Duration = Duration::from_millis(50);
 
 /// Which clients hold the room, and whose input waits for it.
@@ -149,6 +152,7 @@ impl Server {
         let conn = &mut self.conns[slot];
         let outgoing = &mut conn.outgoing;
         if outgoing.blocked {
+            outgoing.seen_reading = true;
             let rate = f64::from(self.config.min_read_rate);
             let until = now + Duration::from_secs_f64(written as f64 / rate).min(HOLD_MAX);
             outgoing.reads_until = Some(outgoing.reads_until.map_or(until, |t| t.max(until)));
@@ -172,7 +176,7 @@ impl Server {
         let filled = !outgoing.blocked && outgoing.pending() > 0;
         outgoing.blocked |= filled;
         if let Some(behind) = outgoing.behind.as_mut() {
-            if filled && behind.first_until.is_none() {
+            if filled && behind.first_until.is_none() && outgoing.seen_reading {
                 behind.first_until = Some(now + HOLD_FIRST);
             }
             self.update_hold(slot, now);
