@@ -201,7 +201,7 @@ mod tests {
 
     use super::*;
     use rustls::pki_types::ServerName;
-    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore};
 
     /// The server's certificate as a client would trust it, and the server.
     fn self_signed_server() -> (Tls, CertificateDer<'static>) {
@@ -228,42 +228,39 @@ mod tests {
         ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap()
     }
 
-    /// Runs the handshake in memory.
-    fn handshake(client: &mut ClientConnection, server: &mut ServerConnection) {
+    /// Runs the handshake in memory; returns the two ends.
+    fn handshake(client: ClientConnection, server: ServerConnection) -> (Connection, Connection) {
+        let (mut client, mut server) = (Connection::Client(client), Connection::Server(server));
         while client.is_handshaking() || server.is_handshaking() {
-            let mut bytes = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut bytes).unwrap();
-            }
-            let mut input = &bytes[..];
-            while !input.is_empty() {
-                server.read_tls(&mut input).unwrap();
-                server.process_new_packets().unwrap();
-            }
-            let mut bytes = Vec::new();
-            while server.wants_write() {
-                server.write_tls(&mut bytes).unwrap();
-            }
-            let mut input = &bytes[..];
-            while !input.is_empty() {
-                client.read_tls(&mut input).unwrap();
-                client.process_new_packets().unwrap();
-            }
+            pass(&mut client, &mut server);
+            pass(&mut server, &mut client);
+        }
+        (client, server)
+    }
+
+    /// Moves what `from` has to send into `to`.
+    fn pass(from: &mut Connection, to: &mut Connection) {
+        let mut bytes = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut bytes).unwrap();
+        }
+        let mut input = &bytes[..];
+        while !input.is_empty() {
+            to.read_tls(&mut input).unwrap();
+            to.process_new_packets().unwrap();
         }
     }
 
     #[test]
     fn sessions_use_aes_128_gcm_whatever_the_client_prefers() {
         let (tls, cert) = self_signed_server();
-        let mut client = client(cert);
-        let mut server = tls.session().unwrap();
         let first = rustls::crypto::aws_lc_rs::default_provider().cipher_suites[0].suite();
         assert_eq!(
             first,
             rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
             "the client's first choice"
         );
-        handshake(&mut client, &mut server);
+        let (_, server) = handshake(client(cert), tls.session().unwrap());
         let suite = server.negotiated_cipher_suite().unwrap().suite();
         assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     }
@@ -277,9 +274,7 @@ mod tests {
         let (tls, fingerprint) = Tls::new(&settings).unwrap();
         let fingerprint = fingerprint.expect("a self-signed certificate has one");
         let resolved = tls.certificates.current.read().unwrap().clone();
-        let mut client = client(resolved.cert[0].clone());
-        let mut server = tls.session().unwrap();
-        handshake(&mut client, &mut server);
+        let (client, _) = handshake(client(resolved.cert[0].clone()), tls.session().unwrap());
         let served = &client.peer_certificates().unwrap()[0];
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, served);
         let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
