@@ -27,7 +27,18 @@ pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stre
                     // Boxed, so that the reader of a plain client, waiting
                     // in its read, does not carry what a TLS read holds.
                     let ciphertext = buffer.filled(len);
-                    Box::pin(tls_input(&mut task, &link, ciphertext, &mut handshaking)).await
+                    let was_handshaking = handshaking;
+                    let input =
+                        Box::pin(tls_input(&mut task, &link, ciphertext, &mut handshaking)).await;
+                    if was_handshaking && !handshaking {
+                        // The handshake's sizes (a ClientHello with a
+                        // post-quantum key share is 1.5-2 KB) say nothing
+                        // of what the client will send: kept, the last
+                        // flight filling the small buffer would bring back
+                        // 1 KiB for good.
+                        buffer.forget_size();
+                    }
+                    input
                 } else {
                     Ok(Input {
                         paused: task.received(&link, buffer.filled(len)),
@@ -168,6 +179,13 @@ impl ReadBuffer {
             self.needed = (size * 2).min(READ_BUFFER);
         }
         self.next = self.needed;
+    }
+
+    /// Forgets the size the client grew the buffer to: the next read
+    /// gets a small buffer, and a full one grows it from there.
+    fn forget_size(&mut self) {
+        self.next = SMALL_READ_BUFFER;
+        self.needed = SMALL_READ_BUFFER;
     }
 
     /// The reader waits without reading: frees the buffer, and reads at the

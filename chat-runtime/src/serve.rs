@@ -66,14 +66,20 @@ pub(crate) async fn serve<R: Runtime>(
         listeners.push((R::listener(listener)?, tls));
     }
     drop(stdout);
-    // The last listener is served here, the others by tasks of their own.
-    let Some((last, last_tls)) = listeners.pop() else {
+    if listeners.is_empty() {
         return Err(io::Error::other("no address to listen on"));
-    };
+    }
+    // Each accept loop is a task of the runtime, none runs on this thread:
+    // what a connection keeps for its life (its link, its TLS session) is
+    // then allocated where its reader runs its handshake, in the malloc
+    // arenas that reuse what handshakes free. Allocated on this thread
+    // instead, it left ~1 KB per idle TLS client free but resident in the
+    // workers' arenas (docs/performance.md, "TLS").
     for (listener, tls) in listeners {
         R::spawn(accept_loop::<R>(listener, task.sibling(), tls))?;
     }
-    accept_loop::<R>(last, task, last_tls).await;
+    drop(task);
+    std::future::pending::<()>().await;
     Ok(())
 }
 
