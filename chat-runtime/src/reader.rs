@@ -15,14 +15,24 @@ const SMALL_READ_BUFFER: usize = 64;
 
 /// Feeds what the client sends to the core until it closes or fails,
 /// pausing while the core asks it to. Over TLS, what it reads goes through
-/// the session first, and the reader writes the handshake (see `stream`).
-pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stream>>) {
+/// the session first, and the reader writes the handshake (see `stream`),
+/// from the start while `handshaking`.
+///
+/// A reader that ran the handshake hands the connection to a new reader
+/// task once it is over: where a task is a thread (chat-std), the stack
+/// pages the handshake's cryptography touched (~24 KB with a post-quantum
+/// key exchange) would otherwise stay resident for the connection's life.
+pub(crate) async fn reader<R: Runtime>(
+    mut task: Task<R>,
+    link: Arc<Link<R::Stream>>,
+    mut handshaking: bool,
+) {
     let mut buffer = ReadBuffer::new();
-    let mut handshaking = link.stream.is_tls();
     loop {
         match R::read(&link.stream.socket, buffer.space()).await {
             Ok(0) => return task.eof(&link),
             Ok(len) => {
+                let mut handshaken = false;
                 let input = if link.stream.is_tls() {
                     // Boxed, so that the reader of a plain client, waiting
                     // in its read, does not carry what a TLS read holds.
@@ -30,14 +40,7 @@ pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stre
                     let was_handshaking = handshaking;
                     let input =
                         Box::pin(tls_input(&mut task, &link, ciphertext, &mut handshaking)).await;
-                    if was_handshaking && !handshaking {
-                        // The handshake's sizes (a ClientHello with a
-                        // post-quantum key share is 1.5-2 KB) say nothing
-                        // of what the client will send: kept, the last
-                        // flight filling the small buffer would bring back
-                        // 1 KiB for good.
-                        buffer.forget_size();
-                    }
+                    handshaken = was_handshaking && !handshaking;
                     input
                 } else {
                     Ok(Input {
@@ -63,6 +66,13 @@ pub(crate) async fn reader<R: Runtime>(mut task: Task<R>, link: Arc<Link<R::Stre
                 while paused {
                     link.resume.wait().await;
                     paused = task.paused(&link);
+                }
+                if handshaken {
+                    // A new reader starts with a small buffer too: the
+                    // handshake's sizes (a ClientHello with a post-quantum
+                    // key share is 1.5-2 KB) say nothing of what the client
+                    // will send.
+                    return task.restart_reader(link);
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -179,13 +189,6 @@ impl ReadBuffer {
             self.needed = (size * 2).min(READ_BUFFER);
         }
         self.next = self.needed;
-    }
-
-    /// Forgets the size the client grew the buffer to: the next read
-    /// gets a small buffer, and a full one grows it from there.
-    fn forget_size(&mut self) {
-        self.next = SMALL_READ_BUFFER;
-        self.needed = SMALL_READ_BUFFER;
     }
 
     /// The reader waits without reading: frees the buffer, and reads at the

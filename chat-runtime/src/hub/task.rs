@@ -59,7 +59,19 @@ impl<R: Runtime> Task<R> {
 
     /// Starts the connection's reader, or closes it if it cannot start.
     pub(crate) fn start_reader(&mut self, link: Arc<Link<R::Stream>>) {
-        let task = reader::<R>(self.sibling(), link.clone());
+        let handshaking = link.stream.is_tls();
+        self.spawn_reader(link, handshaking);
+    }
+
+    /// For a TLS reader whose handshake is over: a new reader task takes
+    /// over the connection (see `reader`), or it is closed if that task
+    /// cannot start.
+    pub(crate) fn restart_reader(&mut self, link: Arc<Link<R::Stream>>) {
+        self.spawn_reader(link, false);
+    }
+
+    fn spawn_reader(&mut self, link: Arc<Link<R::Stream>>, handshaking: bool) {
+        let task = reader::<R>(self.sibling(), link.clone(), handshaking);
         self.spawn_for(task, &[link], Half::Reader);
         self.write_queued();
     }
