@@ -92,7 +92,8 @@ impl chat_runtime::Runtime for Std {
 
     // Two threads for each client that does not read; what is left after
     // them is for connections being refused, which hold a reader thread
-    // until they are closed.
+    // until they are closed, and for TLS clients whose handshake just
+    // ended (a new reader starts as the one that ran it ends).
     fn max_connections() -> Option<usize> {
         let limit = *THREAD_LIMIT.get_or_init(thread_limit);
         Some(limit.saturating_sub(REFUSING_THREADS) / 2)
