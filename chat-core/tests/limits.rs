@@ -709,12 +709,42 @@ fn limits_room_waits_for_what_a_reader_reads() {
     assert_eq!(s.server().room_holders(), 0);
 }
 
+/// Limits and policies, room backpressure: a write proves reading only over
+/// the time since the socket was reported full, or since the write before:
+/// it holds the room at most twice that time (a kernel growing its buffers
+/// takes bytes a moment after the socket filled, from a client that never
+/// reads), however much was written.
+#[test]
+fn limits_room_a_write_holds_it_at_most_twice_the_time_it_was_read_in() {
+    let mut s = Driver::timed(room_config());
+    let [(a, an), (b, _), (slow, _)] = room_setup(&mut s, 2 * ROOM);
+    s.advance(ms(3));
+    let start = s.elapsed();
+    // Half a second's worth at the rate, 3 ms after the socket filled.
+    s.write(slow, READ_RATE as usize / 2);
+    assert!(s.server().pending_bytes(slow).unwrap() > ROOM / 2);
+    assert_eq!(s.server().room_holders(), 1);
+    assert_eq!(s.deadline(), Some(start + ms(6)));
+    s.send(a, "waits\n");
+    s.quiet_until(start + ms(6), &[b]);
+    assert_eq!(s.lines(b), [format!("{an}: waits")]);
+    assert_eq!(s.server().room_holders(), 0);
+    // The next write counts from this one: 10 ms, so up to 20 ms; 15 bytes
+    // are 15 ms at the rate.
+    s.advance(ms(4));
+    let start = s.elapsed();
+    s.write(slow, 15);
+    assert_eq!(s.deadline(), Some(start + ms(15)));
+}
+
 /// Limits and policies, room backpressure: a hold never runs more than a
 /// second past the write that earned it, however much was written.
 #[test]
 fn limits_room_holds_at_most_a_second_after_a_read() {
     let mut s = Driver::timed(room_config());
     let [(a, an), (b, _), (slow, _)] = room_setup(&mut s, 6 * ROOM);
+    // Full for a second: a write proves up to two seconds' reading.
+    s.advance(secs(1));
     let start = s.elapsed();
     // Five seconds' worth at the rate.
     s.write(slow, 5 * READ_RATE as usize);
@@ -732,6 +762,7 @@ fn limits_room_holds_at_most_a_second_after_a_read() {
 fn limits_room_opens_when_the_reader_is_back_to_half() {
     let mut s = Driver::timed(room_config());
     let [(a, an), (b, _), (slow, _)] = room_setup(&mut s, ROOM);
+    s.advance(secs(1));
     s.write(slow, 100);
     assert_eq!(s.server().room_holders(), 1);
     s.send(a, "one\n");
@@ -758,6 +789,7 @@ fn limits_room_the_lightest_sender_goes_first() {
     let [(a, an), (b, bn), (slow, _)] = room_setup(&mut s, ROOM);
     let (c, cn) = s.join(&[a, b, slow]);
     s.lines(slow);
+    s.advance(secs(1));
     s.write(slow, 100);
     assert_eq!(s.server().room_holders(), 1);
     let flood: String = (0..20).map(|i| format!("flood {i}\n")).collect();

@@ -82,8 +82,10 @@ pub(super) struct Outgoing {
     /// Since when the client's output is over `soft_queue`.
     pub(super) over_soft_since: Option<Instant>,
     /// The driver reported the socket full (`handle_blocked`) and not all
-    /// output is written since: every write reported is the client reading.
-    pub(super) blocked: bool,
+    /// output is written since: every write reported is the client reading,
+    /// over the time since this instant, when the socket was reported full
+    /// or the write before was reported (see `room`).
+    pub(super) blocked: Option<Instant>,
     /// Until when what the client was seen to read lets it hold the room
     /// (see `room`).
     pub(super) reads_until: Option<Instant>,

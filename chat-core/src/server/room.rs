@@ -15,7 +15,13 @@
 //! - once its socket is full, only for what it is seen to read: every
 //!   write reported until its output is all written is the client reading
 //!   what was sent before, and holds the room for the time those bytes take
-//!   at `min_read_rate`, at most [`HOLD_MAX`] from that write. A client
+//!   at `min_read_rate`, but no longer than twice the time they were read
+//!   in (since the socket was reported full, or the write before), and at
+//!   most [`HOLD_MAX`] from that write. Bytes the socket takes a moment
+//!   after it filled prove only a moment's reading: a kernel grows a
+//!   connection's buffers as it warms up, so a client that never reads may
+//!   take tens of kilobytes milliseconds after its socket filled, which at
+//!   `min_read_rate` would pass for a second's reading. A client
 //!   that has been seen reading (a write reported while its socket was
 //!   full, at any time before) and whose socket fills while it is behind
 //!   holds the room for [`HOLD_FIRST`] even if it was not seen to read
@@ -43,6 +49,12 @@ use super::{ConnId, Server};
 
 /// No write lets its client hold the room for longer than this after it.
 pub(super) const HOLD_MAX: Duration = Duration::from_secs(1);
+
+/// A write to a full socket holds the room at most this many times the
+/// time since the socket was reported full, or since the write before: a
+/// client reading steadily at `min_read_rate` or faster is written to again
+/// before that runs out, even if the next read takes twice as long.
+pub(super) const HOLD_PER_TIME_READ: u32 = 2;
 
 /// How long a client seen reading before, whose socket fills while it is
 /// behind, holds the room before it is seen to read again.
@@ -110,7 +122,7 @@ impl Room {
         timers: &mut TimerSet,
         now: Instant,
     ) -> bool {
-        let blocked = outgoing.blocked;
+        let blocked = outgoing.blocked.is_some();
         let reads_until = outgoing.reads_until;
         let Some(behind) = outgoing.behind.as_mut() else {
             return false;
@@ -151,14 +163,18 @@ impl Server {
         };
         let conn = &mut self.conns[slot];
         let outgoing = &mut conn.outgoing;
-        if outgoing.blocked {
+        if let Some(since) = outgoing.blocked.as_mut() {
+            let read_in = now - std::mem::replace(since, now);
             outgoing.seen_reading = true;
             let rate = f64::from(self.config.min_read_rate);
-            let until = now + Duration::from_secs_f64(written as f64 / rate).min(HOLD_MAX);
+            let until = now
+                + Duration::from_secs_f64(written as f64 / rate)
+                    .min(HOLD_PER_TIME_READ * read_in)
+                    .min(HOLD_MAX);
             outgoing.reads_until = Some(outgoing.reads_until.map_or(until, |t| t.max(until)));
         }
         if outgoing.pending() == 0 {
-            outgoing.blocked = false;
+            outgoing.blocked = None;
         }
         if outgoing.pending() <= room_queue / 2 {
             return self.room_leave(slot);
@@ -173,8 +189,10 @@ impl Server {
     /// from now on it holds the room only for what it is seen to read.
     pub(super) fn room_blocked(&mut self, slot: usize, now: Instant) {
         let outgoing = &mut self.conns[slot].outgoing;
-        let filled = !outgoing.blocked && outgoing.pending() > 0;
-        outgoing.blocked |= filled;
+        let filled = outgoing.blocked.is_none() && outgoing.pending() > 0;
+        if filled {
+            outgoing.blocked = Some(now);
+        }
         if let Some(behind) = outgoing.behind.as_mut() {
             if filled && behind.first_until.is_none() && outgoing.seen_reading {
                 behind.first_until = Some(now + HOLD_FIRST);
