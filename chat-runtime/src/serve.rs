@@ -163,8 +163,12 @@ const KEEPALIVE_PROBES: u32 = 6;
 /// bookkeeping): what the kernel holds for a client that does not read is
 /// bounded (autotuning lets it grow to `tcp_wmem`'s maximum, 4 MiB by
 /// default), and a full socket lets a writer go on as soon as the client
-/// has read a third of it, so that the core sees a reader read soon.
-const SEND_BUFFER: usize = 512 * 1024;
+/// has read a third of it, so that the core sees a reader read soon: a
+/// reader whose socket has just filled looks like one that never reads
+/// until then. With 512 KiB, readers of an unwindowed fanout reading
+/// ~1.6 MB/s beside the load generator were dropped at `--max-queue`
+/// before their first write showed (docs/performance.md).
+const SEND_BUFFER: usize = 128 * 1024;
 
 /// Options of every accepted socket: lines are small and should leave at
 /// once, not wait for an ACK (TCP_NODELAY); keepalive finds vanished peers;

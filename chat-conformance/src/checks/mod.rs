@@ -105,8 +105,8 @@ impl Rng {
 }
 
 /// An upper bound on the chat bytes the kernel holds for one connection
-/// that has not read: the server's send buffer (autotuned at most to the
-/// third field of `tcp_wmem`; the servers do not set `SO_SNDBUF`) and the
+/// that has not read: the server's send buffer (at most the third field of
+/// `tcp_wmem`, whatever the server sets `SO_SNDBUF` to) and the
 /// client's receive buffer (the second field of `tcp_rmem`: it grows only as
 /// the client reads). Linux defaults if those cannot be read.
 fn kernel_buffer_bound() -> usize {
