@@ -15,8 +15,8 @@ const SMALL_READ_BUFFER: usize = 64;
 
 /// Feeds what the client sends to the core until it closes or fails,
 /// pausing while the core asks it to. Over TLS, what it reads goes through
-/// the session first, and the reader writes the handshake (see `stream`),
-/// from the start while `handshaking`.
+/// the session first, and while `handshaking` (a new TLS connection's first
+/// reader) the reader writes the handshake (see `stream`).
 ///
 /// A reader that ran the handshake hands the connection to a new reader
 /// task once it is over: where a task is a thread (chat-std), the stack
