@@ -729,12 +729,13 @@ fn limits_room_a_write_holds_it_at_most_twice_the_time_it_was_read_in() {
     s.quiet_until(start + ms(6), &[b]);
     assert_eq!(s.lines(b), [format!("{an}: waits")]);
     assert_eq!(s.server().room_holders(), 0);
-    // The next write counts from this one: 10 ms, so up to 20 ms; 15 bytes
-    // are 15 ms at the rate.
+    // The next write counts from this one, not from the fill: 10 ms after
+    // it (13 ms after the fill), half a second's worth holds 20 ms.
     s.advance(ms(4));
     let start = s.elapsed();
-    s.write(slow, 15);
-    assert_eq!(s.deadline(), Some(start + ms(15)));
+    s.write(slow, READ_RATE as usize / 2);
+    assert!(s.server().pending_bytes(slow).unwrap() > ROOM / 2);
+    assert_eq!(s.deadline(), Some(start + ms(20)));
 }
 
 /// Limits and policies, room backpressure: a hold never runs more than a

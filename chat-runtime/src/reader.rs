@@ -20,8 +20,9 @@ const SMALL_READ_BUFFER: usize = 64;
 ///
 /// A reader that ran the handshake hands the connection to a new reader
 /// task once it is over: where a task is a thread (chat-std), the stack
-/// pages the handshake's cryptography touched (~24 KB with a post-quantum
-/// key exchange) would otherwise stay resident for the connection's life.
+/// pages the handshake's cryptography touched would otherwise stay resident
+/// for the connection's life (24.6 KB of a TLS reader's stack against
+/// 12.3 KB of a plain one's, docs/performance.md).
 pub(crate) async fn reader<R: Runtime>(
     mut task: Task<R>,
     link: Arc<Link<R::Stream>>,

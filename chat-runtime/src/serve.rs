@@ -78,9 +78,7 @@ pub(crate) async fn serve<R: Runtime>(
     for (listener, tls) in listeners {
         R::spawn(accept_loop::<R>(listener, task.sibling(), tls))?;
     }
-    drop(task);
-    std::future::pending::<()>().await;
-    Ok(())
+    std::future::pending().await
 }
 
 /// Accepts connections on `listener`, over TLS if `tls` is given, until

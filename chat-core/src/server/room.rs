@@ -30,7 +30,9 @@
 //!   waited for a hold is handled at once when it ends), and a client that
 //!   never reads would otherwise hold every such burst for [`HOLD_FIRST`].
 //!
-//! So a client that does not read never holds the room; one
+//! So a client that does not read holds the room only while the server's
+//! own writing is behind, and for twice the moment its kernel took to
+//! accept more after its socket filled; one
 //! that stops reading holds it at most [`HOLD_MAX`]; one that
 //! reads slower than `min_read_rate` holds it part of the time only, falls
 //! further behind and is dropped at the output limits like any client that
