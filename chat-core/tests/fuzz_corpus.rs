@@ -30,6 +30,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("policies", targets::policies),
     ("nick", targets::nick),
     ("sanitize", targets::sanitize),
+    ("cluster_entry", targets::cluster_entry),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -100,6 +101,11 @@ fn nick_corpus() {
 #[test]
 fn sanitize_corpus() {
     replay("sanitize", targets::sanitize);
+}
+
+#[test]
+fn cluster_entry_corpus() {
+    replay("cluster_entry", targets::cluster_entry);
 }
 
 #[test]
@@ -888,7 +894,92 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             .into_iter()
             .map(|(n, b)| named("sanitize", n, b)),
     );
+    all.extend(
+        cluster_entry_seeds()
+            .into_iter()
+            .map(|(n, b)| named("cluster_entry", n, b)),
+    );
     all
+}
+
+/// A `cluster_entry` input: the fields joined by NUL bytes.
+fn fields(fields: &[(&str, &str)]) -> Vec<u8> {
+    let parts: Vec<&str> = fields.iter().flat_map(|(k, v)| [*k, *v]).collect();
+    parts.join("\0").into_bytes()
+}
+
+/// One entry of each kind as a node or a script writes it, and the ways
+/// one can be wrong.
+fn cluster_entry_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let node = [("o", "a/1f"), ("n", "7")];
+    let with_node = |rest: &[(&'static str, &'static str)]| -> Vec<u8> {
+        let mut all = vec![rest[0]];
+        all.extend(node);
+        all.extend(&rest[1..]);
+        fields(&all)
+    };
+    vec![
+        (
+            "join",
+            with_node(&[("k", "j"), ("c", "16777217"), ("a", "alice")]),
+        ),
+        (
+            "leave-reason",
+            with_node(&[("k", "l"), ("c", "1"), ("a", "bob"), ("r", "idle")]),
+        ),
+        (
+            "rename-unicode",
+            with_node(&[("k", "r"), ("c", "1"), ("a", "José"), ("b", "東京")]),
+        ),
+        (
+            "say",
+            with_node(&[("k", "s"), ("c", "1"), ("v", "alice: hi there")]),
+        ),
+        (
+            "msg",
+            with_node(&[
+                ("k", "m"),
+                ("c", "1"),
+                ("t", "b/2"),
+                ("u", "9"),
+                ("v", "* alice whispers: hi"),
+            ]),
+        ),
+        (
+            "node-gone",
+            fields(&[
+                ("k", "x"),
+                ("d", "b.2/ff"),
+                ("w", "lost"),
+                ("a", "amy\nzed"),
+            ]),
+        ),
+        (
+            "sync",
+            fields(&[("k", "y"), ("d", "b/ff"), ("a", "1\tamy\n2\tzed")]),
+        ),
+        (
+            "unclean-line",
+            with_node(&[("k", "s"), ("c", "1"), ("v", "alice: \x1b[2J\u{202e}")]),
+        ),
+        (
+            "mixed-script-nick",
+            with_node(&[("k", "j"), ("c", "1"), ("a", "аlice")]),
+        ),
+        (
+            "leading-zero",
+            with_node(&[("k", "j"), ("c", "01"), ("a", "alice")]),
+        ),
+        ("no-origin", fields(&[("k", "s"), ("c", "1"), ("v", "hi")])),
+        (
+            "repeated-field",
+            with_node(&[("k", "s"), ("c", "1"), ("v", "a"), ("v", "b")]),
+        ),
+        (
+            "unknown-field",
+            with_node(&[("k", "s"), ("c", "1"), ("v", "hi"), ("z", "later")]),
+        ),
+    ]
 }
 
 /// An all-zero (or missing) `policies` header is `testkit::policy_config()`,

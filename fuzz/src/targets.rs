@@ -1029,3 +1029,61 @@ pub fn sanitize(data: &[u8]) {
         );
     }
 }
+
+/// `cluster_entry`: fields read from the room's shared log, as an
+/// untrusted Redis would hand them over (the input split at NUL bytes into
+/// name, value, name, value...). `Decoded::from_fields` never panics; what
+/// it accepts holds only valid nicks and lines a client could be sent
+/// (unchanged by `framing::sanitize`, within `MAX_ENTRY_LINE`), node
+/// entries carry an origin and script entries none, and writing it back
+/// out and reading it again gives the same entry.
+pub fn cluster_entry(data: &[u8]) {
+    use chat_core::cluster::entry::MAX_ENTRY_LINE;
+    use chat_core::cluster::{Decoded, Entry};
+
+    let parts: Vec<&[u8]> = data.split(|&b| b == 0).collect();
+    let fields: Vec<(&[u8], &[u8])> = parts
+        .chunks(2)
+        .map(|pair| (pair[0], pair.get(1).copied().unwrap_or_default()))
+        .collect();
+    let Ok(decoded) = Decoded::from_fields(fields.iter().copied()) else {
+        return;
+    };
+    let clean_line = |line: &str| {
+        assert!(!line.is_empty() && line.len() <= MAX_ENTRY_LINE, "{line:?}");
+        assert_eq!(framing::sanitize(line.as_bytes()), line, "unclean line");
+    };
+    let valid_nick = |nick: &str| assert_eq!(nick::check(nick), Ok(()), "{nick:?}");
+    let by_a_node = match &decoded.entry {
+        Entry::Join { nick, .. } => {
+            valid_nick(nick);
+            true
+        }
+        Entry::Leave { nick, reason, .. } => {
+            valid_nick(nick);
+            reason.iter().for_each(|r| clean_line(r));
+            true
+        }
+        Entry::Rename { from, to, .. } => {
+            valid_nick(from);
+            valid_nick(to);
+            true
+        }
+        Entry::Say { line, .. } | Entry::Msg { line, .. } => {
+            clean_line(line);
+            true
+        }
+        Entry::NodeGone { nicks, .. } => {
+            nicks.iter().for_each(|n| valid_nick(n));
+            false
+        }
+        Entry::Sync { members, .. } => {
+            members.iter().for_each(|(_, n)| valid_nick(n));
+            false
+        }
+    };
+    assert_eq!(decoded.origin.is_some(), by_a_node, "{decoded:?}");
+    let written = decoded.entry.to_fields(decoded.origin.as_ref());
+    let again = Decoded::from_fields(written.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    assert_eq!(again.as_ref(), Ok(&decoded), "written back as {written:?}");
+}

@@ -29,6 +29,7 @@ use std::time::Duration;
 use crate::{Config, Event, Rate};
 
 mod client;
+mod cluster;
 mod driver;
 mod harness;
 mod model;
@@ -36,6 +37,7 @@ mod observer;
 pub mod rules;
 
 pub use client::Client;
+pub use cluster::{CASE_TTL, ScriptCase, ScriptStep, SimRedis, script_cases};
 pub use driver::{Driver, NS, Take};
 pub use harness::Harness;
 pub use model::{
