@@ -37,7 +37,7 @@ mod observer;
 pub mod rules;
 
 pub use client::Client;
-pub use cluster::{CASE_TTL, ScriptCase, ScriptStep, SimRedis, script_cases};
+pub use cluster::{CASE_TTL, ScriptCase, ScriptStep, Scripts, SimRedis, normalized, script_cases};
 pub use driver::{Driver, NS, Take};
 pub use harness::Harness;
 pub use model::{
