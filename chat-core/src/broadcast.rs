@@ -198,6 +198,13 @@ impl OutgoingQueue {
         self.limit.get_or_insert(log.end());
     }
 
+    /// Follows the log again, from its end: lines pushed from now on are
+    /// for it, those before are not.
+    pub(crate) fn follow(&mut self, log: &BroadcastLog) {
+        self.limit = None;
+        self.cursor = log.end();
+    }
+
     /// Drops everything not yet read.
     pub(crate) fn discard(&mut self, log: &BroadcastLog) {
         self.stop(log);

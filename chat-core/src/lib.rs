@@ -23,7 +23,7 @@
 //! | Session events | `server` (`handle_connect`, `leave`), `server/output.rs` ([`Event`], [`Reason`]) | `tests/session.rs` |
 //! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/conn.rs` (`Outgoing`: what a client's output costs, [`LINE_COST`]), `server/room.rs` (room backpressure), `server/timer.rs` (soft limit grace), `server/addresses.rs` (`LogLimit`: which refusals and joins are logged) | `tests/limits.rs` (`limits_`) |
 //! | Address policies | `server/addresses.rs` (per address, IPv6 prefixes, loopback, turns for the address's flood budget), `server/flood.rs` (flood control, input that waits), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
-//! | Cluster (docs/design/cluster.md; what exists so far) | [`cluster`]: [`cluster::entry`] (the shared log's entries, checked as untrusted), [`cluster::call`] (the Redis scripts' calls and replies) | `tests/cluster.rs` (`cluster_`), with `testkit::SimRedis` and `testkit::script_cases` |
+//! | Cluster (docs/design/cluster.md; slices 1-2: the links always up) | [`cluster`]: [`cluster::entry`] (the shared log's entries, checked as untrusted), [`cluster::call`] (the Redis calls and replies), `server/cluster.rs` (publishing, reading back, claims, the roster) | `tests/cluster.rs` (`cluster_`), with `testkit::SimRedis`, `testkit::script_cases` and `testkit::Nodes` |
 //!
 //! The server's state, by type: `server/conn.rs` (one connection, its fields
 //! grouped by concern), `server/flood.rs` (`FloodControl`), `server/room.rs`

@@ -6,6 +6,7 @@
 //! `output` (what the driver is told).
 
 mod addresses;
+mod cluster;
 mod cmd;
 mod conn;
 mod flood;
@@ -27,9 +28,11 @@ use self::conn::{Conn, Outgoing, State};
 use self::room::Room;
 use self::timer::{Timer, TimerSet};
 use crate::broadcast::{BroadcastLog, LOG_LINES};
+use crate::cluster::Entry;
 use crate::config::Config;
 use crate::nick::NickRegistry;
 
+pub use self::cluster::ClusterConfigError;
 pub use self::cmd::HELP;
 pub use self::output::{Event, Output, Reason};
 
@@ -115,6 +118,8 @@ pub struct Server {
     /// The joined clients in `/who` order, kept until someone joins,
     /// leaves or is renamed, so that a `/who` costs no sort.
     who_order: Option<Vec<ConnId>>,
+    /// On a node of a room shared through Redis: the node's side of it.
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 impl Server {
@@ -141,6 +146,7 @@ impl Server {
             joins: LogLimit::new(JOINS_LOGGED),
             room: Room::default(),
             who_order: None,
+            cluster: None,
         }
     }
 
@@ -186,6 +192,8 @@ impl Server {
             Some(Reason::Shutdown)
         } else if self.admitted >= self.config.max_clients {
             Some(Reason::ServerFull)
+        } else if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+            Some(Reason::RoomUnavailable)
         } else if policy_address.is_some_and(|ip| !self.addresses.admit(&self.config, ip, now)) {
             Some(Reason::TooManyFromAddress)
         } else {
@@ -198,24 +206,54 @@ impl Server {
             let text = match reason {
                 Reason::Shutdown => "* server shutting down",
                 Reason::TooManyFromAddress => "* error: too many connections from your address",
+                Reason::RoomUnavailable => "* error: room unavailable, try again later",
                 _ => "* error: server full",
             };
             self.deliver(Audience::One(id), render(&[text]));
             self.reject(now, id, peer, reason, true);
             return id;
         }
+        if self.cluster.is_some() {
+            // Welcomed once Redis grants it a nick; nothing it sends is
+            // read until then.
+            let nick = self.candidate_nick();
+            let config = &self.config;
+            let entry = Conn::accepted(id, Some(nick.clone()), policy_address, config, queue, now);
+            self.conns[slot] = entry;
+            let entry = &mut self.conns[slot];
+            entry.state = State::Claiming;
+            entry.in_room = false;
+            entry.outgoing.queue.stop(&self.broadcasts);
+            entry.claim = Some(nick.clone());
+            self.admitted += 1;
+            self.stop_reading(slot);
+            self.claim_for_join(id, peer, nick, 1);
+            return id;
+        }
         let rng = &mut self.rng;
         let nick = self.nicks.claim_generated(id, || rng.next_u32());
-        self.who_order = None;
-        let (config, joined) = (&self.config, Some(nick.clone()));
-        self.conns[slot] = Conn::accepted(id, joined, policy_address, config, queue, now);
+        let config = &self.config;
+        self.conns[slot] = Conn::accepted(id, Some(nick), policy_address, config, queue, now);
         self.admitted += 1;
-        let online = self.nicks.len();
+        self.welcome(now, slot, peer);
+        id
+    }
+
+    /// Welcomes the client in `slot`, which holds its nick now, tells the
+    /// room, and logs it.
+    fn welcome(&mut self, now: Instant, slot: usize, peer: SocketAddr) {
+        let id = self.conns[slot].id;
+        let nick = self.conns[slot].nick.clone();
+        self.who_order = None;
+        let online = self.nicks.len() + self.remote_members();
         let users = if online == 1 { "user" } else { "users" };
         let welcome =
             format!("* welcome, you are {nick}; {online} {users} online; type /help for commands");
         self.deliver(Audience::One(id), render(&[&welcome]));
-        self.deliver(Audience::AllBut(id), render(&["* ", &nick, " joined"]));
+        self.broadcast(id, joined_line(&nick), |_| Entry::Join {
+            conn: id,
+            nick: nick.clone(),
+        });
         let outputs = &mut self.outputs;
         let address = address_of(&self.config, peer.ip());
         let logged = self.joins.count(address, now, |address, joins| {
@@ -237,7 +275,6 @@ impl Server {
         self.disconnect_too_slow();
         // Its idle time runs from now.
         self.schedule(id);
-        id
     }
 
     /// Call with bytes read from a connection, in the order they arrived,
@@ -249,6 +286,10 @@ impl Server {
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         let now = self.advance(now);
         let Some(slot) = self.joined_slot(conn) else {
+            if let Some(slot) = self.claiming_slot(conn) {
+                // Read before reading stopped: it waits for the welcome.
+                self.conns[slot].flood.hold_unread(bytes);
+            }
             return;
         };
         if bytes.is_empty() {
@@ -272,6 +313,10 @@ impl Server {
     /// [`Output::Close`].
     pub fn handle_eof(&mut self, now: Instant, conn: ConnId) {
         let now = self.advance(now);
+        if let Some(slot) = self.claiming_slot(conn) {
+            // Handled once it is welcomed, after what it sent.
+            self.conns[slot].flood.eof_pending = true;
+        }
         self.finish_input(conn, now);
         self.release_room(now);
     }
@@ -295,7 +340,10 @@ impl Server {
         if let Some(ip) = closed.policy_address {
             self.addresses.release(ip);
         }
-        if closed.state == (State::Closing { admitted: true }) {
+        if matches!(
+            closed.state,
+            State::Closing { admitted: true } | State::Claiming
+        ) {
             self.admitted -= 1;
         }
         self.release_room(now);
@@ -360,6 +408,13 @@ impl Server {
             .filter(|c| c.state == State::Joined)
             .map(|c| c.id)
             .collect();
+        let claiming: Vec<usize> = (0..self.conns.len())
+            .filter(|&slot| self.conns[slot].state == State::Claiming)
+            .collect();
+        for slot in claiming {
+            let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+            self.refuse_claiming(now, slot, peer, Reason::Shutdown);
+        }
         let notice = render(&["* server shutting down"]);
         for conn in joined {
             self.deliver(Audience::One(conn), notice.clone());
@@ -373,6 +428,9 @@ impl Server {
     /// The next output, or `None` when all are drained. Call after feeding
     /// inputs, until it returns `None`, before waiting for I/O again.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() {
+            self.flush_outbox();
+        }
         self.outputs.pop_front()
     }
 
@@ -512,6 +570,12 @@ impl Server {
         (self.conns[slot].state == State::Joined).then_some(slot)
     }
 
+    /// Where a connection waiting for its nick's claim sits in `conns`.
+    fn claiming_slot(&self, conn: ConnId) -> Option<usize> {
+        let slot = self.slot_of(conn)?;
+        (self.conns[slot].state == State::Claiming).then_some(slot)
+    }
+
     /// Where an open connection (joined or closing) sits in `conns`.
     fn slot_of(&self, conn: ConnId) -> Option<usize> {
         let slot = conn.slot();
@@ -575,7 +639,7 @@ impl Server {
                 broadcasts.push(sender, line);
                 conns
                     .iter_mut()
-                    .filter(|c| c.state == State::Joined && c.id != sender)
+                    .filter(|c| c.state == State::Joined && c.in_room && c.id != sender)
                     .for_each(|c| {
                         push(c);
                     });
@@ -639,12 +703,15 @@ impl Server {
         };
         self.nicks.release(&nick, conn);
         self.who_order = None;
-        if reason != Reason::Shutdown {
-            let notice = match reason.notice() {
-                Some(why) => render(&["* ", &nick, " left (", why, ")"]),
-                None => render(&["* ", &nick, " left"]),
-            };
-            self.deliver(Audience::AllBut(conn), notice);
+        // On a shutdown everyone here leaves and nobody here is told; the
+        // other nodes of a shared room are.
+        if reason != Reason::Shutdown || self.cluster.is_some() {
+            let why = reason.notice();
+            self.broadcast(conn, left_line(&nick, why), |_| Entry::Leave {
+                conn,
+                nick: nick.clone(),
+                reason: why.map(str::to_string),
+            });
         }
         // Only the everyday ways of leaving go quiet: a drop for a limit or
         // a policy is always worth a line.
@@ -689,6 +756,19 @@ fn render(parts: &[&str]) -> Bytes {
     }
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// `* NICK joined`.
+fn joined_line(nick: &str) -> Bytes {
+    render(&["* ", nick, " joined"])
+}
+
+/// `* NICK left`, or `* NICK left (WHY)`.
+fn left_line(nick: &str, why: Option<&str>) -> Bytes {
+    match why {
+        Some(why) => render(&["* ", nick, " left (", why, ")"]),
+        None => render(&["* ", nick, " left"]),
+    }
 }
 
 /// `since + limit`, when both are set.

@@ -3,11 +3,12 @@
 //! `cluster_*`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use chat_core::Config;
 use chat_core::ConnId;
 use chat_core::cluster::entry::MAX_ENTRY_LINE;
 use chat_core::cluster::{Decoded, Entry, EntryError, Gone, Origin, Token};
 use chat_core::framing::sanitize;
-use chat_core::testkit::script_cases;
+use chat_core::testkit::{NICKS, NodeLine, NodeStep, Nodes, script_cases};
 use proptest::prelude::*;
 
 /// Every script case holds on the simulated Redis (the same table runs
@@ -166,7 +167,7 @@ fn nick() -> impl Strategy<Value = String> {
     ]
 }
 
-fn line() -> impl Strategy<Value = String> {
+fn clean_line() -> impl Strategy<Value = String> {
     any::<Vec<u8>>().prop_filter_map("sanitizes to nothing", |raw| {
         let clean = sanitize(&raw).into_owned();
         (!clean.is_empty()).then_some(clean)
@@ -184,11 +185,11 @@ fn conn() -> impl Strategy<Value = ConnId> {
 fn entry() -> impl Strategy<Value = Entry> {
     prop_oneof![
         (conn(), nick()).prop_map(|(conn, nick)| Entry::Join { conn, nick }),
-        (conn(), nick(), proptest::option::of(line()))
+        (conn(), nick(), proptest::option::of(clean_line()))
             .prop_map(|(conn, nick, reason)| Entry::Leave { conn, nick, reason }),
         (conn(), nick(), nick()).prop_map(|(conn, from, to)| Entry::Rename { conn, from, to }),
-        (conn(), line()).prop_map(|(conn, line)| Entry::Say { conn, line }),
-        (conn(), token(), conn(), line()).prop_map(|(conn, to, to_conn, line)| Entry::Msg {
+        (conn(), clean_line()).prop_map(|(conn, line)| Entry::Say { conn, line }),
+        (conn(), token(), conn(), clean_line()).prop_map(|(conn, to, to_conn, line)| Entry::Msg {
             conn,
             to,
             to_conn,
@@ -216,4 +217,207 @@ proptest! {
         let decoded = Decoded::from_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
         prop_assert_eq!(decoded, Ok(Decoded { origin, entry }));
     }
+}
+
+fn node_line() -> impl Strategy<Value = NodeLine> {
+    prop_oneof![
+        4 => Just(NodeLine::Chat),
+        1 => Just(NodeLine::Me),
+        3 => (0..NICKS.len()).prop_map(NodeLine::Nick),
+        1 => any::<usize>().prop_map(NodeLine::Msg),
+        1 => Just(NodeLine::Who),
+        1 => Just(NodeLine::Quit),
+    ]
+}
+
+fn node_step() -> impl Strategy<Value = NodeStep> {
+    prop_oneof![
+        3 => (0..3usize).prop_map(|node| NodeStep::Connect { node }),
+        8 => (0..3usize, 0..8usize, node_line())
+            .prop_map(|(node, client, line)| NodeStep::Line { node, client, line }),
+        1 => (0..3usize, 0..8usize).prop_map(|(node, client)| NodeStep::Eof { node, client }),
+        5 => (0..3usize, 1..4usize).prop_map(|(node, calls)| NodeStep::Apply { node, calls }),
+        4 => (0..3usize).prop_map(|node| NodeStep::Read { node }),
+        1 => Just(NodeStep::Settle),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Three nodes, their calls reaching Redis and their reads answered in
+    /// any interleaving: after every step, nicks are unique across the
+    /// cluster and every client's room lines follow the log's one order from
+    /// its join on; once quiet, every client in the room got every line
+    /// since its join exactly once, and every roster is the other nodes'
+    /// members. The same seed and steps give the same trace on every node.
+    #[test]
+    fn cluster_nodes_share_one_order(seed: u64, steps in prop::collection::vec(node_step(), 1..80)) {
+        let run = || {
+            let mut nodes = Nodes::new(3, &Config::default(), seed);
+            for step in &steps {
+                nodes.step(step);
+            }
+            nodes.step(&NodeStep::Settle);
+            nodes
+        };
+        let (first, second) = (run(), run());
+        prop_assert_eq!(first.traces(), second.traces());
+    }
+}
+
+/// Two nodes, settled after every step, for the rule tests.
+fn two_nodes(steps: &[NodeStep]) -> Nodes {
+    let mut nodes = Nodes::new(2, &Config::default(), 7);
+    for step in steps {
+        nodes.step(step);
+        nodes.step(&NodeStep::Settle);
+    }
+    nodes
+}
+
+fn line(node: usize, client: usize, line: NodeLine) -> NodeStep {
+    NodeStep::Line { node, client, line }
+}
+
+fn welcome_nick(nodes: &Nodes, node: usize, client: usize) -> String {
+    let welcome = &nodes.lines(node, client)[0];
+    let rest = welcome.strip_prefix("* welcome, you are ").expect(welcome);
+    rest.split(';').next().unwrap().to_string()
+}
+
+#[test]
+fn cluster_a_line_on_one_node_reaches_the_clients_of_every_node() {
+    let nodes = two_nodes(&[
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        NodeStep::Connect { node: 1 },
+        line(0, 0, NodeLine::Chat),
+        line(1, 0, NodeLine::Me),
+    ]);
+    let (a, b, c) = (
+        welcome_nick(&nodes, 0, 0),
+        welcome_nick(&nodes, 1, 0),
+        welcome_nick(&nodes, 1, 1),
+    );
+    // The welcome counts the whole room.
+    assert!(
+        nodes.lines(1, 1)[0].contains("3 users online"),
+        "{:?}",
+        nodes.lines(1, 1)
+    );
+    assert_eq!(
+        nodes.lines(0, 0)[1..],
+        [
+            format!("* {b} joined"),
+            format!("* {c} joined"),
+            format!("* {b} m2")
+        ]
+    );
+    assert_eq!(
+        nodes.lines(1, 1)[1..],
+        [format!("{a}: m1"), format!("* {b} m2")]
+    );
+    assert_eq!(
+        nodes.lines(1, 0)[1..],
+        [format!("* {c} joined"), format!("{a}: m1")]
+    );
+}
+
+#[test]
+fn cluster_a_nick_held_on_one_node_is_refused_on_another() {
+    let nodes = two_nodes(&[
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        line(0, 0, NodeLine::Nick(0)), // alice
+        line(1, 0, NodeLine::Nick(1)), // Alice: the same nick
+        line(1, 0, NodeLine::Nick(2)), // bob
+        line(0, 0, NodeLine::Nick(3)), // b0b: confusable with bob
+    ]);
+    let b = welcome_nick(&nodes, 1, 0);
+    assert_eq!(
+        nodes.lines(1, 0)[1..],
+        [
+            format!("* {} is now known as alice", welcome_nick(&nodes, 0, 0)),
+            "* error: nick Alice is already taken".to_string(),
+            "* you are now known as bob".to_string(),
+        ]
+    );
+    assert_eq!(
+        nodes.lines(0, 0)[1..],
+        [
+            format!("* {b} joined"),
+            "* you are now known as alice".to_string(),
+            format!("* {b} is now known as bob"),
+            "* error: nick b0b is already taken".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn cluster_who_and_msg_reach_across_nodes() {
+    let nodes = two_nodes(&[
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        line(0, 0, NodeLine::Nick(0)), // alice
+        line(1, 0, NodeLine::Nick(2)), // bob
+        line(0, 0, NodeLine::Who),
+        line(1, 0, NodeLine::Msg(0)), // to alice, on node 0
+    ]);
+    let on_a = nodes.lines(0, 0);
+    assert!(
+        on_a.contains(&"* 2 users online: alice, bob".to_string()),
+        "{on_a:?}"
+    );
+    assert_eq!(on_a.last().map(String::as_str), Some("*bob* m4"));
+}
+
+#[test]
+fn cluster_leaves_reach_every_node_and_free_the_nick() {
+    let nodes = two_nodes(&[
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        line(0, 0, NodeLine::Nick(0)), // alice
+        line(0, 0, NodeLine::Quit),
+        line(1, 0, NodeLine::Nick(1)), // Alice: free again
+    ]);
+    assert_eq!(
+        nodes.lines(1, 0)[1..],
+        [
+            format!("* {} is now known as alice", welcome_nick(&nodes, 0, 0)),
+            "* alice left".to_string(),
+            "* you are now known as Alice".to_string(),
+        ]
+    );
+}
+
+/// A nick given up is released in Redis when the rename is written: the
+/// client cannot take it back before that, or the release would take its
+/// new claim with it (and another node could then be granted the nick).
+#[test]
+fn cluster_a_nick_given_up_is_not_claimed_back_before_the_log_has_the_rename() {
+    let mut nodes = Nodes::new(2, &Config::default(), 7);
+    for step in [
+        NodeStep::Connect { node: 0 },
+        NodeStep::Settle,
+        line(0, 0, NodeLine::Nick(2)), // bob
+        NodeStep::Settle,
+        line(0, 0, NodeLine::Nick(0)), // alice: its claim waits for Redis
+        NodeStep::Apply { node: 0, calls: 1 },
+        line(0, 0, NodeLine::Nick(2)), // bob again, its rename not written
+        NodeStep::Settle,
+        line(0, 0, NodeLine::Nick(2)),
+        NodeStep::Settle,
+    ] {
+        nodes.step(&step);
+    }
+    assert_eq!(
+        nodes.lines(0, 0)[1..],
+        [
+            "* you are now known as bob",
+            "* you are now known as alice",
+            "* error: nick bob not changed: you gave it up a moment ago, try again",
+            "* you are now known as bob",
+        ]
+    );
 }

@@ -19,6 +19,10 @@ use crate::rate::Bucket;
 pub(super) enum State {
     /// An unused slot, kept for the next connection.
     Free,
+    /// Accepted by a node of a shared room, waiting for Redis to grant
+    /// its generated nick (`nick`) before it is welcomed. Counts against
+    /// `max_clients`; its input waits, and it is not read.
+    Claiming,
     /// In the chat: holds a nick, sends and receives.
     Joined,
     /// Told to close; waiting for the driver's `handle_closed`.
@@ -44,6 +48,13 @@ pub(super) struct Conn {
     /// Its join was not logged (too many from its address): nor is its
     /// leave.
     pub(super) quiet: bool,
+    /// It receives broadcasts. Always, once joined, on a server of its own;
+    /// on a node of a shared room, from its own join's entry in the log on
+    /// (what came before it joined is not for it).
+    pub(super) in_room: bool,
+    /// The nick Redis is asked to grant it: its generated nick while
+    /// `Claiming`, or a `/nick` while joined. Its input waits meanwhile.
+    pub(super) claim: Option<String>,
 }
 
 /// What the client sends: its line in progress, and the times the idle and
@@ -191,6 +202,8 @@ impl Conn {
             flood: FloodControl::new(bucket(config.flood)),
             nick_changes: bucket(config.nick_rate),
             quiet: false,
+            in_room: true,
+            claim: None,
         }
     }
 
@@ -212,6 +225,8 @@ impl Conn {
             flood: FloodControl::new(None),
             nick_changes: None,
             quiet: false,
+            in_room: false,
+            claim: None,
         }
     }
 }

@@ -204,6 +204,11 @@ impl Server {
             self.conns[slot].flood.hold_unread(bytes);
             return self.wait_for_room(conn, slot);
         }
+        if self.conns[slot].claim.is_some() {
+            // A `/nick` waits for Redis; so does what came after it.
+            self.conns[slot].flood.hold_unread(bytes);
+            return self.stop_reading(slot);
+        }
         // Any LF ends the line in progress, a discarded one included; an
         // unterminated line left after this input started with it.
         let ends_a_line = memchr::memchr(b'\n', bytes).is_some();
@@ -229,6 +234,14 @@ impl Server {
                 // A reader fell behind: the rest waits for the room.
                 self.conns[slot].flood.hold_unread(bytes);
                 self.wait_for_room(conn, slot);
+                break;
+            }
+            if self.conns[slot].claim.is_some() {
+                // The line was a `/nick` that waits for Redis.
+                if !bytes.is_empty() {
+                    self.conns[slot].flood.hold_unread(bytes);
+                    self.stop_reading(slot);
+                }
                 break;
             }
         }
@@ -353,6 +366,10 @@ impl Server {
             if self.room.is_paused() {
                 return self.wait_for_room(conn, slot);
             }
+            if self.conns[slot].claim.is_some() {
+                // Handled once the claim is answered.
+                return;
+            }
             let entry = &mut self.conns[slot];
             if !entry.flood.is_holding() {
                 // Only an EOF waited (for the room).
@@ -402,7 +419,8 @@ impl Server {
         let Some(slot) = self.joined_slot(conn) else {
             return;
         };
-        if self.room.is_paused() || self.conns[slot].flood.is_holding() {
+        let waits = self.conns[slot].flood.is_holding() || self.conns[slot].claim.is_some();
+        if self.room.is_paused() || waits {
             self.conns[slot].flood.eof_pending = true;
             if self.room.is_paused() {
                 self.wait_for_room(conn, slot);
@@ -438,7 +456,7 @@ impl Server {
     /// Asks the driver to read the client in `slot` again, if it was
     /// stopped and has not closed its side. The rest of a line being sent
     /// waited in the socket, not in the client: its time starts again.
-    fn resume_reading(&mut self, slot: usize) {
+    pub(super) fn resume_reading(&mut self, slot: usize) {
         let entry = &mut self.conns[slot];
         if !entry.input.reading && !entry.flood.eof_pending {
             entry.input.reading = true;

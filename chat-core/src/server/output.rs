@@ -33,6 +33,9 @@ pub enum Reason {
     /// Refused on connect: its address has `max_per_ip` connections open,
     /// or connects faster than `connect_rate`.
     TooManyFromAddress,
+    /// Refused on connect: the server is a node of a room shared through
+    /// Redis, and the room does not answer (or no nick could be claimed).
+    RoomUnavailable,
 }
 
 impl Reason {
@@ -48,6 +51,7 @@ impl Reason {
             Reason::Idle => Some("idle"),
             Reason::IncompleteLine => Some("incomplete line timeout"),
             Reason::TooManyFromAddress => Some("too many connections from your address"),
+            Reason::RoomUnavailable => Some("room unavailable"),
         }
     }
 }
@@ -174,6 +178,14 @@ pub enum Output {
     ResumeReading(ConnId),
     /// Something worth logging. Boxed so that the frequent outputs stay small.
     Event(Box<Event>),
+    /// Only for a server made a node of a room
+    /// ([`Server::with_cluster`]): run this call on Redis and give its
+    /// reply, with its id, to [`Server::handle_cluster_reply`]. Calls are
+    /// run in the order given, but for [`Call::Read`](crate::cluster::Call::Read),
+    /// which may wait for entries (on a connection of its own) and whose
+    /// reply may come before those of calls given earlier. Boxed, as
+    /// [`Output::Event`].
+    Cluster(Box<crate::cluster::Request>),
 }
 
 #[cfg(test)]

@@ -74,6 +74,11 @@ impl SimRedis {
         (claim.expires > self.now_ms).then_some(claim.holder.as_str())
     }
 
+    /// The log as it is now (all of it, if `history` is large enough).
+    pub fn log(&self) -> impl Iterator<Item = &RawEntry> {
+        self.log.iter()
+    }
+
     /// Every member of the room by node and conn, as Redis holds them.
     pub fn roster(&self) -> Vec<(Token, ConnId, String)> {
         self.members

@@ -1,6 +1,6 @@
 //! The simulated driver: the run loop of the crate docs on a virtual clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::client::Client;
 use super::observer::{Call, Input, Observer, Seen};
 use super::{check_line, check_sent_bytes};
+use crate::cluster::{CallId, Reply, Request};
 use crate::{Config, ConnId, Event, Output, Reason, Server};
 
 /// One nanosecond: the resolution timed tests check deadlines to.
@@ -61,6 +62,8 @@ pub struct Driver<O: Observer = ()> {
     pub(super) closes_seen: usize,
     pub(super) events_seen: usize,
     pub(super) observer: Option<O>,
+    /// Calls for Redis the server asked for and the test has not taken.
+    pub(super) requests: VecDeque<Request>,
 }
 
 impl Driver {
@@ -80,7 +83,7 @@ impl<O: Observer> Driver<O> {
     /// A driver around `server`, set up as by [`Driver::new`], with
     /// `observer` around every call.
     pub fn observed(server: Server, observer: O) -> Driver<O> {
-        Driver {
+        let mut driver = Driver {
             server,
             base: Instant::now(),
             now: Duration::ZERO,
@@ -95,7 +98,22 @@ impl<O: Observer> Driver<O> {
             closes_seen: 0,
             events_seen: 0,
             observer: Some(observer),
-        }
+            requests: VecDeque::new(),
+        };
+        // A node of a shared room asks for its hello at once.
+        driver.drain();
+        driver
+    }
+
+    /// Takes the calls for Redis the server asked for since the last time,
+    /// in order (see `Output::Cluster`).
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        self.requests.drain(..).collect()
+    }
+
+    /// `handle_cluster_reply` with the reply to call `id`, not settled.
+    pub fn handle_cluster_reply(&mut self, id: CallId, reply: &Reply) {
+        self.call(Call::ClusterReply(id, reply));
     }
 
     /// Moves the clock by `step` before every call but `handle_timeout`
@@ -285,6 +303,9 @@ impl<O: Observer> Driver<O> {
             }
             Call::Timeout => self.server.handle_timeout(now),
             Call::Shutdown => self.server.handle_shutdown(now),
+            Call::ClusterReply(id, reply) => {
+                self.server.handle_cluster_reply(now, id, reply.clone());
+            }
         }
         self.drain();
         self.check();
@@ -363,6 +384,10 @@ impl<O: Observer> Driver<O> {
                         self.client_mut(*conn).nick = Some(nick);
                     }
                     self.trace.push(Seen::Event(event));
+                }
+                Output::Cluster(request) => {
+                    self.trace.push(Seen::Cluster(Request::clone(&request)));
+                    self.requests.push_back(*request);
                 }
             }
         }

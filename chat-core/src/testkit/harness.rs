@@ -206,6 +206,7 @@ impl Observer for Checks {
             }
             Call::Blocked(_) | Call::Timeout => {}
             Call::Shutdown => model.shutdown(),
+            Call::ClusterReply(..) => panic!("the model is of a server of its own"),
         }
     }
 

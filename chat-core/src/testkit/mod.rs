@@ -33,6 +33,7 @@ mod cluster;
 mod driver;
 mod harness;
 mod model;
+mod nodes;
 mod observer;
 pub mod rules;
 
@@ -43,6 +44,7 @@ pub use harness::Harness;
 pub use model::{
     reference_forbidden, reference_nick_key, reference_nick_refusal, reference_sanitize,
 };
+pub use nodes::{Line as NodeLine, NICKS, NodeStep, Nodes};
 pub use observer::{Call, Input, Observer, Seen};
 
 /// One step of a simulated session. Client numbers pick among every

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use super::Driver;
+use crate::cluster::{CallId, Reply, Request};
 use crate::{ConnId, Event, Reason};
 
 /// Everything the driver saw, in order ([`Driver::trace`]): for determinism
@@ -22,6 +23,8 @@ pub enum Seen {
     Resume(ConnId),
     /// `Output::Event`.
     Event(Event),
+    /// `Output::Cluster`: a call for Redis.
+    Cluster(Request),
 }
 
 /// One call into the server, as an [`Observer`] sees it.
@@ -43,6 +46,8 @@ pub enum Call<'a> {
     Timeout,
     /// `handle_shutdown`.
     Shutdown,
+    /// `handle_cluster_reply`.
+    ClusterReply(CallId, &'a Reply),
 }
 
 /// Input from a client that the driver has not given the server yet.

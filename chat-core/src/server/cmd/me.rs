@@ -1,6 +1,6 @@
 //! `/me TEXT`: an action, `* NICK TEXT` to every other client.
 
-use crate::server::{Audience, ConnId, Server, render};
+use crate::server::{ConnId, Server, render};
 
 impl Server {
     pub(super) fn command_me(&mut self, conn: ConnId, text: &str) {
@@ -11,6 +11,6 @@ impl Server {
             return;
         };
         let line = render(&["* ", &self.conns[slot].nick, " ", text]);
-        self.deliver(Audience::AllBut(conn), line);
+        self.say(conn, line);
     }
 }

@@ -8,7 +8,10 @@ mod nick;
 mod quit;
 mod who;
 
-use super::{Audience, ConnId, Server, render};
+use bytes::Bytes;
+
+use super::{ConnId, Server, render};
+use crate::cluster::Entry;
 use crate::framing::sanitize;
 
 pub use help::HELP;
@@ -33,7 +36,18 @@ impl Server {
             return;
         };
         let line = render(&[&self.conns[slot].nick, ": ", text]);
-        self.deliver(Audience::AllBut(conn), line);
+        self.say(conn, line);
+    }
+
+    /// A line from `conn` for everyone else (chat, `/me`).
+    fn say(&mut self, conn: ConnId, line: Bytes) {
+        self.broadcast(conn, line, |line| {
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            Entry::Say {
+                conn,
+                line: String::from_utf8_lossy(text).into_owned(),
+            }
+        });
     }
 
     /// A command line, without its leading `/`.

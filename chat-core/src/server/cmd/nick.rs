@@ -1,7 +1,9 @@
 //! `/nick NAME`: change one's nick, within the nick-change rate.
 
 use super::split_word;
-use crate::server::{Audience, ConnId, Event, Output, Server, render};
+use crate::cluster::Entry;
+use crate::rate::Bucket;
+use crate::server::{ConnId, Event, Output, Server, render};
 
 impl Server {
     pub(super) fn command_nick(&mut self, conn: ConnId, args: &str) {
@@ -26,22 +28,40 @@ impl Server {
                 return self.reply(conn, &text);
             }
         }
+        if self.cluster.is_some() {
+            return self.cluster_nick(conn, slot, new, nick_changes);
+        }
         match self.nicks.rename(&old, new, conn) {
             Err(error) => self.reply(conn, &format!("error: {}", error.message(new))),
-            Ok(()) => {
-                self.conns[slot].nick = new.to_owned();
-                self.who_order = None;
-                self.conns[slot].nick_changes = nick_changes;
-                self.reply(conn, &format!("you are now known as {new}"));
-                let notice = render(&["* ", &old, " is now known as ", new]);
-                self.deliver(Audience::AllBut(conn), notice);
-                self.outputs
-                    .push_back(Output::Event(Box::new(Event::Renamed {
-                        conn,
-                        from: old,
-                        to: new.to_owned(),
-                    })));
-            }
+            Ok(()) => self.renamed(conn, slot, new, nick_changes),
         }
+    }
+
+    /// Renames the client in `slot` to `new`, which is checked and held for
+    /// it (locally, and in Redis on a node of a shared room); takes the
+    /// change from its budget, tells it and the room, and logs it.
+    pub(in crate::server) fn renamed(
+        &mut self,
+        conn: ConnId,
+        slot: usize,
+        new: &str,
+        nick_changes: Option<Bucket>,
+    ) {
+        let old = std::mem::replace(&mut self.conns[slot].nick, new.to_owned());
+        self.who_order = None;
+        self.conns[slot].nick_changes = nick_changes;
+        self.reply(conn, &format!("you are now known as {new}"));
+        let notice = render(&["* ", &old, " is now known as ", new]);
+        self.broadcast(conn, notice, |_| Entry::Rename {
+            conn,
+            from: old.clone(),
+            to: new.to_owned(),
+        });
+        self.outputs
+            .push_back(Output::Event(Box::new(Event::Renamed {
+                conn,
+                from: old,
+                to: new.to_owned(),
+            })));
     }
 }

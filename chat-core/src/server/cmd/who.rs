@@ -17,23 +17,21 @@ impl Server {
         let Some(asker) = self.joined_slot(conn) else {
             return;
         };
-        let order = self.who_order.take().unwrap_or_else(|| {
-            let mut order: Vec<ConnId> = self
+        let budget = self.config.max_queue / 2;
+        let lines = if self.cluster.is_some() {
+            // Local and remote members: sorted for each `/who`.
+            let mut nicks: Vec<&str> = self
                 .conns
                 .iter()
                 .filter(|c| c.state == State::Joined)
-                .map(|c| c.id)
+                .map(|c| c.nick.as_str())
+                .chain(self.remote_nicks())
                 .collect();
-            order.sort_by_cached_key(|&id| {
-                let nick = &self.conns[id.slot()].nick;
-                (nick.to_lowercase(), nick.clone())
-            });
-            order
-        });
-        let nicks = order.iter().map(|id| self.conns[id.slot()].nick.as_str());
-        let budget = self.config.max_queue / 2;
-        let lines = who_lines(nicks, order.len(), budget);
-        self.who_order = Some(order);
+            nicks.sort_by_cached_key(|nick| (nick.to_lowercase(), nick.to_string()));
+            who_lines(nicks.iter().copied(), nicks.len(), budget)
+        } else {
+            self.local_who_lines(budget)
+        };
         let cost: usize = lines.iter().map(|line| line.len() + LINE_COST).sum();
         for line in lines {
             self.deliver(Audience::One(conn), line);
@@ -49,6 +47,27 @@ impl Server {
                 self.schedule(first);
             }
         }
+    }
+
+    /// The `/who` lines of a server of its own, its order kept for the next.
+    fn local_who_lines(&mut self, budget: usize) -> Vec<Bytes> {
+        let order = self.who_order.take().unwrap_or_else(|| {
+            let mut order: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|c| c.state == State::Joined)
+                .map(|c| c.id)
+                .collect();
+            order.sort_by_cached_key(|&id| {
+                let nick = &self.conns[id.slot()].nick;
+                (nick.to_lowercase(), nick.clone())
+            });
+            order
+        });
+        let nicks = order.iter().map(|id| self.conns[id.slot()].nick.as_str());
+        let lines = who_lines(nicks, order.len(), budget);
+        self.who_order = Some(order);
+        lines
     }
 }
 
