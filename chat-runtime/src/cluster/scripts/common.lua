@@ -1,0 +1,87 @@
+-- Prepended to every script (chat-runtime/src/cluster/calls.rs).
+--
+-- KEYS[1] is the room's meta hash, declared so that a cluster-aware client
+-- sends the call to the room's slot. The other keys are built here from
+-- ARGV[1], the prefix `{chat}:`, whose hash tag puts them in that slot.
+-- ARGV[2] is the log's length (`history`), ARGV[3] the calling node's token
+-- (or the node reaped). Numbers come as decimal strings and are stored as
+-- given; epochs are only compared for equality, never as numbers.
+--
+-- Hashes are returned in Redis' order and never sorted here (Lua compares
+-- strings by the server's locale); the caller sorts.
+local P = ARGV[1]
+local META = KEYS[1]
+local LOG = P .. 'log'
+local ORIGINS = P .. 'origins'
+local NODES = P .. 'nodes'
+local HISTORY = ARGV[2]
+local TOKEN = ARGV[3]
+
+local function members_of(token)
+  return P .. 'members:' .. token
+end
+
+local function claims_of(token)
+  return P .. 'claims:' .. token
+end
+
+local function nick(key)
+  return P .. 'nick:' .. key
+end
+
+-- Whether Redis lost what a node knew: the room's epoch is not `epoch`
+-- (flushed, or never made), or its last seq is behind the node's `cursor`
+-- (rolled back).
+local function lost_since(epoch, cursor)
+  local seq = tonumber(redis.call('HGET', META, 'seq')) or 0
+  return redis.call('HGET', META, 'epoch') ~= epoch or seq < tonumber(cursor)
+end
+
+-- Whether `holder` (`TOKEN CONN`) holds nick key `key` for `ttl` ms now:
+-- set unless someone else holds it, and extended if `holder` already does.
+local function take(key, holder, ttl)
+  local current = redis.call('GET', nick(key))
+  if current and current ~= holder then
+    return false
+  end
+  redis.call('SET', nick(key), holder, 'PX', ttl)
+  return true
+end
+
+-- Compare-and-delete: whether `holder` held nick key `key` and it is gone.
+local function give_back(key, holder)
+  if redis.call('GET', nick(key)) ~= holder then
+    return false
+  end
+  redis.call('DEL', nick(key))
+  return true
+end
+
+-- Connection `conn` of node `token` gives nick key `key` back if it holds
+-- it: the key is deleted and the node's claim forgotten; whether it did.
+local function release(token, conn, key)
+  if not give_back(key, token .. ' ' .. conn) then
+    return false
+  end
+  redis.call('HDEL', claims_of(token), key)
+  return true
+end
+
+-- Appends the entry the node encoded, field names and values in
+-- ARGV[from..to], with field `a` set to `a` if given (the lines only a
+-- script knows), as id SEQ-0 with the next seq, keeping the last HISTORY
+-- entries; returns the seq.
+local function append(from, to, a)
+  local fields = {unpack(ARGV, from, to)}
+  if a then
+    for i = 1, #fields, 2 do
+      if fields[i] == 'a' then
+        fields[i + 1] = a
+      end
+    end
+  end
+  local seq = redis.call('HINCRBY', META, 'seq', 1)
+  redis.call('XADD', LOG, 'MAXLEN', HISTORY, string.format('%d-0', seq), unpack(fields))
+  return seq
+end
+
