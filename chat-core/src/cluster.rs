@@ -39,6 +39,17 @@ pub struct ClusterConfig {
     pub claim_ttl: Duration,
     /// The most entries one read of the log returns.
     pub read_batch: usize,
+    /// How often the node tells Redis it is alive.
+    pub beat: Duration,
+    /// A node whose beat stands still this long, while this node's link is
+    /// up, is taken for dead and reaped: its users leave.
+    pub dead_after: Duration,
+    /// How long the link may be down before the clients are told the room
+    /// is split (a short blip tells nobody).
+    pub split_notice_after: Duration,
+    /// The most entries that wait while the link is down; a chat line over
+    /// that is refused (leaves always wait).
+    pub outbox: usize,
 }
 
 impl ClusterConfig {
@@ -48,6 +59,10 @@ impl ClusterConfig {
             node: node.to_string(),
             claim_ttl: Duration::from_secs(60),
             read_batch: 512,
+            beat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(6),
+            split_notice_after: Duration::from_secs(2),
+            outbox: 4096,
         }
     }
 }

@@ -402,12 +402,7 @@ impl Server {
             return;
         }
         self.shutting_down = true;
-        let joined: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|c| c.state == State::Joined)
-            .map(|c| c.id)
-            .collect();
+        let joined = self.joined_ids();
         let claiming: Vec<usize> = (0..self.conns.len())
             .filter(|&slot| self.conns[slot].state == State::Claiming)
             .collect();
@@ -422,6 +417,9 @@ impl Server {
             self.leave(conn, Reason::Shutdown);
         }
         self.too_slow.clear();
+        if self.cluster.is_some() {
+            self.depart();
+        }
         self.release_room(now);
     }
 
@@ -456,7 +454,11 @@ impl Server {
     /// spins. Call it after draining [`Server::poll_output`], before
     /// waiting: any `handle_*` call may bring the deadline forward.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first()
+        let node = self.cluster_deadline();
+        match (self.timers.first(), node) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Lines of `conn` waiting for flood control.
@@ -568,6 +570,12 @@ impl Server {
     fn joined_slot(&self, conn: ConnId) -> Option<usize> {
         let slot = self.slot_of(conn)?;
         (self.conns[slot].state == State::Joined).then_some(slot)
+    }
+
+    /// The joined connections, oldest first.
+    fn joined_ids(&self) -> Vec<ConnId> {
+        let joined = self.conns.iter().filter(|c| c.state == State::Joined);
+        joined.map(|c| c.id).collect()
     }
 
     /// Where a connection waiting for its nick's claim sits in `conns`.
@@ -703,9 +711,9 @@ impl Server {
         };
         self.nicks.release(&nick, conn);
         self.who_order = None;
-        // On a shutdown everyone here leaves and nobody here is told; the
-        // other nodes of a shared room are.
-        if reason != Reason::Shutdown || self.cluster.is_some() {
+        // On a shutdown everyone here leaves and nobody here is told (the
+        // other nodes of a shared room are, by `depart`).
+        if reason != Reason::Shutdown {
             let why = reason.notice();
             self.broadcast(conn, left_line(&nick, why), |_| Entry::Leave {
                 conn,

@@ -3,6 +3,8 @@
 //! `cluster_*`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use chat_core::Config;
 use chat_core::ConnId;
 use chat_core::cluster::entry::MAX_ENTRY_LINE;
@@ -239,6 +241,16 @@ fn node_step() -> impl Strategy<Value = NodeStep> {
         5 => (0..3usize, 1..4usize).prop_map(|(node, calls)| NodeStep::Apply { node, calls }),
         4 => (0..3usize).prop_map(|node| NodeStep::Read { node }),
         1 => Just(NodeStep::Settle),
+        1 => (0..3usize, any::<bool>())
+            .prop_map(|(node, applied)| NodeStep::LinkDown { node, applied }),
+        1 => (0..3usize).prop_map(|node| NodeStep::LinkUp { node }),
+        1 => prop_oneof![
+            3 => (0..3usize).prop_map(|node| NodeStep::Crash { node }),
+            1 => (0..3usize).prop_map(|node| NodeStep::Shutdown { node }),
+            1 => Just(NodeStep::Restart),
+        ],
+        2 => prop_oneof![50..3_000u64, 6_000..12_000u64]
+            .prop_map(|millis| NodeStep::Tick { millis }),
     ]
 }
 
@@ -246,11 +258,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Three nodes, their calls reaching Redis and their reads answered in
-    /// any interleaving: after every step, nicks are unique across the
-    /// cluster and every client's room lines follow the log's one order from
-    /// its join on; once quiet, every client in the room got every line
-    /// since its join exactly once, and every roster is the other nodes'
-    /// members. The same seed and steps give the same trace on every node.
+    /// any interleaving, with links failing (their last calls run or not),
+    /// Redis restarting empty, nodes dying and time passing: after every
+    /// step, nicks are unique across the nodes whose link is up, every
+    /// client's room lines follow the log's one order from its join on, and
+    /// no node is reaped twice; once quiet, every client in the room got
+    /// every line since its join exactly once (unless Redis lost them),
+    /// every roster and every node's members are what Redis holds, and a
+    /// node dead for 10 s was reaped. The same seed and steps give the
+    /// same trace on every node.
     #[test]
     fn cluster_nodes_share_one_order(seed: u64, steps in prop::collection::vec(node_step(), 1..80)) {
         let run = || {
@@ -419,5 +435,134 @@ fn cluster_a_nick_given_up_is_not_claimed_back_before_the_log_has_the_rename() {
             "* error: nick bob not changed: you gave it up a moment ago, try again",
             "* you are now known as bob",
         ]
+    );
+}
+
+/// The nicks of node `node`'s first client and the time it got `line`.
+fn got_at(nodes: &Nodes, node: usize, client: usize, line: &str) -> Option<Duration> {
+    let clients = nodes.driver(node).clients();
+    clients[client]
+        .lines
+        .iter()
+        .find(|(_, l)| l == line)
+        .map(|(at, _)| *at)
+}
+
+#[test]
+fn cluster_a_split_is_told_after_two_seconds_and_lines_wait_until_the_room_is_whole() {
+    let mut nodes = two_nodes(&[NodeStep::Connect { node: 0 }, NodeStep::Connect { node: 1 }]);
+    let a = welcome_nick(&nodes, 0, 0);
+    let split = "* room split: the other servers cannot be reached; your lines wait until the room is whole";
+    for step in [
+        NodeStep::LinkDown {
+            node: 0,
+            applied: false,
+        },
+        NodeStep::Tick { millis: 1_900 },
+        line(0, 0, NodeLine::Chat),
+        line(0, 0, NodeLine::Nick(0)),
+    ] {
+        nodes.step(&step);
+    }
+    // A blip tells nobody; nick changes wait for the whole room.
+    assert_eq!(
+        nodes.lines(0, 0)[1..],
+        [
+            format!("* {} joined", welcome_nick(&nodes, 1, 0)),
+            "* error: nick changes need the whole room; try again when it is whole".to_string(),
+        ]
+    );
+    nodes.step(&NodeStep::Tick { millis: 200 });
+    assert_eq!(nodes.lines(0, 0).last().map(String::as_str), Some(split));
+    assert!(!nodes.lines(1, 0).contains(&format!("{a}: m1")));
+    for step in [NodeStep::LinkUp { node: 0 }, NodeStep::Tick { millis: 200 }] {
+        nodes.step(&step);
+    }
+    assert_eq!(
+        nodes.lines(0, 0).last().map(String::as_str),
+        Some("* room whole again")
+    );
+    assert_eq!(nodes.lines(1, 0).last(), Some(&format!("{a}: m1")));
+}
+
+#[test]
+fn cluster_a_dead_nodes_users_leave_everywhere_within_ten_seconds() {
+    let mut nodes = two_nodes(&[
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        NodeStep::Connect { node: 1 },
+        NodeStep::Tick { millis: 3_000 },
+    ]);
+    let (b, c) = (welcome_nick(&nodes, 1, 0), welcome_nick(&nodes, 1, 1));
+    let died = nodes.elapsed();
+    for step in [
+        NodeStep::Crash { node: 1 },
+        NodeStep::Tick { millis: 10_000 },
+    ] {
+        nodes.step(&step);
+    }
+    for nick in [&b, &c] {
+        let at = got_at(&nodes, 0, 0, &format!("* {nick} left (server lost)"))
+            .unwrap_or_else(|| panic!("{nick}'s leave: {:?}", nodes.lines(0, 0)));
+        assert!(
+            at - died <= Duration::from_secs(8),
+            "{nick} left {:?} after",
+            at - died
+        );
+    }
+    // Its nicks are free again.
+    nodes.step(&line(0, 0, NodeLine::Who));
+    assert_eq!(
+        nodes.lines(0, 0).last().map(String::as_str),
+        Some(format!("* 1 user online: {}", welcome_nick(&nodes, 0, 0)).as_str())
+    );
+}
+
+#[test]
+fn cluster_a_node_that_shuts_down_says_its_users_leave() {
+    let mut nodes = two_nodes(&[
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        line(1, 0, NodeLine::Chat),
+    ]);
+    let b = welcome_nick(&nodes, 1, 0);
+    for step in [NodeStep::Shutdown { node: 1 }, NodeStep::Settle] {
+        nodes.step(&step);
+    }
+    assert_eq!(
+        nodes.lines(0, 0)[2..],
+        [
+            format!("{b}: m1"),
+            format!("* {b} left (server shutting down)")
+        ]
+    );
+}
+
+#[test]
+fn cluster_redis_restarting_empty_is_told_and_the_room_goes_on() {
+    let mut nodes = two_nodes(&[
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        line(1, 0, NodeLine::Nick(2)), // bob
+    ]);
+    for step in [
+        NodeStep::Restart,
+        NodeStep::Settle,
+        line(1, 0, NodeLine::Chat),
+        NodeStep::Settle,
+    ] {
+        nodes.step(&step);
+    }
+    let lost = "* room history was lost (Redis restarted empty); recent lines may be missing";
+    assert_eq!(
+        nodes.lines(0, 0)[3..],
+        [lost.to_string(), "bob: m2".to_string()]
+    );
+    // bob's claim was made again: the nick is still bob's.
+    nodes.step(&line(0, 0, NodeLine::Nick(3))); // b0b
+    nodes.step(&NodeStep::Settle);
+    assert_eq!(
+        nodes.lines(0, 0).last().map(String::as_str),
+        Some("* error: nick b0b is already taken")
     );
 }

@@ -165,7 +165,9 @@ impl Why {
             Reason::TooManyFromAddress => Why::TooMany,
             Reason::ServerFull => Why::ServerFull,
             Reason::Shutdown => Why::Shutdown,
-            Reason::RoomUnavailable => panic!("the oracle's server is no node of a shared room"),
+            Reason::RoomUnavailable | Reason::RoomLost | Reason::NickLost => {
+                panic!("the oracle's server is no node of a shared room")
+            }
         }
     }
 
@@ -861,7 +863,9 @@ impl Observer for Mirror {
             Call::Closed(id) => oracle.closed(now, driver.index_of(id)),
             Call::Written(..) | Call::Blocked(_) | Call::Timeout => oracle.run_due(now),
             Call::Shutdown => oracle.shutdown(now),
-            Call::ClusterReply(..) => panic!("the oracle's server is no node of a shared room"),
+            Call::ClusterReply(..) | Call::ClusterDown => {
+                panic!("the oracle's server is no node of a shared room")
+            }
         }
     }
 

@@ -18,6 +18,7 @@
 //! | `members:TOKEN` | hash | conn → nick, the node's users in the room |
 //! | `claims:TOKEN` | hash | nick key → conn, the nicks the node holds |
 //! | `nick:KEY` | string, with a TTL | `TOKEN CONN`, the holder of a nick key |
+//! | `reaped` | set | tokens of the nodes reaped: such a node never registers again (it comes back as another incarnation) |
 //!
 //! A nick key is [`nick::key`](crate::nick::key): the core's own comparison,
 //! computed by the node and passed in, since a script cannot.
@@ -31,7 +32,11 @@ use crate::ConnId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     /// Run on every link-up, first: registers the node if it starts or if
-    /// Redis lost what it knew (`reset`), and says where the log is.
+    /// Redis lost what it knew (`reset`, then also writes an
+    /// [`Entry::Sync`] of its members), makes its members and claims what
+    /// the hello says (claims taken again, those given up meanwhile
+    /// released, those someone else took meanwhile reported as conflicts),
+    /// and says where the log is.
     Hello(Hello),
     /// Appends entries to the log, in order, each once however often it is
     /// retried, and updates the members and claims they change.
@@ -106,9 +111,9 @@ pub struct Hello {
     pub cursor: u64,
     /// The epoch to use if Redis holds no room (random, drawn by the node).
     pub new_epoch: u64,
-    /// The node's members, claimed again on a reset.
+    /// The node's members (none at a start), claimed again.
     pub members: Vec<(ConnId, String)>,
-    /// Claims made again on a reset live this long.
+    /// Claims made again live this long.
     pub ttl: Duration,
     /// Return the roster even without a start or a reset (the node missed
     /// entries).
@@ -146,7 +151,8 @@ pub struct RawEntry {
 /// The answer to [`Call::Hello`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HelloReply {
-    /// Redis holds the room, but not this node: it was reaped.
+    /// This node was reaped (or, saying hello as a node that knew the
+    /// room, Redis does not know it).
     Reaped,
     /// Where the room is.
     Room(Room),
@@ -169,8 +175,7 @@ pub struct Room {
     /// Every member of the room, by node and conn: on a start, a reset, or
     /// when asked.
     pub roster: Option<Vec<(Token, ConnId, String)>>,
-    /// On a reset, the node's members whose nick someone else took
-    /// meanwhile, by conn.
+    /// The node's members whose nick someone else took meanwhile, by conn.
     pub conflicts: Vec<ConnId>,
 }
 

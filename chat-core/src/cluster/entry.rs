@@ -58,6 +58,11 @@ impl Token {
         (token.0 == text).then_some(token)
     }
 
+    /// The token of another run (`incarnation`) of the same node.
+    pub fn next_run(&self, incarnation: u64) -> Token {
+        Token(format!("{}/{incarnation:x}", self.name()))
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         self.0.split_once('/').map_or(&self.0, |(name, _)| name)

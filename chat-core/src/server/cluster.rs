@@ -1,6 +1,8 @@
 //! The server as one node of a room shared through Redis (`crate::cluster`):
 //! the calls it asks the driver to run, its place in the log, the nick
-//! claims it waits for, and the members of the other nodes.
+//! claims it waits for (`claims`), its link to the room (`link`: hellos,
+//! beats, nodes found dead, the room split and whole again), and the
+//! members of the other nodes (`roster`).
 //!
 //! The rule everything here follows: a broadcast is published, never
 //! delivered at once, and what is read back from the log is delivered, the
@@ -8,20 +10,24 @@
 //! The roster of other nodes' members changes only from the log too, so
 //! `/who` agrees with what the room has seen.
 
-use std::collections::{BTreeMap, HashMap};
+mod claims;
+mod link;
+mod roster;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand_core::RngCore;
 
-use super::conn::State;
-use super::{Audience, ConnId, Output, Reason, Server, joined_line, left_line, render};
+use self::link::{Beating, ClusterTimer, Link};
+use self::roster::Roster;
+use super::{Audience, ConnId, Output, Server, joined_line, left_line, render};
 use crate::cluster::{
-    Call, CallId, Claimed, ClusterConfig, Decoded, Entry, Gone, Hello, HelloReply, RawEntry, Reply,
-    Request, Token,
+    Call, CallId, Claimed, ClusterConfig, Decoded, Entry, Gone, HelloReply, Published, RawEntry,
+    Reply, Request, Token,
 };
-use crate::nick::{self, NickError};
 use crate::rate::Bucket;
 
 /// Generated nicks a join draws before it gives up: each one Redis finds
@@ -37,8 +43,8 @@ pub enum ClusterConfigError {
     /// The node name is empty, too long, or holds other than ASCII letters,
     /// digits, `_`, `-` and `.`.
     NodeName,
-    /// `read_batch` is 0.
-    ReadBatch,
+    /// A count or a time (named) is zero.
+    Zero(&'static str),
 }
 
 impl fmt::Display for ClusterConfigError {
@@ -49,7 +55,7 @@ impl fmt::Display for ClusterConfigError {
                 "node name must be 1-{} ASCII letters, digits, _, - or .",
                 crate::cluster::entry::MAX_NODE_NAME
             ),
-            ClusterConfigError::ReadBatch => write!(f, "read batch must be at least 1"),
+            ClusterConfigError::Zero(name) => write!(f, "{name} must be above 0"),
         }
     }
 }
@@ -61,7 +67,8 @@ impl std::error::Error for ClusterConfigError {}
 pub(super) struct Cluster {
     config: ClusterConfig,
     token: Token,
-    /// The room's epoch, once a hello was answered: the room is up.
+    link: Link,
+    /// The room's epoch, once a hello was answered.
     epoch: Option<u64>,
     /// The last seq read from the log.
     cursor: u64,
@@ -69,27 +76,47 @@ pub(super) struct Cluster {
     next_n: u64,
     next_call: u64,
     /// Calls asked for and not answered, and what their reply is for.
-    calls: HashMap<CallId, Pending>,
+    calls: BTreeMap<CallId, Pending>,
     /// A read of the log is out.
     reading: bool,
     /// Entries to publish with the next call: every entry of one run of
     /// inputs goes in one call.
     outbox: Vec<(u64, Entry)>,
+    /// Entries published and not read back yet, in `n` order: published
+    /// again when the link comes back (Redis writes each once).
+    unconfirmed: VecDeque<(u64, Entry)>,
+    /// The last `n` read from each node: an entry written twice (published
+    /// again after Redis lost what it knew) is delivered once.
+    seen: HashMap<Token, u64>,
     /// Nick keys this node's clients gave up (a rename, a leave) whose
     /// entry is not read back yet, with the entry's `n` and the client:
     /// Redis releases the claim when it writes the entry, so a claim of the
     /// same key by the same client before that would be released with it.
     releasing: HashMap<String, (u64, ConnId)>,
     roster: Roster,
+    /// The other nodes' beat counters, and since when each stands still.
+    beats: HashMap<Token, Beating>,
+    /// A beat is out.
+    beat_out: bool,
+    /// When the claims are next extended (with a beat).
+    next_extend: Option<Instant>,
+    timers: [Option<Instant>; ClusterTimer::ALL.len()],
+    /// This node's clients were told the room is split.
+    split_told: bool,
 }
 
 /// What an unanswered call was for.
 #[derive(Debug)]
 enum Pending {
-    Hello,
+    /// `start`: the node joins the room anew (at start, or reaped).
+    Hello {
+        start: bool,
+    },
     Read,
     Publish,
     Release,
+    Beat,
+    Reap,
     /// A generated nick for a connection waiting to be welcomed.
     Join {
         conn: ConnId,
@@ -105,50 +132,10 @@ enum Pending {
     },
 }
 
-/// The members of the other nodes, as the log says.
-#[derive(Debug, Default)]
-struct Roster {
-    members: BTreeMap<(Token, ConnId), String>,
-    /// Who holds each nick key.
-    keys: HashMap<String, (Token, ConnId)>,
-}
-
-impl Roster {
-    fn insert(&mut self, node: Token, conn: ConnId, nick: String) {
-        self.remove(&node, conn);
-        self.keys.insert(nick::key(&nick), (node.clone(), conn));
-        self.members.insert((node, conn), nick);
-    }
-
-    fn remove(&mut self, node: &Token, conn: ConnId) -> Option<String> {
-        let nick = self.members.remove(&(node.clone(), conn))?;
-        let key = nick::key(&nick);
-        if self.keys.get(&key) == Some(&(node.clone(), conn)) {
-            self.keys.remove(&key);
-        }
-        Some(nick)
-    }
-
-    fn remove_node(&mut self, node: &Token) {
-        let conns: Vec<ConnId> = self
-            .members
-            .range((node.clone(), ConnId(0))..=(node.clone(), ConnId(u64::MAX)))
-            .map(|((_, conn), _)| *conn)
-            .collect();
-        for conn in conns {
-            self.remove(node, conn);
-        }
-    }
-
-    fn holder(&self, nick: &str) -> Option<&(Token, ConnId)> {
-        self.keys.get(&nick::key(nick))
-    }
-}
-
 impl Cluster {
-    /// Whether the room answered: joins and claims go through it.
+    /// Whether the room answers: joins, claims and publishing go through it.
     pub(super) fn is_up(&self) -> bool {
-        self.epoch.is_some()
+        self.link == Link::Up
     }
 }
 
@@ -156,44 +143,57 @@ impl Server {
     /// Makes this server one node of a room shared through Redis (see
     /// `crate::cluster`): it asks at once for the hello that joins the room
     /// ([`Output::Cluster`]), and until that is answered it refuses
-    /// connections as [`Reason::RoomUnavailable`]. Its incarnation and the
-    /// epoch it would create the room with are drawn from its seed.
+    /// connections as [`Reason::RoomUnavailable`](crate::Reason). Its
+    /// incarnation and the epoch it would create the room with are drawn
+    /// from its seed.
     pub fn with_cluster(mut self, config: ClusterConfig) -> Result<Server, ClusterConfigError> {
-        if config.read_batch == 0 {
-            return Err(ClusterConfigError::ReadBatch);
+        let zero = [
+            ("read batch", config.read_batch == 0),
+            ("outbox", config.outbox == 0),
+            ("beat", config.beat.is_zero()),
+            ("dead after", config.dead_after.is_zero()),
+            ("claim ttl", config.claim_ttl.is_zero()),
+            ("split notice", config.split_notice_after.is_zero()),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, zero)| *zero) {
+            return Err(ClusterConfigError::Zero(name));
         }
         let token =
             Token::new(&config.node, self.rng.next_u64()).ok_or(ClusterConfigError::NodeName)?;
-        let new_epoch = self.rng.next_u64();
-        let hello = Hello {
-            node: token.clone(),
-            known_epoch: None,
-            cursor: 0,
-            new_epoch,
-            members: Vec::new(),
-            ttl: config.claim_ttl,
-            want_roster: false,
-        };
         self.cluster = Some(Box::new(Cluster {
             config,
             token,
+            link: Link::Joining,
             epoch: None,
             cursor: 0,
             next_n: 1,
             next_call: 0,
-            calls: HashMap::new(),
+            calls: BTreeMap::new(),
             reading: false,
             outbox: Vec::new(),
+            unconfirmed: VecDeque::new(),
+            seen: HashMap::new(),
             releasing: HashMap::new(),
             roster: Roster::default(),
+            beats: HashMap::new(),
+            beat_out: false,
+            next_extend: None,
+            timers: [None; ClusterTimer::ALL.len()],
+            split_told: false,
         }));
-        self.ask(Call::Hello(hello), Pending::Hello);
+        self.say_hello();
         Ok(self)
     }
 
     /// This node's token, on a node of a shared room.
     pub fn cluster_token(&self) -> Option<&Token> {
         self.cluster.as_ref().map(|c| &c.token)
+    }
+
+    /// Whether the room answers (the last hello was answered and the link
+    /// has not failed since), on a node of a shared room.
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|c| c.is_up())
     }
 
     /// The last seq this node read from the log, on a node of a shared room.
@@ -222,20 +222,27 @@ impl Server {
             return;
         };
         match (pending, reply) {
-            (Pending::Hello, Reply::Hello(HelloReply::Room(room))) => {
-                let cluster = self.cluster_mut();
-                cluster.epoch = Some(room.epoch);
-                cluster.cursor = room.top;
-                for (node, conn, nick) in room.roster.unwrap_or_default() {
-                    if node != cluster.token {
-                        cluster.roster.insert(node, conn, nick);
-                    }
+            (Pending::Hello { start }, Reply::Hello(HelloReply::Room(room))) => {
+                self.room_found(now, start, room);
+            }
+            (Pending::Hello { .. }, Reply::Hello(HelloReply::Reaped)) => self.room_lost(now),
+            (Pending::Beat, Reply::Beat(beat)) => self.beat_answered(now, beat),
+            (Pending::Publish, Reply::Published(results)) => {
+                // What was written is read back; Redis that lost the room or
+                // this node is found out here as well as by the next beat.
+                if results.contains(&Published::Reaped) {
+                    self.room_lost(now);
+                } else if results.contains(&Published::Reset) {
+                    self.link_lost(now);
                 }
-                self.who_order = None;
-                self.read_log();
             }
             (Pending::Read, Reply::Read(entries)) => {
                 self.cluster_mut().reading = false;
+                let cursor = self.cluster_mut().cursor;
+                if let Some(first) = entries.first().filter(|e| e.seq > cursor + 1) {
+                    // Trimmed before this node read it.
+                    self.missed(first.seq - cursor - 1);
+                }
                 for entry in entries {
                     self.read_entry(entry);
                 }
@@ -264,8 +271,8 @@ impl Server {
                 let claimed = claimed.first().copied().unwrap_or(Claimed::Reaped);
                 self.nick_answered(now, conn, to, nick_changes, claimed);
             }
-            // What a publish or a release changed is read back from the log;
-            // a reply of the wrong kind is the driver's error and changes
+            // What a release or a reap changed is read back from the log; a
+            // reply of the wrong kind is the driver's error and changes
             // nothing.
             _ => {}
         }
@@ -337,8 +344,17 @@ impl Server {
             return;
         }
         let entries = std::mem::take(&mut cluster.outbox);
+        cluster.unconfirmed.extend(entries.iter().cloned());
         let node = cluster.token.clone();
         self.ask(Call::Publish { node, entries }, Pending::Publish);
+    }
+
+    /// Whether a chat line cannot wait for the room any more: the link is
+    /// down and the outbox is full.
+    pub(in crate::server) fn room_split_full(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| !c.is_up() && c.unconfirmed.len() + c.outbox.len() >= c.config.outbox)
     }
 
     /// Asks for the log after the cursor, unless a read is out.
@@ -380,224 +396,6 @@ impl Server {
         self.cluster.as_ref()?.roster.holder(nick).cloned()
     }
 
-    /// A generated nick that no one holds here or, as far as this node has
-    /// read, on another node; Redis has the last word.
-    pub(super) fn candidate_nick(&mut self) -> String {
-        let mut len = nick::GENERATED_LEN;
-        loop {
-            for _ in 0..16 {
-                let rng = &mut self.rng;
-                let candidate = nick::generate(len, || rng.next_u32());
-                if self.nicks.holder(&candidate).is_none() && !self.held_elsewhere(&candidate) {
-                    return candidate;
-                }
-            }
-            len += 1;
-        }
-    }
-
-    /// Asks Redis to grant `nick` to `conn`, which waits for the answer.
-    pub(super) fn claim_for_join(
-        &mut self,
-        conn: ConnId,
-        peer: SocketAddr,
-        nick: String,
-        tries: u32,
-    ) {
-        let pending = Pending::Join {
-            conn,
-            peer,
-            nick: nick.clone(),
-            tries,
-        };
-        self.claim(conn, nick, pending);
-    }
-
-    /// Asks Redis to grant `nick` to `conn`; `pending` says what for.
-    fn claim(&mut self, conn: ConnId, nick: String, pending: Pending) {
-        let cluster = self.cluster_mut();
-        let call = Call::Claim {
-            node: cluster.token.clone(),
-            ttl: cluster.config.claim_ttl,
-            claims: vec![(conn, nick)],
-        };
-        self.ask(call, pending);
-    }
-
-    /// `/nick NEW` on a node of a shared room, once the rate allows it:
-    /// checked here against every nick this node knows, then claimed in
-    /// Redis (unless it is a variant of the client's own nick), while the
-    /// client's input waits.
-    pub(super) fn cluster_nick(
-        &mut self,
-        conn: ConnId,
-        slot: usize,
-        new: &str,
-        nick_changes: Option<Bucket>,
-    ) {
-        let old = self.conns[slot].nick.clone();
-        if let Err(error) = nick::check(new) {
-            return self.reply(conn, &format!("error: {}", error.message(new)));
-        }
-        let taken_here = self.nicks.holder(new).is_some_and(|holder| holder != conn);
-        if taken_here || self.held_elsewhere(new) {
-            return self.reply(conn, &format!("error: {}", NickError::Taken.message(new)));
-        }
-        let new_key = nick::key(new);
-        let releasing = self
-            .cluster
-            .as_ref()
-            .and_then(|c| c.releasing.get(&new_key));
-        if releasing.is_some_and(|&(_, by)| by == conn) {
-            // Its claim of that key goes when its rename is written.
-            let text =
-                format!("error: nick {new} not changed: you gave it up a moment ago, try again");
-            return self.reply(conn, &text);
-        }
-        if new_key == nick::key(&old) {
-            // A variant of its own nick: its claim covers it.
-            return self.rename(conn, slot, &old, new, nick_changes);
-        }
-        self.conns[slot].claim = Some(new.to_string());
-        let pending = Pending::Nick {
-            conn,
-            to: new.to_string(),
-            nick_changes,
-        };
-        self.claim(conn, new.to_string(), pending);
-    }
-
-    /// Renames in the local registry, then everywhere; should this node hold
-    /// the key for another connection after all, the claim is given back.
-    fn rename(&mut self, conn: ConnId, slot: usize, old: &str, new: &str, budget: Option<Bucket>) {
-        match self.nicks.rename(old, new, conn) {
-            Ok(()) => self.renamed(conn, slot, new, budget),
-            Err(error) => {
-                if nick::key(new) != nick::key(old) {
-                    self.release_claim(conn, new.to_string());
-                }
-                self.reply(conn, &format!("error: {}", error.message(new)));
-            }
-        }
-    }
-
-    /// Gives back a claim granted to a connection that no longer wants it.
-    fn release_claim(&mut self, conn: ConnId, nick: String) {
-        let node = self.cluster_mut().token.clone();
-        self.ask(Call::Release { node, conn, nick }, Pending::Release);
-    }
-
-    fn join_answered(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        peer: SocketAddr,
-        nick: String,
-        tries: u32,
-        claimed: Claimed,
-    ) {
-        let waiting = self
-            .slot_of(conn)
-            .filter(|&slot| self.conns[slot].state == State::Claiming);
-        let Some(slot) = waiting else {
-            if claimed == Claimed::Granted {
-                self.release_claim(conn, nick);
-            }
-            return;
-        };
-        let granted = claimed == Claimed::Granted && self.nicks.claim(&nick, conn).is_ok();
-        if granted {
-            let entry = &mut self.conns[slot];
-            entry.claim = None;
-            entry.state = State::Joined;
-            self.welcome(now, slot, peer);
-            return self.input_may_go_on(conn, now);
-        }
-        if claimed == Claimed::Granted {
-            // Granted, but taken here meanwhile: give it back, draw again.
-            self.release_claim(conn, nick);
-        }
-        if claimed != Claimed::Reaped && tries < JOIN_TRIES {
-            let nick = self.candidate_nick();
-            self.conns[slot].nick.clone_from(&nick);
-            self.conns[slot].claim = Some(nick.clone());
-            return self.claim_for_join(conn, peer, nick, tries + 1);
-        }
-        self.refuse_claiming(now, slot, peer, Reason::RoomUnavailable);
-    }
-
-    /// Refuses a connection that waits for its nick: a last line, and a
-    /// close that flushes it.
-    pub(super) fn refuse_claiming(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        peer: SocketAddr,
-        reason: Reason,
-    ) {
-        let id = self.conns[slot].id;
-        let text = match reason {
-            Reason::Shutdown => "* server shutting down",
-            _ => "* error: room unavailable, try again later",
-        };
-        self.deliver(Audience::One(id), render(&[text]));
-        let entry = &mut self.conns[slot];
-        entry.claim = None;
-        entry.state = State::Closing { admitted: true };
-        entry.flood.clear();
-        self.reject(now, id, peer, reason, true);
-    }
-
-    fn nick_answered(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        to: String,
-        nick_changes: Option<Bucket>,
-        claimed: Claimed,
-    ) {
-        let waiting = self
-            .joined_slot(conn)
-            .filter(|&slot| self.conns[slot].claim.as_deref() == Some(to.as_str()));
-        let Some(slot) = waiting else {
-            if claimed == Claimed::Granted {
-                self.release_claim(conn, to);
-            }
-            return;
-        };
-        self.conns[slot].claim = None;
-        match claimed {
-            Claimed::Granted => {
-                let old = self.conns[slot].nick.clone();
-                self.rename(conn, slot, &old, &to, nick_changes);
-            }
-            Claimed::Taken => {
-                self.reply(conn, &format!("error: {}", NickError::Taken.message(&to)));
-            }
-            Claimed::Reaped => self.reply(
-                conn,
-                "error: nick changes need the whole room; try again when it is whole",
-            ),
-        }
-        self.input_may_go_on(conn, now);
-    }
-
-    /// After a claim was answered: the input that waited for it is handled
-    /// (at the end of this call), or reading resumes.
-    fn input_may_go_on(&mut self, conn: ConnId, now: Instant) {
-        let Some(slot) = self.joined_slot(conn) else {
-            return;
-        };
-        let entry = &mut self.conns[slot];
-        if entry.flood.is_holding() {
-            self.release_later(conn);
-        } else if std::mem::take(&mut entry.flood.eof_pending) {
-            self.finish_input(conn, now);
-        } else {
-            self.resume_reading(slot);
-        }
-    }
-
     /// One entry read back from the log: the roster follows it, and its
     /// line goes to this node's clients in the room.
     fn read_entry(&mut self, raw: RawEntry) {
@@ -611,8 +409,23 @@ impl Server {
             return;
         };
         let token = cluster.token.clone();
-        if let Some(origin) = origin.as_ref().filter(|o| o.node == token) {
-            cluster.releasing.retain(|_, (n, _)| *n != origin.n);
+        if let Some(origin) = &origin {
+            let last = cluster.seen.entry(origin.node.clone()).or_insert(0);
+            if origin.n <= *last {
+                // Written twice: published again after Redis lost its reply.
+                return;
+            }
+            *last = origin.n;
+            if origin.node == token {
+                cluster.releasing.retain(|_, (n, _)| *n != origin.n);
+                while cluster
+                    .unconfirmed
+                    .front()
+                    .is_some_and(|(n, _)| *n <= origin.n)
+                {
+                    cluster.unconfirmed.pop_front();
+                }
+            }
         }
         // The connection of this node that wrote it, which does not get it.
         let own = |conn: ConnId| {
@@ -673,6 +486,7 @@ impl Server {
             }
             Entry::Sync { node, members } => {
                 if node != token {
+                    // Redis lost what it knew of `node`, which said it again.
                     self.roster_changed(|r| {
                         r.remove_node(&node);
                         for (conn, nick) in members {

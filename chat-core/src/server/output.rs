@@ -36,6 +36,12 @@ pub enum Reason {
     /// Refused on connect: the server is a node of a room shared through
     /// Redis, and the room does not answer (or no nick could be claimed).
     RoomUnavailable,
+    /// Disconnected: Redis no longer knew this node (the others found it
+    /// dead, and its users left for them).
+    RoomLost,
+    /// Disconnected: while the room was split, the client's nick was taken
+    /// on another node, or its claim expired and was taken.
+    NickLost,
 }
 
 impl Reason {
@@ -52,6 +58,8 @@ impl Reason {
             Reason::IncompleteLine => Some("incomplete line timeout"),
             Reason::TooManyFromAddress => Some("too many connections from your address"),
             Reason::RoomUnavailable => Some("room unavailable"),
+            Reason::RoomLost => Some("this server lost the room"),
+            Reason::NickLost => Some("nick lost while the room was split"),
         }
     }
 }

@@ -222,6 +222,9 @@ impl Server {
             self.expire(conn, timer, now);
             self.schedule(conn);
         }
+        if self.cluster.is_some() {
+            self.run_cluster_timers(now);
+        }
         self.release_room(now);
         now
     }

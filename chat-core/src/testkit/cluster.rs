@@ -3,7 +3,7 @@
 //! and [`script_cases`] is the table of calls and replies that both it and
 //! a real `redis-server` running the scripts are tested against.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::ConnId;
@@ -39,6 +39,8 @@ pub struct SimRedis {
     members: BTreeMap<Token, BTreeMap<ConnId, String>>,
     claims: BTreeMap<Token, BTreeMap<String, ConnId>>,
     nicks: BTreeMap<String, NickClaim>,
+    /// Nodes reaped: they may not register again, however they say hello.
+    reaped: BTreeSet<Token>,
     now_ms: u64,
 }
 
@@ -54,6 +56,7 @@ impl SimRedis {
             members: BTreeMap::new(),
             claims: BTreeMap::new(),
             nicks: BTreeMap::new(),
+            reaped: BTreeSet::new(),
             now_ms: 0,
         }
     }
@@ -132,33 +135,45 @@ impl SimRedis {
             .is_some_and(|known| known != meta.epoch || meta.seq < hello.cursor);
         let start = hello.known_epoch.is_none();
         let node = &hello.node;
-        if !start && !reset && !self.nodes.contains_key(node) {
+        let gone =
+            self.reaped.contains(node) || (!start && !reset && !self.nodes.contains_key(node));
+        if gone {
             return HelloReply::Reaped;
         }
+        // The node's members and claims become what it says it holds: after
+        // a split its claims may have expired, or a leave not be written.
+        self.nodes.entry(node.clone()).or_insert(0);
         let mut conflicts = Vec::new();
-        if start || reset {
-            self.nodes.entry(node.clone()).or_insert(0);
-            let mut members = BTreeMap::new();
-            let mut claims = BTreeMap::new();
-            for (conn, nick) in &hello.members {
-                let key = nick::key(nick);
-                if self.take_nick(&key, &holder(node, *conn), hello.ttl) {
-                    members.insert(*conn, nick.clone());
-                    claims.insert(key, *conn);
-                } else {
-                    conflicts.push(*conn);
-                }
+        let mut members = BTreeMap::new();
+        let mut claims = BTreeMap::new();
+        let held: BTreeMap<String, ConnId> = hello
+            .members
+            .iter()
+            .map(|(conn, nick)| (nick::key(nick), *conn))
+            .collect();
+        for (key, conn) in self.claims.remove(node).unwrap_or_default() {
+            if held.get(&key) != Some(&conn) && self.holder(&key) == Some(&holder(node, conn)) {
+                self.nicks.remove(&key);
             }
-            if reset {
-                let sync = Entry::Sync {
-                    node: node.clone(),
-                    members: members.iter().map(|(c, n)| (*c, n.clone())).collect(),
-                };
-                self.append(&sync, None);
-            }
-            self.members.insert(node.clone(), members);
-            self.claims.insert(node.clone(), claims);
         }
+        for (conn, nick) in &hello.members {
+            let key = nick::key(nick);
+            if self.take_nick(&key, &holder(node, *conn), hello.ttl) {
+                members.insert(*conn, nick.clone());
+                claims.insert(key, *conn);
+            } else {
+                conflicts.push(*conn);
+            }
+        }
+        if reset {
+            let sync = Entry::Sync {
+                node: node.clone(),
+                members: members.iter().map(|(c, n)| (*c, n.clone())).collect(),
+            };
+            self.append(&sync, None);
+        }
+        self.members.insert(node.clone(), members);
+        self.claims.insert(node.clone(), claims);
         let meta = self.meta.expect("hello created the room's meta above");
         HelloReply::Room(Room {
             epoch: meta.epoch,
@@ -315,6 +330,7 @@ impl SimRedis {
         }
         self.nodes.remove(node);
         self.origins.remove(node);
+        self.reaped.insert(node.clone());
         let gone = Entry::NodeGone {
             node: node.clone(),
             why,
@@ -695,6 +711,32 @@ pub fn script_cases() -> Vec<ScriptCase> {
             .concat(),
         },
         ScriptCase {
+            name: "a_hello_after_a_split_makes_the_nodes_claims_what_it_holds",
+            history: 100,
+            steps: [
+                two_nodes.clone(),
+                vec![
+                    Do(claim(&a, 1, "alice"), granted()),
+                    Do(claim(&a, 2, "bob"), granted()),
+                    Advance(CASE_TTL * 2),
+                    // Expired during the split: another node takes it.
+                    Do(claim(&b, 7, "bob"), granted()),
+                    Do(claim(&a, 3, "dave"), granted()),
+                    // Conn 3 left meanwhile; alice is taken again, bob is lost.
+                    Do(
+                        again(&a, 1, 0, 9, &[(1, "alice"), (2, "bob")]),
+                        Reply::Hello(HelloReply::Room(Room {
+                            conflicts: vec![ConnId(2)],
+                            ..room(1, None, 0, &[(&a, 0), (&b, 0)])
+                        })),
+                    ),
+                    Do(claim(&b, 8, "alice"), taken()),
+                    Do(claim(&b, 9, "dave"), granted()),
+                ],
+            ]
+            .concat(),
+        },
+        ScriptCase {
             name: "release_frees_a_claim_only_for_its_holder",
             history: 100,
             steps: [
@@ -876,6 +918,25 @@ pub fn script_cases() -> Vec<ScriptCase> {
                             )],
                         ),
                     ),
+                ],
+            ]
+            .concat(),
+        },
+        ScriptCase {
+            name: "a_reaped_node_never_registers_again",
+            history: 100,
+            steps: [
+                two_nodes.clone(),
+                vec![
+                    Do(reap(&a, Some(0), Gone::Lost), Reply::Reaped(true)),
+                    // However it says hello: as a node of another epoch...
+                    Do(
+                        again(&a, 7, 0, 9, &[(1, "alice")]),
+                        Reply::Hello(HelloReply::Reaped),
+                    ),
+                    // ...or as one starting.
+                    Do(start(&a, 1), Reply::Hello(HelloReply::Reaped)),
+                    Do(claim(&b, 8, "alice"), granted()),
                 ],
             ]
             .concat(),

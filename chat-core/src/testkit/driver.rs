@@ -111,6 +111,13 @@ impl<O: Observer> Driver<O> {
         self.requests.drain(..).collect()
     }
 
+    /// `handle_cluster_down`, not settled; the calls not taken yet are
+    /// dropped, as a driver drops those it had not run.
+    pub fn handle_cluster_down(&mut self) {
+        self.requests.clear();
+        self.call(Call::ClusterDown);
+    }
+
     /// `handle_cluster_reply` with the reply to call `id`, not settled.
     pub fn handle_cluster_reply(&mut self, id: CallId, reply: &Reply) {
         self.call(Call::ClusterReply(id, reply));
@@ -306,6 +313,7 @@ impl<O: Observer> Driver<O> {
             Call::ClusterReply(id, reply) => {
                 self.server.handle_cluster_reply(now, id, reply.clone());
             }
+            Call::ClusterDown => self.server.handle_cluster_down(now),
         }
         self.drain();
         self.check();

@@ -206,7 +206,9 @@ impl Observer for Checks {
             }
             Call::Blocked(_) | Call::Timeout => {}
             Call::Shutdown => model.shutdown(),
-            Call::ClusterReply(..) => panic!("the model is of a server of its own"),
+            Call::ClusterReply(..) | Call::ClusterDown => {
+                panic!("the model is of a server of its own")
+            }
         }
     }
 

@@ -9,9 +9,10 @@
 //! behind each other as real ones do.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use super::{Driver, Input, Seen, SimRedis};
-use crate::cluster::{Call, ClusterConfig, Decoded, Entry, Gone, Reply, Request, Token};
+use crate::cluster::{Call, ClusterConfig, Decoded, Entry, Gone, RawEntry, Reply, Request, Token};
 use crate::{Config, ConnId, Server, nick};
 
 /// Nicks the steps ask for: case variants and a confusable pair among them.
@@ -74,13 +75,56 @@ pub enum NodeStep {
     },
     /// Every node runs until nothing is left to do.
     Settle,
+    /// A node's link to Redis fails and stays down until [`NodeStep::LinkUp`]:
+    /// the calls it had not run are lost, after reaching Redis (`applied`,
+    /// their replies lost) or not.
+    LinkDown {
+        /// Which node.
+        node: usize,
+        /// Whether its waiting calls ran on Redis.
+        applied: bool,
+    },
+    /// A node's link may come back.
+    LinkUp {
+        /// Which node.
+        node: usize,
+    },
+    /// Redis restarts empty (no persistence): every link drops.
+    Restart,
+    /// A node shuts down: what it asks on the way reaches Redis, then it
+    /// is gone.
+    Shutdown {
+        /// Which node.
+        node: usize,
+    },
+    /// A node dies (`kill -9`): its calls never reach Redis.
+    Crash {
+        /// Which node.
+        node: usize,
+    },
+    /// Time passes, in steps of at most 100 ms after each of which every
+    /// node's calls reach Redis and its reads are answered (Redis answers
+    /// within 100 ms).
+    Tick {
+        /// How long, in milliseconds.
+        millis: u64,
+    },
 }
+
+/// How long after a node dies its users must have left everywhere.
+pub const LEAVES_WITHIN: Duration = Duration::from_secs(10);
 
 /// One node: its driver, and its calls on their way to Redis.
 #[derive(Debug)]
 struct Node {
     driver: Driver,
-    token: Token,
+    /// Every token it had, the current one last (a node reaped while alive
+    /// comes back as another incarnation).
+    tokens: Vec<Token>,
+    /// Its link is cut: its calls wait.
+    down: bool,
+    /// It died at this time.
+    crashed: Option<Duration>,
     /// Calls asked for and not run yet, in order.
     calls: VecDeque<Request>,
     /// Its read of the log, not answered yet.
@@ -88,14 +132,28 @@ struct Node {
 }
 
 impl Node {
+    fn token(&self) -> &Token {
+        self.tokens.last().expect("a node has a token")
+    }
+
+    /// Whether it runs with its link up.
+    fn up(&self) -> bool {
+        self.crashed.is_none() && !self.down && self.driver.server().cluster_up() == Some(true)
+    }
+
     /// Moves the calls the server asked for into the queues.
     fn take_requests(&mut self) {
+        if let Some(token) = self.driver.server().cluster_token() {
+            if token != self.token() {
+                self.tokens.push(token.clone());
+            }
+        }
         for request in self.driver.take_requests() {
             if let Call::Read { .. } = request.call {
                 assert!(
                     self.read.is_none(),
                     "{}: a second read while one is out",
-                    self.token
+                    self.token()
                 );
                 self.read = Some(request);
             } else {
@@ -112,6 +170,15 @@ pub struct Nodes {
     nodes: Vec<Node>,
     /// Markers used so far.
     said: u64,
+    /// What Redis lost when it restarted, for the order checks: the log of
+    /// each epoch before the current one.
+    archive: Vec<Vec<RawEntry>>,
+    /// Redis restarted: lines may be lost.
+    restarted: bool,
+    /// A link failed (or Redis restarted) since this time.
+    links_failed: Option<Duration>,
+    /// Time passed.
+    now: Duration,
 }
 
 impl Nodes {
@@ -126,7 +193,9 @@ impl Nodes {
                 let token = server.cluster_token().expect("a node has a token").clone();
                 let mut node = Node {
                     driver: Driver::with_server(server),
-                    token,
+                    tokens: vec![token],
+                    down: false,
+                    crashed: None,
                     calls: VecDeque::new(),
                     read: None,
                 };
@@ -139,6 +208,10 @@ impl Nodes {
             redis: SimRedis::new(usize::MAX),
             nodes,
             said: 0,
+            archive: Vec::new(),
+            restarted: false,
+            links_failed: None,
+            now: Duration::ZERO,
         };
         nodes.settle();
         nodes
@@ -147,6 +220,11 @@ impl Nodes {
     /// The driver of node `node`.
     pub fn driver(&self, node: usize) -> &Driver {
         &self.nodes[node].driver
+    }
+
+    /// The time since the cluster started (only [`NodeStep::Tick`] moves it).
+    pub fn elapsed(&self) -> Duration {
+        self.now
     }
 
     /// Every line client `client` (in connection order) of node `node`
@@ -174,22 +252,77 @@ impl Nodes {
     /// [`NodeStep::Settle`], those of a quiet cluster).
     pub fn step(&mut self, step: &NodeStep) {
         let count = self.nodes.len();
+        let live = |nodes: &Nodes, node: usize| nodes.nodes[node % count].crashed.is_none();
         match *step {
-            NodeStep::Connect { node } => {
+            NodeStep::Connect { node } if live(self, node) => {
                 let node = &mut self.nodes[node % count];
                 node.driver.connect();
                 node.take_requests();
             }
-            NodeStep::Line { node, client, line } => {
+            NodeStep::Line { node, client, line } if live(self, node) => {
                 let text = self.line_text(line);
                 self.send(node % count, client, Input::Bytes(text.into_bytes()));
             }
-            NodeStep::Eof { node, client } => self.send(node % count, client, Input::Eof),
+            NodeStep::Eof { node, client } if live(self, node) => {
+                self.send(node % count, client, Input::Eof);
+            }
             NodeStep::Apply { node, calls } => self.apply(node % count, calls),
             NodeStep::Read { node } => {
                 self.read(node % count);
             }
             NodeStep::Settle => self.settle(),
+            NodeStep::LinkDown { node, applied } if live(self, node) => {
+                let i = node % count;
+                let lost: Vec<Request> = self.nodes[i].calls.drain(..).collect();
+                self.nodes[i].read = None;
+                self.nodes[i].down = true;
+                if applied {
+                    for request in &lost {
+                        self.redis.run(&request.call);
+                    }
+                }
+                let node = &mut self.nodes[i];
+                node.driver.handle_cluster_down();
+                node.driver.settle();
+                node.take_requests();
+                self.links_failed.get_or_insert(self.now);
+            }
+            NodeStep::LinkUp { node } => self.nodes[node % count].down = false,
+            NodeStep::Restart => {
+                self.archive.push(self.redis.log().cloned().collect());
+                self.redis.flush();
+                self.restarted = true;
+                self.links_failed.get_or_insert(self.now);
+                for node in self.nodes.iter_mut().filter(|n| n.crashed.is_none()) {
+                    node.calls.clear();
+                    node.read = None;
+                    node.driver.handle_cluster_down();
+                    node.driver.settle();
+                    node.take_requests();
+                }
+            }
+            NodeStep::Shutdown { node } if live(self, node) => {
+                let i = node % count;
+                self.nodes[i].driver.handle_shutdown();
+                self.nodes[i].driver.settle();
+                self.nodes[i].take_requests();
+                self.apply(i, usize::MAX);
+                let now = self.now;
+                let node = &mut self.nodes[i];
+                node.crashed = Some(now);
+                node.calls.clear();
+                node.read = None;
+            }
+            NodeStep::Crash { node } if live(self, node) => {
+                let now = self.now;
+                let node = &mut self.nodes[node % count];
+                node.crashed = Some(now);
+                node.calls.clear();
+                node.read = None;
+            }
+            NodeStep::Tick { millis } => self.tick(Duration::from_millis(millis)),
+            // A step for a node that died does nothing.
+            _ => {}
         }
         self.check();
         if *step == NodeStep::Settle {
@@ -240,6 +373,9 @@ impl Nodes {
     /// Up to `calls` of node `node`'s calls reach Redis; the replies come
     /// back at once.
     fn apply(&mut self, node: usize, calls: usize) {
+        if self.nodes[node].down || self.nodes[node].crashed.is_some() {
+            return;
+        }
         for _ in 0..calls {
             let Some(request) = self.nodes[node].calls.pop_front() else {
                 return;
@@ -255,6 +391,9 @@ impl Nodes {
     /// Answers node `node`'s read if the log has an entry after it; whether
     /// it did.
     fn read(&mut self, node: usize) -> bool {
+        if self.nodes[node].down || self.nodes[node].crashed.is_some() {
+            return false;
+        }
         let Some(request) = self.nodes[node].read.take() else {
             return false;
         };
@@ -276,6 +415,9 @@ impl Nodes {
         for _ in 0..10_000 {
             let mut busy = false;
             for node in 0..self.nodes.len() {
+                if self.nodes[node].crashed.is_some() || self.nodes[node].down {
+                    continue;
+                }
                 self.nodes[node].driver.settle();
                 self.nodes[node].take_requests();
                 if !self.nodes[node].calls.is_empty() {
@@ -291,24 +433,39 @@ impl Nodes {
         panic!("the cluster never settles");
     }
 
-    /// The log, decoded: every entry there is valid.
+    /// Lets `span` pass, 100 ms at a time, every node's calls reaching
+    /// Redis after each.
+    fn tick(&mut self, span: Duration) {
+        let end = self.now + span;
+        while self.now < end {
+            let step = (end - self.now).min(Duration::from_millis(100));
+            self.now += step;
+            self.redis.advance(step);
+            for node in self.nodes.iter_mut().filter(|n| n.crashed.is_none()) {
+                node.driver.advance(step);
+                node.take_requests();
+            }
+            self.settle();
+        }
+    }
+
+    /// Every entry Redis ever held, decoded (what it lost in restarts
+    /// first): every one is valid.
     fn log(&self) -> Vec<(u64, Decoded)> {
-        self.redis
-            .log()
-            .map(|raw| {
-                let fields = raw.fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
-                let decoded = Decoded::from_fields(fields)
-                    .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", raw.seq));
-                (raw.seq, decoded)
-            })
+        self.archive
+            .iter()
+            .flatten()
+            .chain(self.redis.log())
+            .map(|raw| (raw.seq, decode(raw)))
             .collect()
     }
 
-    /// What holds after every step: nicks unique across the cluster, and
-    /// every client's room lines in the log's order, from its own join on.
+    /// What holds after every step: nicks unique across the nodes whose
+    /// link is up; every client's room lines in the log's order, from its
+    /// own join on; a node is reaped at most once, and writes nothing after.
     fn check(&self) {
         let mut holders: HashMap<String, (usize, ConnId)> = HashMap::new();
-        for (i, node) in self.nodes.iter().enumerate() {
+        for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.up()) {
             let server = node.driver.server();
             for conn in server.connections() {
                 let Some(nick) = server.nick(conn) else {
@@ -322,31 +479,69 @@ impl Nodes {
                 }
             }
         }
+        // Within one epoch (a Redis that restarted forgot its reaps).
+        let current: Vec<RawEntry> = self.redis.log().cloned().collect();
+        for epoch in self.archive.iter().chain([&current]) {
+            let mut gone: HashMap<Token, u64> = HashMap::new();
+            for raw in epoch {
+                let decoded = decode(raw);
+                if let Some(origin) = &decoded.origin {
+                    assert!(
+                        !gone.contains_key(&origin.node),
+                        "{} wrote entry {} after it was reaped",
+                        origin.node,
+                        raw.seq
+                    );
+                }
+                if let Entry::NodeGone { node, .. } = decoded.entry {
+                    assert!(
+                        gone.insert(node.clone(), raw.seq).is_none(),
+                        "{node} reaped twice"
+                    );
+                }
+            }
+        }
         let log = self.log();
         for node in &self.nodes {
             for client in node.driver.clients() {
                 let lines = room_lines(client.lines.iter().map(|(_, l)| l.as_str()));
-                let mut next = match join_index(&log, &node.token, client.id) {
-                    Some(join) => join + 1,
-                    None => {
-                        assert!(
-                            lines.is_empty(),
-                            "{} {} got {lines:?} before its join was in the log",
-                            node.token,
-                            client.id
-                        );
-                        continue;
-                    }
+                let Some(join) = join_index(&log, &node.tokens, client.id) else {
+                    assert!(
+                        lines.is_empty(),
+                        "{} {} got {lines:?} before its join was in the log",
+                        node.token(),
+                        client.id
+                    );
+                    continue;
                 };
+                // Every chat and `/me` line is said once, with its own
+                // marker: none reaches a client twice.
+                let mut said = std::collections::HashSet::new();
+                for line in lines
+                    .iter()
+                    .filter(|l| !l.starts_with("* ") || l.ends_with(char::is_numeric))
+                {
+                    assert!(
+                        said.insert(line),
+                        "{} {} got {line:?} twice",
+                        node.token(),
+                        client.id
+                    );
+                }
+                // Its lines must be a subsequence of what the log since its
+                // join gives it: matched greedily, earliest first.
+                let room: Vec<String> = log[join + 1..]
+                    .iter()
+                    .flat_map(|(_, e)| rendered(e, &node.tokens, client.id))
+                    .collect();
+                let mut next = 0;
                 for line in &lines {
-                    let found = (next..log.len())
-                        .find(|&q| rendered(&log[q].1, &node.token, client.id).contains(line));
-                    let Some(q) = found else {
+                    let Some(q) = (next..room.len()).find(|&q| room[q] == *line) else {
                         panic!(
-                            "{} {} got {line:?} out of the log's order (or not in it) after seq {}",
-                            node.token,
-                            client.id,
-                            log.get(next.saturating_sub(1)).map_or(0, |e| e.0)
+                            "{} {} got {line:?} out of the log's order (or not in it): \
+                             its lines {lines:?}, the log's {room:?}",
+                            node.token(),
+                            client.id
                         );
                     };
                     next = q + 1;
@@ -355,70 +550,129 @@ impl Nodes {
         }
     }
 
-    /// What holds once the cluster is quiet: every node read the whole log;
-    /// every client in the room got every line of the log since its join,
-    /// once, in order; every node's roster is the other nodes' members.
+    /// What holds once the cluster is quiet, for the nodes that run with
+    /// their link up: each read the whole log; unless Redis restarted
+    /// (and lost lines), every client of theirs in the room got every line
+    /// of the log since its join, once, in order; their rosters and their
+    /// members are what Redis holds; and a node dead for
+    /// [`LEAVES_WITHIN`], with the links up all along, was reaped.
     fn check_settled(&self) {
         let log = self.log();
-        let top = log.last().map_or(0, |e| e.0);
-        for node in &self.nodes {
+        let top = self.redis.log().last().map_or(0, |e| e.seq);
+        let roster = self.redis.roster();
+        for node in self.nodes.iter().filter(|n| n.up()) {
             let server = node.driver.server();
             assert_eq!(
                 server.cluster_cursor(),
                 Some(top),
                 "{} did not read it all",
-                node.token
+                node.token()
             );
-            for client in node.driver.clients() {
+            for client in node.driver.clients().iter().filter(|_| !self.restarted) {
                 if server.nick(client.id).is_none() {
                     continue;
                 }
-                let join = join_index(&log, &node.token, client.id).unwrap_or_else(|| {
-                    panic!("{} {} joined but is not in the log", node.token, client.id)
+                let join = join_index(&log, &node.tokens, client.id).unwrap_or_else(|| {
+                    panic!(
+                        "{} {} joined but is not in the log",
+                        node.token(),
+                        client.id
+                    )
                 });
                 let expected: Vec<String> = log[join + 1..]
                     .iter()
-                    .flat_map(|(_, e)| rendered(e, &node.token, client.id))
+                    .flat_map(|(_, e)| rendered(e, &node.tokens, client.id))
                     .collect();
                 let got = room_lines(client.lines.iter().map(|(_, l)| l.as_str()));
                 assert_eq!(
-                    got, expected,
+                    got,
+                    expected,
                     "{} {}: room lines since its join",
-                    node.token, client.id
+                    node.token(),
+                    client.id
                 );
             }
-            let mut roster: Vec<(Token, ConnId, String)> = Vec::new();
-            for other in self.nodes.iter().filter(|o| o.token != node.token) {
-                let theirs = other.driver.server();
-                for conn in theirs.connections() {
-                    if let Some(nick) = theirs.nick(conn) {
-                        roster.push((other.token.clone(), conn, nick.to_string()));
-                    }
-                }
+            let (own, others): (Vec<_>, Vec<_>) = roster
+                .iter()
+                .cloned()
+                .partition(|(t, _, _)| t == node.token());
+            // A node cut off may have said hello (registering members) with
+            // its entries still to come; a dead one may have too, until it
+            // is reaped.
+            let cut_off = self.nodes.iter().any(|n| n.crashed.is_none() && n.down);
+            let dead: Vec<&Token> = self
+                .nodes
+                .iter()
+                .filter(|n| n.crashed.is_some())
+                .flat_map(|n| &n.tokens)
+                .collect();
+            let alive = |members: Vec<(Token, ConnId, String)>| -> Vec<(Token, ConnId, String)> {
+                members
+                    .into_iter()
+                    .filter(|(t, _, _)| !dead.contains(&t))
+                    .collect()
+            };
+            if !cut_off {
+                assert_eq!(
+                    server.cluster_roster().map(alive),
+                    Some(alive(others)),
+                    "{}'s roster against Redis' members",
+                    node.token()
+                );
             }
-            roster.sort();
-            assert_eq!(
-                server.cluster_roster(),
-                Some(roster),
-                "{}'s roster against the other nodes' members",
-                node.token
-            );
+            let mut members: Vec<(Token, ConnId, String)> = server
+                .connections()
+                .filter_map(|c| Some((node.token().clone(), c, server.nick(c)?.to_string())))
+                .collect();
+            members.sort();
+            assert_eq!(own, members, "{}'s members in Redis", node.token());
+        }
+        let steady = self.links_failed.is_none();
+        let watched = self.nodes.iter().any(Node::up);
+        for dead in &self.nodes {
+            let Some(at) = dead.crashed else {
+                continue;
+            };
+            if steady && watched && self.now >= at + LEAVES_WITHIN {
+                let reaped = log.iter().any(
+                    |(_, d)| matches!(&d.entry, Entry::NodeGone { node, .. } if node == dead.token()),
+                );
+                assert!(
+                    reaped,
+                    "{} dead since {at:?}, not reaped at {:?}",
+                    dead.token(),
+                    self.now
+                );
+            }
         }
     }
 }
 
+/// An entry of the log, decoded: every entry there must be valid.
+fn decode(raw: &RawEntry) -> Decoded {
+    let fields = raw.fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+    Decoded::from_fields(fields)
+        .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", raw.seq))
+}
+
 /// Where the log has `conn` of `node` joining.
-fn join_index(log: &[(u64, Decoded)], node: &Token, conn: ConnId) -> Option<usize> {
+fn join_index(log: &[(u64, Decoded)], node: &[Token], conn: ConnId) -> Option<usize> {
     log.iter().position(|(_, d)| {
         matches!(d.entry, Entry::Join { conn: c, .. } if c == conn)
-            && d.origin.as_ref().is_some_and(|o| o.node == *node)
+            && d.origin.as_ref().is_some_and(|o| node.contains(&o.node))
     })
 }
 
 /// The room lines `entry` gives `conn` of `node`: none for what it did
 /// itself, none for private messages.
-fn rendered(decoded: &Decoded, node: &Token, conn: ConnId) -> Vec<String> {
-    let by_it = |c: ConnId| c == conn && decoded.origin.as_ref().is_some_and(|o| o.node == *node);
+fn rendered(decoded: &Decoded, node: &[Token], conn: ConnId) -> Vec<String> {
+    let by_it = |c: ConnId| {
+        c == conn
+            && decoded
+                .origin
+                .as_ref()
+                .is_some_and(|o| node.contains(&o.node))
+    };
     match &decoded.entry {
         Entry::Join { conn, nick } if !by_it(*conn) => vec![format!("* {nick} joined")],
         Entry::Leave { conn, nick, reason } if !by_it(*conn) => vec![match reason {
@@ -433,7 +687,7 @@ fn rendered(decoded: &Decoded, node: &Token, conn: ConnId) -> Vec<String> {
             node: gone,
             why,
             nicks,
-        } if gone != node => {
+        } if !node.contains(gone) => {
             let why = match why {
                 Gone::Lost => "server lost",
                 Gone::Shutdown => "server shutting down",

@@ -48,6 +48,8 @@ pub enum Call<'a> {
     Shutdown,
     /// `handle_cluster_reply`.
     ClusterReply(CallId, &'a Reply),
+    /// `handle_cluster_down`.
+    ClusterDown,
 }
 
 /// Input from a client that the driver has not given the server yet.

@@ -41,6 +41,9 @@ impl Server {
 
     /// A line from `conn` for everyone else (chat, `/me`).
     fn say(&mut self, conn: ConnId, line: Bytes) {
+        if self.room_split_full() {
+            return self.reply(conn, "error: room split, line not sent");
+        }
         self.broadcast(conn, line, |line| {
             let text = line.strip_suffix(b"\n").unwrap_or(line);
             Entry::Say {

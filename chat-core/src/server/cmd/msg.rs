@@ -20,6 +20,9 @@ impl Server {
         // On a node of a shared room: through the log, to the node that
         // holds it. Should its holder leave first, it is dropped.
         if let Some((node, to_conn)) = self.remote_holder(target) {
+            if self.room_split_full() {
+                return self.reply(conn, "error: room split, line not sent");
+            }
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             return self.publish(Entry::Msg {
                 conn,
