@@ -269,14 +269,20 @@ impl SimRedis {
             .collect()
     }
 
+    /// Gives a nick key back: forgets the node's claim if it is this
+    /// conn's, even one that expired (else the next extending beat would
+    /// take the nick again for a connection that gave it up), and deletes
+    /// the key if the conn still holds it; whether it did.
     fn release(&mut self, node: &Token, conn: ConnId, key: &str) -> bool {
+        if let Some(claims) = self.claims.get_mut(node) {
+            if claims.get(key) == Some(&conn) {
+                claims.remove(key);
+            }
+        }
         if self.holder(key) != Some(holder(node, conn).as_str()) {
             return false;
         }
         self.nicks.remove(key);
-        if let Some(claims) = self.claims.get_mut(node) {
-            claims.remove(key);
-        }
         true
     }
 
@@ -863,6 +869,43 @@ pub fn script_cases() -> Vec<ScriptCase> {
                         Reply::Published(vec![Published::Seq(5)]),
                     ),
                     Do(claim(&b, 9, "alicia"), taken()),
+                ],
+            ]
+            .concat(),
+        },
+        ScriptCase {
+            name: "a_claim_given_back_after_it_expired_is_not_taken_again_by_a_beat",
+            history: 100,
+            steps: [
+                two_nodes.clone(),
+                vec![
+                    Do(claim(&a, 1, "alice"), granted()),
+                    Do(claim(&a, 2, "bob"), granted()),
+                    Do(
+                        publish(&a, vec![(1, join(1, "alice"))]),
+                        Reply::Published(vec![Published::Seq(1)]),
+                    ),
+                    // Cut off from Redis for longer than the TTL: both expire.
+                    Advance(CASE_TTL * 2),
+                    Do(
+                        publish(
+                            &a,
+                            vec![(
+                                2,
+                                Entry::Leave {
+                                    conn: ConnId(1),
+                                    nick: "alice".into(),
+                                    reason: None,
+                                },
+                            )],
+                        ),
+                        Reply::Published(vec![Published::Seq(2)]),
+                    ),
+                    Do(release(&a, 2, "bob"), Reply::Released(false)),
+                    // Nothing is left to extend: both nicks stay free.
+                    Do(beat(&a, 1, 2, true), alive(&[(&a, 1), (&b, 0)])),
+                    Do(claim(&b, 7, "alice"), granted()),
+                    Do(claim(&b, 8, "bob"), granted()),
                 ],
             ]
             .concat(),

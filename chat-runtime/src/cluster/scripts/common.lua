@@ -57,14 +57,15 @@ local function give_back(key, holder)
   return true
 end
 
--- Connection `conn` of node `token` gives nick key `key` back if it holds
--- it: the key is deleted and the node's claim forgotten; whether it did.
+-- Connection `conn` of node `token` gives nick key `key` back: the node's
+-- claim is forgotten if it is this conn's, even one that expired (else an
+-- extending beat would take the nick again for a connection that gave it
+-- up); whether the conn still held the key, now deleted.
 local function release(token, conn, key)
-  if not give_back(key, token .. ' ' .. conn) then
-    return false
+  if redis.call('HGET', claims_of(token), key) == conn then
+    redis.call('HDEL', claims_of(token), key)
   end
-  redis.call('HDEL', claims_of(token), key)
-  return true
+  return give_back(key, token .. ' ' .. conn)
 end
 
 -- Appends the entry the node encoded, field names and values in
