@@ -1,6 +1,6 @@
 -- hello: ARGV[4] the epoch the node knew ('' when it starts), ARGV[5] its
--- cursor, ARGV[6] the epoch for a new room, ARGV[7] the TTL of claims made
--- again (ms), ARGV[8] '1' for the roster; ARGV[9] the number of fields of
+-- cursor, ARGV[6] the epoch for a new room, ARGV[7] the TTL of the claims
+-- (ms), ARGV[8] '1' for the roster; ARGV[9] the number of fields of
 -- the `y` entry written on a reset, those fields, then the node's members
 -- as CONN, NICK, KEY.
 -- Returns {'reaped'}, or {'room', epoch, first id or nil, top seq,
@@ -16,25 +16,37 @@ if not start and not reset and redis.call('HEXISTS', NODES, TOKEN) == 0 then
   return {'reaped'}
 end
 
+-- The node's members and claims become what it says it holds: after a
+-- split its claims may have expired, or a leave not be written. Claims it
+-- no longer holds are given back.
+redis.call('HSETNX', NODES, TOKEN, '0')
 local sync_from, sync_to = 10, 9 + 2 * tonumber(ARGV[9])
+local holds = {}
+for i = sync_to + 1, #ARGV, 3 do
+  holds[ARGV[i + 2]] = ARGV[i]
+end
+local claims = redis.call('HGETALL', claims_of(TOKEN))
+for i = 1, #claims, 2 do
+  local key, conn = claims[i], claims[i + 1]
+  if holds[key] ~= conn then
+    give_back(key, TOKEN .. ' ' .. conn)
+  end
+end
+redis.call('DEL', members_of(TOKEN), claims_of(TOKEN))
 local conflicts = {}
-if start or reset then
-  redis.call('HSETNX', NODES, TOKEN, '0')
-  redis.call('DEL', members_of(TOKEN), claims_of(TOKEN))
-  local lines = {}
-  for i = sync_to + 1, #ARGV, 3 do
-    local conn, name, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    if take(key, TOKEN .. ' ' .. conn, ARGV[7]) then
-      redis.call('HSET', members_of(TOKEN), conn, name)
-      redis.call('HSET', claims_of(TOKEN), key, conn)
-      table.insert(lines, conn .. '\t' .. name)
-    else
-      table.insert(conflicts, conn)
-    end
+local lines = {}
+for i = sync_to + 1, #ARGV, 3 do
+  local conn, name, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if take(key, TOKEN .. ' ' .. conn, ARGV[7]) then
+    redis.call('HSET', members_of(TOKEN), conn, name)
+    redis.call('HSET', claims_of(TOKEN), key, conn)
+    table.insert(lines, conn .. '\t' .. name)
+  else
+    table.insert(conflicts, conn)
   end
-  if reset then
-    append(sync_from, sync_to, table.concat(lines, '\n'))
-  end
+end
+if reset then
+  append(sync_from, sync_to, table.concat(lines, '\n'))
 end
 
 local roster = false
