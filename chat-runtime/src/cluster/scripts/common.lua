@@ -14,6 +14,8 @@ local META = KEYS[1]
 local LOG = P .. 'log'
 local ORIGINS = P .. 'origins'
 local NODES = P .. 'nodes'
+-- Tokens of the nodes reaped: such a node never registers again.
+local REAPED = P .. 'reaped'
 local HISTORY = ARGV[2]
 local TOKEN = ARGV[3]
 

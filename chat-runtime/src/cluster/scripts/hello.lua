@@ -12,6 +12,9 @@ if redis.call('EXISTS', META) == 0 then
 end
 local start = ARGV[4] == ''
 local reset = not start and lost_since(ARGV[4], ARGV[5])
+if redis.call('SISMEMBER', REAPED, TOKEN) == 1 then
+  return {'reaped'}
+end
 if not start and not reset and redis.call('HEXISTS', NODES, TOKEN) == 0 then
   return {'reaped'}
 end

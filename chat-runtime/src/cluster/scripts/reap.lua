@@ -17,5 +17,6 @@ end
 redis.call('DEL', members_of(TOKEN), claims_of(TOKEN))
 redis.call('HDEL', NODES, TOKEN)
 redis.call('HDEL', ORIGINS, TOKEN)
+redis.call('SADD', REAPED, TOKEN)
 append(6, 5 + 2 * tonumber(ARGV[5]), table.concat(nicks, '\n'))
 return 1
