@@ -7,11 +7,13 @@ use std::time::Duration;
 use chat_core::{Config, ConfigError, Rate};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::cluster::RedisSettings;
 use crate::tls::{CertSource, TlsSettings};
 
 const LIMITS: &str = "Limits";
 const POLICIES: &str = "Policies (not applied to loopback peers unless --limit-loopback)";
 const TLS: &str = "TLS";
+const CLUSTER: &str = "One room across several servers (through Redis)";
 
 /// Where the server listens for plain TCP when no listener is given.
 const DEFAULT_LISTEN: SocketAddr =
@@ -59,6 +61,29 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = parse_secs,
         allow_negative_numbers = true, default_value_t = 10.0, help_heading = TLS)]
     pub tls_handshake_timeout: f64,
+
+    /// Share the room with every server given the same Redis (and
+    /// --redis-prefix): a `redis://HOST:PORT[/DB]` URL. Every broadcast
+    /// line goes through Redis, in one order for every client of every
+    /// server, and nicks are unique across them (docs/cluster.md).
+    #[arg(long, value_name = "URL", help_heading = CLUSTER)]
+    pub redis: Option<String>,
+
+    /// This server's name in the room, for logs; 1-64 ASCII letters,
+    /// digits, `_`, `-` or `.`. [default: HOSTNAME-PID]
+    #[arg(long, value_name = "NAME", requires = "redis", help_heading = CLUSTER)]
+    pub node: Option<String>,
+
+    /// The room's keys in Redis start with `{PREFIX}:`; servers with
+    /// another prefix are another room.
+    #[arg(long, value_name = "PREFIX", requires = "redis",
+          default_value = crate::cluster::calls::DEFAULT_PREFIX, help_heading = CLUSTER)]
+    pub redis_prefix: String,
+
+    /// Lines of the room Redis keeps, for servers that fall behind or lose
+    /// their link for a moment (each about 100 bytes); at least 1.
+    #[arg(long, value_name = "LINES", requires = "redis", default_value_t = 100_000, help_heading = CLUSTER)]
+    pub redis_history: usize,
 
     /// Most clients in the chat at once; one more is refused with `server full`.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_clients, help_heading = LIMITS)]
@@ -198,6 +223,8 @@ pub enum CliError {
     Clap(clap::Error),
     /// The flags parse but the limits cannot work together.
     Config(ConfigError),
+    /// A flag of the shared room is wrong; the text says which and why.
+    Cluster(String),
 }
 
 impl Cli {
@@ -249,6 +276,41 @@ impl Cli {
         Ok(Some((addr, settings)))
     }
 
+    /// Where the room is kept, on a node of a shared room.
+    pub fn redis(&self) -> Result<Option<RedisSettings>, CliError> {
+        let Some(url) = &self.redis else {
+            return Ok(None);
+        };
+        redis::Client::open(url.as_str())
+            .map_err(|e| CliError::Cluster(format!("--redis {url}: {e}")))?;
+        let node = self.node.clone().unwrap_or_else(default_node);
+        if !chat_core::cluster::entry::is_node_name(&node) {
+            return Err(CliError::Cluster(format!(
+                "--node {node}: use 1-64 ASCII letters, digits, _, - or ."
+            )));
+        }
+        if self.redis_history == 0 {
+            return Err(CliError::Cluster(
+                "--redis-history must be at least 1".into(),
+            ));
+        }
+        let prefix_ok = !self.redis_prefix.is_empty()
+            && !self.redis_prefix.contains(['{', '}'])
+            && self.redis_prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !prefix_ok {
+            return Err(CliError::Cluster(format!(
+                "--redis-prefix {}: use printable ASCII without braces",
+                self.redis_prefix
+            )));
+        }
+        Ok(Some(RedisSettings {
+            url: url.clone(),
+            node,
+            prefix: self.redis_prefix.clone(),
+            history: self.redis_history,
+        }))
+    }
+
     /// The limits the flags ask for, if they can work together.
     pub fn config(&self) -> Result<Config, CliError> {
         let bad_rate = |name| CliError::Config(ConfigError::BadRate(name));
@@ -290,6 +352,24 @@ impl Cli {
         config.validate().map_err(CliError::Config)?;
         Ok(config)
     }
+}
+
+/// This host's name and this process's id: a name no other server of the
+/// room has by accident.
+fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(40)
+        .collect();
+    let host = if host.is_empty() {
+        "node".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 /// A burst as a flag's default: the rate's, or 1 if it is off.

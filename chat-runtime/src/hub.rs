@@ -20,9 +20,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use chat_core::{Bytes, Config, ConnId, Event, Server};
+use chat_core::cluster::{CallId, Reply};
+use chat_core::{Bytes, ConnId, Event, Server};
 use tracing::{debug, info};
 
+use crate::cluster::link::RedisLink;
 use crate::log_budget::LogBudget;
 use crate::notify::Notify;
 use crate::stream::Stream;
@@ -115,13 +117,29 @@ pub(crate) struct Hub<S> {
 impl<S: AsFd> Hub<S> {
     /// A hub for a new server; TLS clients get `handshake_timeout` (if
     /// there is a TLS listener) to finish their handshake.
-    pub(crate) fn new(config: Config, seed: u64, handshake_timeout: Option<Duration>) -> Hub<S> {
+    #[cfg(test)]
+    pub(crate) fn new(
+        config: chat_core::Config,
+        seed: u64,
+        handshake_timeout: Option<Duration>,
+    ) -> Hub<S> {
+        Hub::with_server(Server::new(config, seed), handshake_timeout, None)
+    }
+
+    /// A hub for `server`, which is a node of a shared room if `redis`
+    /// runs its calls.
+    pub(crate) fn with_server(
+        server: Server,
+        handshake_timeout: Option<Duration>,
+        redis: Option<Arc<RedisLink>>,
+    ) -> Hub<S> {
         Hub {
             state: Mutex::new(State {
-                server: Server::new(config, seed),
+                server,
                 conns: HashMap::new(),
                 limits: TimeLimits::default(),
                 timer_wake: None,
+                redis,
             }),
             idle: Condvar::new(),
             timer: Condvar::new(),
@@ -349,6 +367,36 @@ impl<S: AsFd> Hub<S> {
         });
     }
 
+    /// Dispatches what the core asked for before any input: a node's hello.
+    fn start(&self, after: &mut After<S>) {
+        self.with(after, |_, _, _| {});
+    }
+
+    /// The reply to the core's call `id` on Redis.
+    fn cluster_reply(&self, id: CallId, reply: Reply, after: &mut After<S>) {
+        self.with(after, |state, now, _| {
+            state.server.handle_cluster_reply(now, id, reply);
+        });
+    }
+
+    /// The link to Redis failed: what the core asked before is dropped
+    /// unrun (see `cluster::link`), and the core is told.
+    fn cluster_down(&self, after: &mut After<S>) {
+        self.with(after, |state, now, _| {
+            if let Some(redis) = &state.redis {
+                redis.next_generation();
+            }
+            state.server.handle_cluster_down(now);
+        });
+    }
+
+    /// On shutdown, a node of a shared room: waits up to `limit` for the
+    /// calls asked so far (its leave) to be run.
+    fn wait_redis(&self, limit: Duration) -> bool {
+        let redis = self.lock().redis.clone();
+        redis.is_none_or(|redis| redis.wait_drained(limit))
+    }
+
     /// Waits until the core's timer or a time limit of the driver's is
     /// due, exactly, then runs the one and acts on the other. Waits without
     /// a limit while neither is pending; a call that makes a deadline earlier
@@ -464,6 +512,7 @@ fn log_event(event: Event) {
 mod tests {
     use super::*;
     use crate::testing::Threads;
+    use chat_core::Config;
     use std::net::{TcpListener, TcpStream};
     use std::pin::pin;
     use std::task::Context;

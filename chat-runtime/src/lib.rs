@@ -55,9 +55,6 @@
 //! waits up to a second for their output to be flushed, then exits with 0.
 
 mod cli;
-// Used by its tests only until the core's cluster outputs (the next slice)
-// drive it.
-#[cfg_attr(not(test), allow(dead_code))]
 mod cluster;
 mod hub;
 mod log_budget;
@@ -80,6 +77,7 @@ use tracing::{debug, warn};
 use crate::tls::Tls;
 
 pub use cli::{Cli, CliError};
+pub use cluster::RedisSettings;
 pub use runtime::Runtime;
 pub use tls::{CertSource, TlsSettings};
 
@@ -88,8 +86,8 @@ pub use tls::{CertSource, TlsSettings};
 /// SIGINT or SIGTERM. Returns only on an error, or for `--help`/`--version`.
 pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
     let parsed = Cli::parse_from(name, about, std::env::args_os())
-        .and_then(|cli| Ok((cli.plain_listen(), cli.tls()?, cli.config()?)));
-    let (plain, tls, mut config) = match parsed {
+        .and_then(|cli| Ok((cli.plain_listen(), cli.tls()?, cli.config()?, cli.redis()?)));
+    let (plain, tls, mut config, redis) = match parsed {
         Ok(parsed) => parsed,
         Err(CliError::Clap(error)) if !error.use_stderr() => {
             // --help or --version.
@@ -103,6 +101,10 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(CliError::Config(error)) => {
+            eprintln!("{name}: error: {error}");
+            return ExitCode::from(2);
+        }
+        Err(CliError::Cluster(error)) => {
             eprintln!("{name}: error: {error}");
             return ExitCode::from(2);
         }
@@ -135,7 +137,7 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
         config.max_clients = max;
     }
     raise_open_file_limit();
-    match R::block_on(serve::serve::<R>(plain, tls, config)) {
+    match R::block_on(serve::serve::<R>(plain, tls, config, redis)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(error)) | Err(error) => {
             eprintln!("{name}: error: {error}");

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tracing::{debug, error, info, warn};
 
+use chat_core::cluster::ClusterConfig;
+
 use crate::Runtime;
+use crate::cluster::RedisSettings;
+use crate::cluster::link::RedisLink;
 use crate::hub::{FLUSH_LIMIT, Hub, Task};
 use crate::log_budget::LogBudget;
 use crate::stream::Stream;
@@ -29,6 +33,7 @@ pub(crate) async fn serve<R: Runtime>(
     plain: Option<SocketAddr>,
     tls: Option<(SocketAddr, Tls)>,
     config: chat_core::Config,
+    redis: Option<RedisSettings>,
 ) -> io::Result<()> {
     let listen = |addr: SocketAddr| {
         bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
@@ -45,7 +50,20 @@ pub(crate) async fn serve<R: Runtime>(
         .or(tls.as_ref().map(|(listener, _)| listener));
     let seed_addr = any.map(std::net::TcpListener::local_addr).transpose()?;
     let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), seed_addr);
-    let task = Task::<R>::new(Arc::new(Hub::new(config, seed, handshake_timeout)));
+    let mut server = chat_core::Server::new(config, seed);
+    let link = redis.as_ref().map(|_| Arc::new(RedisLink::default()));
+    if let Some(settings) = &redis {
+        let cluster = ClusterConfig::new(&settings.node);
+        server = server.with_cluster(cluster).map_err(io::Error::other)?;
+    }
+    let hub = Hub::with_server(server, handshake_timeout, link.clone());
+    let mut task = Task::<R>::new(Arc::new(hub));
+    if let (Some(link), Some(settings)) = (link, &redis) {
+        info!(node = %settings.node, url = %settings.url, "joining the room in Redis");
+        crate::cluster::link::start(link, settings, &task, seed)?;
+        // The hello goes out now, not with the first client.
+        task.start();
+    }
     // Before announcing the addresses, so that a signal sent as soon as
     // they are seen already shuts down cleanly.
     watch_signals(task.sibling(), certificates)?;
@@ -226,10 +244,15 @@ fn watch_signals<R: Runtime>(
                 }
                 info!(signal, "shutting down");
                 task.shutdown();
+                let deadline = Instant::now() + FLUSH_LIMIT;
                 if task.wait_idle(FLUSH_LIMIT) {
                     info!("all connections closed");
                 } else {
                     warn!("closing connections that did not take their output in time");
+                }
+                // A node of a shared room tells the others its users left.
+                if !task.wait_redis(deadline.saturating_duration_since(Instant::now())) {
+                    warn!("the room in Redis was not told this server left; the others find out");
                 }
                 std::process::exit(0);
             }

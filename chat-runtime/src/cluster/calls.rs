@@ -133,7 +133,7 @@ impl RedisRoom {
                 })?;
                 flag(reply, "reap").map(Reply::Reaped)
             }
-            Call::Read { after, count } => self.read(con, *after, *count).map(Reply::Read),
+            Call::Read { after, count } => self.read(con, *after, *count, None).map(Reply::Read),
         }
     }
 
@@ -158,19 +158,26 @@ impl RedisRoom {
     }
 
     /// Up to `count` entries after seq `after`, without waiting for any.
-    fn read(
+    /// Up to `count` entries of the log after seq `after`; with `wait`,
+    /// waiting up to that long for one (`XREAD BLOCK`).
+    pub(crate) fn read(
         &self,
         con: &mut dyn ConnectionLike,
         after: u64,
         count: usize,
+        wait: Option<Duration>,
     ) -> RedisResult<Vec<RawEntry>> {
         // XREAD takes COUNT 0 as no limit.
         if count == 0 {
             return Ok(Vec::new());
         }
-        let reply: Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(count)
+        let mut xread = redis::cmd("XREAD");
+        xread.arg("COUNT").arg(count);
+        if let Some(wait) = wait {
+            // BLOCK 0 waits for ever: at least a millisecond.
+            xread.arg("BLOCK").arg(millis(wait).max(1));
+        }
+        let reply: Value = xread
             .arg("STREAMS")
             .arg(self.key("log"))
             .arg(format!("{after}-0"))

@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::limits::{Limit, TimeLimits};
 use super::{After, FLUSH_LIMIT, Link};
+use crate::cluster::link::RedisLink;
 
 /// What the hub knows of one connection; it is forgotten once it is
 /// closing and neither of its tasks runs.
@@ -85,6 +86,9 @@ pub(super) struct State<S> {
     /// When the timer (see `Hub::tick`) next wakes on its own; `None`: only
     /// when notified. A call that makes a deadline earlier notifies it.
     pub(super) timer_wake: Option<Instant>,
+    /// The threads that run the core's calls on Redis, on a node of a
+    /// shared room.
+    pub(super) redis: Option<Arc<RedisLink>>,
 }
 
 impl<S: AsFd> State<S> {
@@ -134,9 +138,11 @@ impl<S: AsFd> State<S> {
                     }
                 }
                 Output::Event(event) => after.events.push(*event),
-                // No server here is a node of a shared room yet: the Redis
-                // link that runs these calls comes with `--redis`.
-                Output::Cluster(_) => {}
+                Output::Cluster(request) => {
+                    if let Some(redis) = &self.redis {
+                        redis.send(*request);
+                    }
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use chat_core::cluster::{CallId, Reply};
 use tracing::{debug, warn};
 
 use super::{After, Half, Hub, Link, Next};
@@ -128,6 +129,29 @@ impl<R: Runtime> Task<R> {
     pub(crate) fn written(&mut self, link: &Link<R::Stream>, len: usize) {
         self.hub.written(link, len, &mut self.after);
         self.write_queued();
+    }
+
+    /// See [`Hub::start`].
+    pub(crate) fn start(&mut self) {
+        self.hub.start(&mut self.after);
+        self.write_queued();
+    }
+
+    /// See [`Hub::cluster_reply`].
+    pub(crate) fn cluster_reply(&mut self, id: CallId, reply: Reply) {
+        self.hub.cluster_reply(id, reply, &mut self.after);
+        self.write_queued();
+    }
+
+    /// See [`Hub::cluster_down`].
+    pub(crate) fn cluster_down(&mut self) {
+        self.hub.cluster_down(&mut self.after);
+        self.write_queued();
+    }
+
+    /// See [`Hub::wait_redis`].
+    pub(crate) fn wait_redis(&self, limit: Duration) -> bool {
+        self.hub.wait_redis(limit)
     }
 
     /// See [`Hub::tick`].
