@@ -309,7 +309,7 @@ impl Client {
     }
 
     /// [`Client::read_line`], waiting at most `guard`.
-    fn read_line_within(&mut self, guard: Duration) -> String {
+    pub fn read_line_within(&mut self, guard: Duration) -> String {
         let line = self.read_line_bytes_within(guard);
         String::from_utf8(line).unwrap_or_else(|e| {
             panic!(

@@ -20,7 +20,9 @@
 //! TLS itself (`tls_`, see [`checks`]) run once, as `CHECK`. A check's name
 //! starts with the protocol section it checks (`framing_`, `sanitizing_`,
 //! `lines_`, `nicknames_`, `commands_`, `session_`, `limits_` for "Limits and
-//! policies", `policies_` for "Address policies", `tls_` for TLS).
+//! policies", `policies_` for "Address policies", `tls_` for TLS,
+//! `cluster_` for one room across servers, run once as `cluster::CHECK`
+//! with a `redis-server` of its own, [`RedisProcess`]).
 //!
 //! Synchronisation is by events, never by sleeping: a check waits until a
 //! client sees the line that proves the server has done what comes before
@@ -57,11 +59,13 @@ use std::time::Duration;
 
 pub mod checks;
 mod client;
+mod redis;
 mod server;
 mod stream;
 mod tls;
 
 pub use client::{Client, ReadPace, Received, is_join_or_leave, parse_welcome};
+pub use redis::RedisProcess;
 pub use server::ServerProcess;
 pub use stream::{ClientStream, Endpoint, TlsEnd};
 use tls::scratch_dir;
@@ -248,6 +252,14 @@ macro_rules! conformance_suite {
             tls_close_notify_after_quit,
             tls_sighup_reloads_certificate,
         );
+        $crate::conformance_suite!(@cluster $binary;
+            cluster_lines_reach_every_node_in_one_order,
+            cluster_who_and_msg_reach_across_nodes,
+            cluster_nick_held_on_one_node_is_refused_on_another,
+            cluster_killed_node_leaves_within_ten_seconds,
+            cluster_stopped_node_says_its_users_leave,
+            cluster_redis_restarting_mid_chat_loses_nothing_said_meanwhile,
+        );
     };
     (@both_modes $binary:expr; $($check:ident),* $(,)?) => {
         /// Every check, with plain TCP clients.
@@ -267,6 +279,13 @@ macro_rules! conformance_suite {
                 $crate::checks::$check(&$target);
             }
         )*
+    };
+    (@cluster $binary:expr; $($check:ident),* $(,)?) => {
+        /// One room across several nodes of the binary, with plain TCP
+        /// clients (TLS is each client's own link; the room is the same).
+        mod cluster {
+            $crate::conformance_suite!(@tests $crate::Target::plain($binary); $($check),*);
+        }
     };
     (@once $binary:expr; $($check:ident),* $(,)?) => {
         $(

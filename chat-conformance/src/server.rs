@@ -219,6 +219,11 @@ impl ServerProcess {
         self.signal("INT");
     }
 
+    /// Sends SIGKILL: the server dies at once, as in a crash.
+    pub fn kill(&self) {
+        self.signal("KILL");
+    }
+
     /// Sends SIGHUP (re-read the TLS certificate and key).
     pub fn sighup(&self) {
         self.signal("HUP");

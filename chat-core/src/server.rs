@@ -221,13 +221,13 @@ impl Server {
             let entry = Conn::accepted(id, Some(nick.clone()), policy_address, config, queue, now);
             self.conns[slot] = entry;
             let entry = &mut self.conns[slot];
-            entry.state = State::Claiming;
+            entry.state = State::Claiming { peer };
             entry.in_room = false;
             entry.outgoing.queue.stop(&self.broadcasts);
             entry.claim = Some(nick.clone());
             self.admitted += 1;
             self.stop_reading(slot);
-            self.claim_for_join(id, peer, nick, 1);
+            self.claim_for_join(id, nick, 1);
             return id;
         }
         let rng = &mut self.rng;
@@ -245,15 +245,16 @@ impl Server {
         let id = self.conns[slot].id;
         let nick = self.conns[slot].nick.clone();
         self.who_order = None;
-        let online = self.nicks.len() + self.remote_members();
+        let online = self.nicks.len() - self.entering() + self.remote_members();
         let users = if online == 1 { "user" } else { "users" };
         let welcome =
             format!("* welcome, you are {nick}; {online} {users} online; type /help for commands");
         self.deliver(Audience::One(id), render(&[&welcome]));
-        self.broadcast(id, joined_line(&nick), |_| Entry::Join {
-            conn: id,
-            nick: nick.clone(),
-        });
+        if self.cluster.is_none() {
+            // A node of a shared room published the join before: this is
+            // it read back.
+            self.deliver(Audience::AllBut(id), joined_line(&nick));
+        }
         let outputs = &mut self.outputs;
         let address = address_of(&self.config, peer.ip());
         let logged = self.joins.count(address, now, |address, joins| {
@@ -335,6 +336,9 @@ impl Server {
         };
         // Only joined connections have timers, and leaving cancelled them.
         debug_assert!(self.timers.none_armed(conn));
+        if matches!(self.conns[slot].state, State::Claiming { .. }) {
+            self.entering_gone(slot);
+        }
         let closed = std::mem::replace(&mut self.conns[slot], Conn::free(conn));
         self.free.push(slot);
         if let Some(ip) = closed.policy_address {
@@ -342,7 +346,7 @@ impl Server {
         }
         if matches!(
             closed.state,
-            State::Closing { admitted: true } | State::Claiming
+            State::Closing { admitted: true } | State::Claiming { .. }
         ) {
             self.admitted -= 1;
         }
@@ -404,11 +408,10 @@ impl Server {
         self.shutting_down = true;
         let joined = self.joined_ids();
         let claiming: Vec<usize> = (0..self.conns.len())
-            .filter(|&slot| self.conns[slot].state == State::Claiming)
+            .filter(|&slot| matches!(self.conns[slot].state, State::Claiming { .. }))
             .collect();
         for slot in claiming {
-            let peer = SocketAddr::from(([0, 0, 0, 0], 0));
-            self.refuse_claiming(now, slot, peer, Reason::Shutdown);
+            self.refuse_claiming(now, slot, Reason::Shutdown);
         }
         let notice = render(&["* server shutting down"]);
         for conn in joined {
@@ -581,7 +584,7 @@ impl Server {
     /// Where a connection waiting for its nick's claim sits in `conns`.
     fn claiming_slot(&self, conn: ConnId) -> Option<usize> {
         let slot = self.slot_of(conn)?;
-        (self.conns[slot].state == State::Claiming).then_some(slot)
+        matches!(self.conns[slot].state, State::Claiming { .. }).then_some(slot)
     }
 
     /// Where an open connection (joined or closing) sits in `conns`.

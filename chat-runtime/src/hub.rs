@@ -104,6 +104,8 @@ pub(crate) struct Hub<S> {
     idle: Condvar,
     /// Signalled when a deadline comes before `State::timer_wake`.
     timer: Condvar,
+    /// Signalled when Redis answers a call (see [`Hub::wait_room`]).
+    answered: Condvar,
     /// Tasks started to share writes that are not done (see
     /// `Runtime::SHARE_WRITES`).
     sharing: AtomicUsize,
@@ -143,6 +145,7 @@ impl<S: AsFd> Hub<S> {
             }),
             idle: Condvar::new(),
             timer: Condvar::new(),
+            answered: Condvar::new(),
             sharing: AtomicUsize::new(0),
             refused: Mutex::default(),
             handshake_timeout: handshake_timeout.unwrap_or(Duration::MAX),
@@ -377,6 +380,19 @@ impl<S: AsFd> Hub<S> {
         self.with(after, |state, now, _| {
             state.server.handle_cluster_reply(now, id, reply);
         });
+        self.answered.notify_all();
+    }
+
+    /// On a node of a shared room: waits up to `limit` for the room to
+    /// answer its hello; whether it did.
+    fn wait_room(&self, limit: Duration) -> bool {
+        let state = self.lock();
+        let waiting = |state: &mut State<S>| state.server.cluster_up() == Some(false);
+        let (mut state, _) = self
+            .answered
+            .wait_timeout_while(state, limit, waiting)
+            .unwrap_or_else(PoisonError::into_inner);
+        !waiting(&mut state)
     }
 
     /// The link to Redis failed: what the core asked before is dropped

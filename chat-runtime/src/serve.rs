@@ -23,6 +23,9 @@ const ACCEPT_BATCH: usize = 128;
 /// Pause after a failed accept (out of file descriptors, say), so the error
 /// is not retried in a tight loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a node of a shared room waits at start for the room to answer
+/// before it takes clients anyway (and refuses them until it does).
+const ROOM_WAIT: Duration = Duration::from_secs(5);
 /// Pending connections the kernel queues before the server accepts them;
 /// large so that a burst of clients is not refused.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -61,8 +64,13 @@ pub(crate) async fn serve<R: Runtime>(
     if let (Some(link), Some(settings)) = (link, &redis) {
         info!(node = %settings.node, url = %settings.url, "joining the room in Redis");
         crate::cluster::link::start(link, settings, &task, seed)?;
-        // The hello goes out now, not with the first client.
+        // The hello goes out now, not with the first client; clients are
+        // taken once the room answers (until then they wait in the
+        // listen backlog rather than be refused), or a moment later.
         task.start();
+        if !task.wait_room(ROOM_WAIT) {
+            warn!("the room in Redis does not answer yet: clients are refused until it does");
+        }
     }
     // Before announcing the addresses, so that a signal sent as soon as
     // they are seen already shuts down cleanly.

@@ -6,8 +6,10 @@
 //!
 //! Sections: "Framing", "Sanitizing", "Lines the server sends",
 //! "Nicknames", "Commands", "Session events", "Limits and policies",
-//! "Address policies"; and TLS (the listener, handshake and certificate).
+//! "Address policies"; TLS (the listener, handshake and certificate); and
+//! one room across several servers (`cluster_`, docs/cluster.md).
 
+mod cluster;
 mod commands;
 mod framing;
 mod limits;
@@ -18,6 +20,7 @@ mod sanitizing;
 mod session;
 mod tls;
 
+pub use cluster::*;
 pub use commands::*;
 pub use framing::*;
 pub use limits::*;

@@ -14,15 +14,15 @@ mod claims;
 mod link;
 mod roster;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand_core::RngCore;
 
 use self::link::{Beating, ClusterTimer, Link};
 use self::roster::Roster;
+use super::conn::State;
 use super::{Audience, ConnId, Output, Server, joined_line, left_line, render};
 use crate::cluster::{
     Call, CallId, Claimed, ClusterConfig, Decoded, Entry, Gone, HelloReply, Published, RawEntry,
@@ -94,6 +94,9 @@ pub(super) struct Cluster {
     /// same key by the same client before that would be released with it.
     releasing: HashMap<String, (u64, ConnId)>,
     roster: Roster,
+    /// Connections whose nick was granted and whose join is published, not
+    /// yet read back: welcomed when it is.
+    entering: HashSet<ConnId>,
     /// The other nodes' beat counters, and since when each stands still.
     beats: HashMap<Token, Beating>,
     /// A beat is out.
@@ -120,7 +123,6 @@ enum Pending {
     /// A generated nick for a connection waiting to be welcomed.
     Join {
         conn: ConnId,
-        peer: SocketAddr,
         nick: String,
         tries: u32,
     },
@@ -175,6 +177,7 @@ impl Server {
             seen: HashMap::new(),
             releasing: HashMap::new(),
             roster: Roster::default(),
+            entering: HashSet::new(),
             beats: HashMap::new(),
             beat_out: false,
             next_extend: None,
@@ -244,21 +247,13 @@ impl Server {
                     self.missed(first.seq - cursor - 1);
                 }
                 for entry in entries {
-                    self.read_entry(entry);
+                    self.read_entry(now, entry);
                 }
                 self.read_log();
             }
-            (
-                Pending::Join {
-                    conn,
-                    peer,
-                    nick,
-                    tries,
-                },
-                Reply::Claimed(claimed),
-            ) => {
+            (Pending::Join { conn, nick, tries }, Reply::Claimed(claimed)) => {
                 let claimed = claimed.first().copied().unwrap_or(Claimed::Reaped);
-                self.join_answered(now, conn, peer, nick, tries, claimed);
+                self.join_answered(now, conn, nick, tries, claimed);
             }
             (
                 Pending::Nick {
@@ -378,6 +373,19 @@ impl Server {
             .is_some_and(|c| c.roster.holder(nick).is_some())
     }
 
+    /// Connections of this node that hold a nick and wait for their join to
+    /// be read back.
+    pub(super) fn entering(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.entering.len())
+    }
+
+    /// Whether `conn` holds a nick and waits for its join to be read back.
+    pub(super) fn entering_conn(&self, conn: ConnId) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.entering.contains(&conn))
+    }
+
     /// Members of the other nodes.
     pub(super) fn remote_members(&self) -> usize {
         self.cluster.as_ref().map_or(0, |c| c.roster.members.len())
@@ -398,7 +406,7 @@ impl Server {
 
     /// One entry read back from the log: the roster follows it, and its
     /// line goes to this node's clients in the room.
-    fn read_entry(&mut self, raw: RawEntry) {
+    fn read_entry(&mut self, now: Instant, raw: RawEntry) {
         let cluster = self.cluster_mut();
         if raw.seq <= cluster.cursor {
             return;
@@ -409,13 +417,14 @@ impl Server {
             return;
         };
         let token = cluster.token.clone();
+        let mut fresh = true;
         if let Some(origin) = &origin {
             let last = cluster.seen.entry(origin.node.clone()).or_insert(0);
-            if origin.n <= *last {
-                // Written twice: published again after Redis lost its reply.
-                return;
-            }
-            *last = origin.n;
+            // Written twice (published again after Redis lost its reply, or
+            // the log): delivered once, but the roster, rebuilt from Redis
+            // meanwhile, follows it again.
+            fresh = origin.n > *last;
+            *last = (*last).max(origin.n);
             if origin.node == token {
                 cluster.releasing.retain(|_, (n, _)| *n != origin.n);
                 while cluster
@@ -438,14 +447,15 @@ impl Server {
             .filter(|node| *node != token);
         match entry {
             Entry::Join { conn, nick } => {
-                self.deliver(Audience::AllBut(own(conn)), joined_line(&nick));
+                self.deliver_if(fresh, Audience::AllBut(own(conn)), joined_line(&nick));
                 match remote {
                     Some(node) => self.roster_changed(|r| r.insert(node, conn, nick)),
-                    None => self.entered(own(conn)),
+                    None => self.entered(now, own(conn)),
                 }
             }
             Entry::Leave { conn, nick, reason } => {
-                self.deliver(
+                self.deliver_if(
+                    fresh,
                     Audience::AllBut(own(conn)),
                     left_line(&nick, reason.as_deref()),
                 );
@@ -457,19 +467,19 @@ impl Server {
             }
             Entry::Rename { conn, from, to } => {
                 let line = render(&["* ", &from, " is now known as ", &to]);
-                self.deliver(Audience::AllBut(own(conn)), line);
+                self.deliver_if(fresh, Audience::AllBut(own(conn)), line);
                 if let Some(node) = remote {
                     self.roster_changed(|r| r.insert(node, conn, to));
                 }
             }
             Entry::Say { conn, line } => {
-                self.deliver(Audience::AllBut(own(conn)), render(&[&line]))
+                self.deliver_if(fresh, Audience::AllBut(own(conn)), render(&[&line]))
             }
             Entry::Msg {
                 to, to_conn, line, ..
             } => {
                 if to == token && self.joined_slot(to_conn).is_some() {
-                    self.deliver(Audience::One(to_conn), render(&[&line]));
+                    self.deliver_if(fresh, Audience::One(to_conn), render(&[&line]));
                 }
             }
             Entry::NodeGone { node, why, nicks } => {
@@ -479,7 +489,11 @@ impl Server {
                         Gone::Shutdown => "server shutting down",
                     };
                     for nick in nicks {
-                        self.deliver(Audience::AllBut(NOBODY), left_line(&nick, Some(why)));
+                        self.deliver_if(
+                            fresh,
+                            Audience::AllBut(NOBODY),
+                            left_line(&nick, Some(why)),
+                        );
                     }
                     self.roster_changed(|r| r.remove_node(&node));
                 }
@@ -498,6 +512,13 @@ impl Server {
         }
     }
 
+    /// [`Server::deliver`], unless the entry was delivered before.
+    fn deliver_if(&mut self, fresh: bool, audience: Audience, line: bytes::Bytes) {
+        if fresh {
+            self.deliver(audience, line);
+        }
+    }
+
     fn roster_changed(&mut self, change: impl FnOnce(&mut Roster)) {
         change(&mut self.cluster_mut().roster);
         self.who_order = None;
@@ -505,13 +526,21 @@ impl Server {
 
     /// A client of this node whose join was read back: from here on it
     /// gets the room's lines.
-    fn entered(&mut self, conn: ConnId) {
-        if let Some(slot) = self.joined_slot(conn) {
-            let entry = &mut self.conns[slot];
-            if !entry.in_room {
-                entry.in_room = true;
-                entry.outgoing.queue.follow(&self.broadcasts);
-            }
+    fn entered(&mut self, now: Instant, conn: ConnId) {
+        if !self.cluster_mut().entering.remove(&conn) {
+            return;
         }
+        let Some(slot) = self.claiming_slot(conn) else {
+            return;
+        };
+        let State::Claiming { peer } = self.conns[slot].state else {
+            return;
+        };
+        let entry = &mut self.conns[slot];
+        entry.state = State::Joined;
+        entry.in_room = true;
+        entry.outgoing.queue.follow(&self.broadcasts);
+        self.welcome(now, slot, peer);
+        self.input_may_go_on(conn, now);
     }
 }

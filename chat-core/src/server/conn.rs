@@ -3,7 +3,7 @@
 //! control, and the address whose policies apply to it.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::ConnId;
@@ -19,10 +19,14 @@ use crate::rate::Bucket;
 pub(super) enum State {
     /// An unused slot, kept for the next connection.
     Free,
-    /// Accepted by a node of a shared room, waiting for Redis to grant
-    /// its generated nick (`nick`) before it is welcomed. Counts against
-    /// `max_clients`; its input waits, and it is not read.
-    Claiming,
+    /// Accepted by a node of a shared room from `peer`, waiting for Redis
+    /// to grant its generated nick (`nick`), then for its join to be read
+    /// back, before it is welcomed. Counts against `max_clients`; its input
+    /// waits, and it is not read.
+    Claiming {
+        /// Where it connected from, for the log.
+        peer: SocketAddr,
+    },
     /// In the chat: holds a nick, sends and receives.
     Joined,
     /// Told to close; waiting for the driver's `handle_closed`.

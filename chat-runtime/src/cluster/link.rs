@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_core::cluster::{Call, Reply, Request};
 use redis::{Client, Connection};
@@ -170,19 +170,13 @@ impl RedisLink {
     /// Waits up to `limit` for the writer to run every call asked for (on
     /// shutdown: the node's leave); whether it did.
     pub(crate) fn wait_drained(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut queue = crate::lock(&self.queue);
-        while queue.running || queue.calls.iter().any(|t| self.current(t)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            queue = self
-                .ready
-                .wait_timeout(queue, left)
-                .map_or_else(|e| e.into_inner().0, |(queue, _)| queue);
-        }
-        true
+        let queue = crate::lock(&self.queue);
+        let busy = |queue: &mut Queue| queue.running || queue.calls.iter().any(|t| self.current(t));
+        let (mut queue, _) = self
+            .ready
+            .wait_timeout_while(queue, limit, busy)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !busy(&mut queue)
     }
 }
 

@@ -6,8 +6,6 @@
 pub(crate) mod calls;
 pub(crate) mod link;
 #[cfg(test)]
-pub(crate) mod testing;
-#[cfg(test)]
 mod tests;
 
 pub use link::RedisSettings;

@@ -10,7 +10,7 @@ use chat_core::testkit::{CASE_TTL, Scripts, script_cases};
 use redis::{Connection, ErrorKind, RedisResult, Value};
 
 use super::calls::{DEFAULT_PREFIX, RedisRoom};
-use super::testing::RedisServer;
+use chat_conformance::RedisProcess;
 
 /// The scripts run on a server through [`RedisRoom`].
 struct Lua {
@@ -73,10 +73,17 @@ fn glob_escaped(text: &str) -> String {
 }
 
 /// A connection to a fresh server, or `None` where there is no
-/// `redis-server` (see [`RedisServer::start`]).
-fn lua(history: usize) -> Option<(RedisServer, Lua)> {
-    let server = RedisServer::start()?;
-    let con = server.connect();
+/// `redis-server` (see [`RedisProcess::start`]).
+fn lua(history: usize) -> Option<(RedisProcess, Lua)> {
+    let server = RedisProcess::start()?;
+    // Reads fail after 10 s rather than hang a test.
+    let con = redis::Client::open(server.url())
+        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
+        .and_then(|con| {
+            con.set_read_timeout(Some(Duration::from_secs(10)))
+                .map(|()| con)
+        })
+        .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", server.url()));
     let room = RedisRoom::new(DEFAULT_PREFIX, history);
     Some((server, Lua { con, room }))
 }

@@ -149,6 +149,11 @@ impl<R: Runtime> Task<R> {
         self.write_queued();
     }
 
+    /// See [`Hub::wait_room`].
+    pub(crate) fn wait_room(&self, limit: Duration) -> bool {
+        self.hub.wait_room(limit)
+    }
+
     /// See [`Hub::wait_redis`].
     pub(crate) fn wait_redis(&self, limit: Duration) -> bool {
         self.hub.wait_redis(limit)

@@ -2,13 +2,12 @@
 //! generated nick (it is welcomed once Redis grants it) and `/nick`; the
 //! client's input waits for the answer.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand_core::RngCore;
 
 use super::{JOIN_TRIES, Pending};
-use crate::cluster::{Call, Claimed};
+use crate::cluster::{Call, Claimed, Entry};
 use crate::nick::{self, NickError};
 use crate::rate::Bucket;
 use crate::server::conn::State;
@@ -32,16 +31,9 @@ impl Server {
     }
 
     /// Asks Redis to grant `nick` to `conn`, which waits for the answer.
-    pub(in crate::server) fn claim_for_join(
-        &mut self,
-        conn: ConnId,
-        peer: SocketAddr,
-        nick: String,
-        tries: u32,
-    ) {
+    pub(in crate::server) fn claim_for_join(&mut self, conn: ConnId, nick: String, tries: u32) {
         let pending = Pending::Join {
             conn,
-            peer,
             nick: nick.clone(),
             tries,
         };
@@ -129,15 +121,11 @@ impl Server {
         &mut self,
         now: Instant,
         conn: ConnId,
-        peer: SocketAddr,
         nick: String,
         tries: u32,
         claimed: Claimed,
     ) {
-        let waiting = self
-            .slot_of(conn)
-            .filter(|&slot| self.conns[slot].state == State::Claiming);
-        let Some(slot) = waiting else {
+        let Some(slot) = self.claiming_slot(conn) else {
             if claimed == Claimed::Granted {
                 self.release_claim(conn, nick);
             }
@@ -145,11 +133,11 @@ impl Server {
         };
         let granted = claimed == Claimed::Granted && self.nicks.claim(&nick, conn).is_ok();
         if granted {
-            let entry = &mut self.conns[slot];
-            entry.claim = None;
-            entry.state = State::Joined;
-            self.welcome(now, slot, peer);
-            return self.input_may_go_on(conn, now);
+            // Welcomed when its join is read back: from its place in the
+            // room's order (see `entered`).
+            self.conns[slot].claim = None;
+            self.cluster_mut().entering.insert(conn);
+            return self.publish(Entry::Join { conn, nick });
         }
         if claimed == Claimed::Granted {
             // Granted, but taken here meanwhile: give it back, draw again.
@@ -159,26 +147,43 @@ impl Server {
             let nick = self.candidate_nick();
             self.conns[slot].nick.clone_from(&nick);
             self.conns[slot].claim = Some(nick.clone());
-            return self.claim_for_join(conn, peer, nick, tries + 1);
+            return self.claim_for_join(conn, nick, tries + 1);
         }
-        self.refuse_claiming(now, slot, peer, Reason::RoomUnavailable);
+        self.refuse_claiming(now, slot, Reason::RoomUnavailable);
+    }
+
+    /// A connection closed (or refused) after its nick was granted and its
+    /// join published, before that was read back: it leaves as it came, so
+    /// that no node keeps it.
+    pub(in crate::server) fn entering_gone(&mut self, slot: usize) {
+        let conn = self.conns[slot].id;
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if cluster.entering.remove(&conn) {
+            let nick = self.conns[slot].nick.clone();
+            self.nicks.release(&nick, conn);
+            self.publish(Entry::Leave {
+                conn,
+                nick,
+                reason: None,
+            });
+        }
     }
 
     /// Refuses a connection that waits for its nick: a last line, and a
     /// close that flushes it.
-    pub(in crate::server) fn refuse_claiming(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        peer: SocketAddr,
-        reason: Reason,
-    ) {
+    pub(in crate::server) fn refuse_claiming(&mut self, now: Instant, slot: usize, reason: Reason) {
+        let State::Claiming { peer } = self.conns[slot].state else {
+            return;
+        };
         let id = self.conns[slot].id;
         let text = match reason {
             Reason::Shutdown => "* server shutting down",
             _ => "* error: room unavailable, try again later",
         };
         self.deliver(Audience::One(id), render(&[text]));
+        self.entering_gone(slot);
         let entry = &mut self.conns[slot];
         entry.claim = None;
         entry.state = State::Closing { admitted: true };

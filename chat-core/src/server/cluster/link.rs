@@ -129,12 +129,9 @@ impl Server {
     /// A call out when the link failed: what waited for it is answered now.
     fn call_void(&mut self, now: Instant, pending: Pending) {
         match pending {
-            Pending::Join { conn, peer, .. } => {
-                let slot = self
-                    .slot_of(conn)
-                    .filter(|&slot| self.conns[slot].state == State::Claiming);
-                if let Some(slot) = slot {
-                    self.refuse_claiming(now, slot, peer, Reason::RoomUnavailable);
+            Pending::Join { conn, .. } => {
+                if let Some(slot) = self.claiming_slot(conn) {
+                    self.refuse_claiming(now, slot, Reason::RoomUnavailable);
                 }
             }
             Pending::Nick { conn, to, .. } => {
@@ -155,10 +152,11 @@ impl Server {
     /// otherwise with what the node knew and its members, to be claimed
     /// again should Redis have lost them.
     pub(super) fn say_hello(&mut self) {
+        // Those whose join is published hold their nick too.
         let members: Vec<(ConnId, String)> = self
             .conns
             .iter()
-            .filter(|c| c.state == State::Joined)
+            .filter(|c| c.state == State::Joined || self.entering_conn(c.id))
             .map(|c| (c.id, c.nick.clone()))
             .collect();
         let new_epoch = self.rng.next_u64();
@@ -186,7 +184,10 @@ impl Server {
         if start {
             cluster.cursor = room.top;
         } else if room.reset {
-            cluster.cursor = room.top;
+            // All of the new log was written since Redis lost the old one
+            // (lines said during the outage among it): read it all; what
+            // this node read before is skipped by origin.
+            cluster.cursor = first - 1;
             lost = true;
         } else if first > cluster.cursor + 1 {
             missed = first - cluster.cursor - 1;
@@ -252,6 +253,13 @@ impl Server {
         }
         for pending in self.void_calls() {
             self.call_void(now, pending);
+        }
+        // Those whose join is published and not read back go too.
+        let entering: Vec<usize> = (0..self.conns.len())
+            .filter(|&slot| matches!(self.conns[slot].state, State::Claiming { .. }))
+            .collect();
+        for slot in entering {
+            self.refuse_claiming(now, slot, Reason::RoomUnavailable);
         }
         let incarnation = self.rng.next_u64();
         let cluster = self.cluster_mut();
