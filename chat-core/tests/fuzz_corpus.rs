@@ -31,6 +31,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("nick", targets::nick),
     ("sanitize", targets::sanitize),
     ("cluster_entry", targets::cluster_entry),
+    ("cluster", targets::cluster),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -106,6 +107,11 @@ fn sanitize_corpus() {
 #[test]
 fn cluster_entry_corpus() {
     replay("cluster_entry", targets::cluster_entry);
+}
+
+#[test]
+fn cluster_corpus() {
+    replay("cluster", targets::cluster);
 }
 
 #[test]
@@ -899,7 +905,103 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             .into_iter()
             .map(|(n, b)| named("cluster_entry", n, b)),
     );
+    all.extend(
+        cluster_seeds()
+            .into_iter()
+            .map(|(n, b)| named("cluster", n, b)),
+    );
     all
+}
+
+/// A `cluster` input: the seed byte, then three bytes a step (see
+/// `targets::decode_cluster_steps`: kind, node + 3 * client, parameter).
+fn cluster_input(steps: &[[u8; 3]]) -> Vec<u8> {
+    let mut input = vec![7];
+    input.extend(steps.iter().flatten());
+    input
+}
+
+/// What happens to a room across three servers: clients of every node
+/// chatting and renaming, links failing, Redis restarting, nodes dying.
+fn cluster_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    const CONNECT: u8 = 0;
+    const CHAT: u8 = 1;
+    const NICK: u8 = 5;
+    const APPLY: u8 = 9;
+    const READ: u8 = 10;
+    const SETTLE: u8 = 11;
+    const DOWN: u8 = 12;
+    const UP: u8 = 13;
+    const GONE: u8 = 14;
+    const TICK: u8 = 15;
+    let room = [
+        [CONNECT, 0, 0],
+        [CONNECT, 1, 0],
+        [CONNECT, 2, 0],
+        [SETTLE, 0, 0],
+    ];
+    let with = |rest: &[[u8; 3]]| cluster_input(&[&room[..], rest].concat());
+    vec![
+        (
+            "chat-everywhere",
+            with(&[[CHAT, 0, 0], [CHAT, 1, 0], [CHAT, 2, 0], [SETTLE, 0, 0]]),
+        ),
+        (
+            "interleaved",
+            with(&[
+                [CHAT, 0, 0],
+                [CHAT, 1, 0],
+                [APPLY, 1, 0],
+                [READ, 0, 0],
+                [APPLY, 0, 0],
+                [READ, 2, 0],
+            ]),
+        ),
+        (
+            "same-nick-two-nodes",
+            with(&[[NICK, 0, 0], [NICK, 1, 1], [APPLY, 1, 0], [APPLY, 0, 0]]),
+        ),
+        (
+            "rename-back",
+            with(&[
+                [NICK, 0, 2],
+                [SETTLE, 0, 0],
+                [NICK, 0, 0],
+                [APPLY, 0, 0],
+                [NICK, 0, 2],
+            ]),
+        ),
+        (
+            "link-down-applied",
+            with(&[
+                [CHAT, 0, 0],
+                [DOWN, 0, 0],
+                [TICK, 0, 50],
+                [UP, 0, 0],
+                [SETTLE, 0, 0],
+            ]),
+        ),
+        (
+            "link-down-lost",
+            with(&[[CHAT, 0, 0], [DOWN, 0, 1], [TICK, 0, 30], [UP, 0, 0]]),
+        ),
+        (
+            "partition-reaped",
+            with(&[[DOWN, 1, 1], [TICK, 0, 160], [UP, 1, 0], [TICK, 0, 40]]),
+        ),
+        (
+            "redis-restart",
+            with(&[[CHAT, 0, 0], [GONE, 0, 0], [CHAT, 1, 0], [TICK, 0, 20]]),
+        ),
+        (
+            "crash",
+            with(&[[GONE, 2, 2], [TICK, 0, 200], [TICK, 0, 10]]),
+        ),
+        (
+            "shutdown",
+            with(&[[CHAT, 2, 0], [GONE, 2, 1], [SETTLE, 0, 0]]),
+        ),
+    ]
 }
 
 /// A `cluster_entry` input: the fields joined by NUL bytes.

@@ -8,4 +8,4 @@
 
 pub mod targets;
 
-pub use targets::{cluster_entry, framing, nick, policies, sanitize, server};
+pub use targets::{cluster, cluster_entry, framing, nick, policies, sanitize, server};

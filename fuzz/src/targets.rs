@@ -1087,3 +1087,77 @@ pub fn cluster_entry(data: &[u8]) {
     let again = Decoded::from_fields(written.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     assert_eq!(again.as_ref(), Ok(&decoded), "written back as {written:?}");
 }
+
+/// The steps of a `cluster` input: each three bytes (kind, node or client,
+/// parameter) after the seed byte, at most [`CLUSTER_STEPS`] of them.
+pub fn decode_cluster_steps(data: &[u8]) -> (u64, Vec<testkit::NodeStep>) {
+    use testkit::{NICKS, NodeLine, NodeStep};
+    let seed = u64::from(data.first().copied().unwrap_or(0));
+    let steps = data
+        .get(1..)
+        .unwrap_or_default()
+        .chunks_exact(3)
+        .take(CLUSTER_STEPS)
+        .map(|step| {
+            let (kind, which, param) = (step[0], usize::from(step[1]), step[2]);
+            let (node, client) = (which % 3, which / 3);
+            let line = |line| NodeStep::Line { node, client, line };
+            match kind % 16 {
+                0 => NodeStep::Connect { node },
+                1..=3 => line(NodeLine::Chat),
+                4 => line(NodeLine::Me),
+                5 => line(NodeLine::Nick(usize::from(param) % NICKS.len())),
+                6 => line(NodeLine::Msg(usize::from(param))),
+                7 => line(if param % 2 == 0 {
+                    NodeLine::Who
+                } else {
+                    NodeLine::Quit
+                }),
+                8 => NodeStep::Eof { node, client },
+                9 => NodeStep::Apply {
+                    node,
+                    calls: usize::from(param % 4) + 1,
+                },
+                10 => NodeStep::Read { node },
+                11 => NodeStep::Settle,
+                12 => NodeStep::LinkDown {
+                    node,
+                    applied: param % 2 == 0,
+                },
+                13 => NodeStep::LinkUp { node },
+                14 => match param % 4 {
+                    0 => NodeStep::Restart,
+                    1 => NodeStep::Shutdown { node },
+                    _ => NodeStep::Crash { node },
+                },
+                _ => NodeStep::Tick {
+                    millis: u64::from(param) * 50,
+                },
+            }
+        })
+        .collect();
+    (seed, steps)
+}
+
+/// Most steps of one `cluster` input.
+pub const CLUSTER_STEPS: usize = 120;
+
+/// `cluster`: three servers sharing one room through a simulated Redis
+/// (`testkit::Nodes`), driven by steps decoded from the input (clients
+/// connecting, chatting, renaming, leaving; calls reaching Redis and reads
+/// answered in any interleaving; links failing with their last calls run
+/// or not; Redis restarting empty; nodes crashing or shutting down; time
+/// passing), then settled. After every step: nicks unique across the
+/// nodes whose link is up, every client's room lines in the log's one
+/// order from its join on, no chat line twice, no node reaped twice or
+/// writing after its reap; once settled, nothing lost (or, after a
+/// restart, nothing written since), rosters and members as Redis has
+/// them, and a node dead for 10 s reaped.
+pub fn cluster(data: &[u8]) {
+    let (seed, steps) = decode_cluster_steps(data);
+    let mut nodes = testkit::Nodes::new(3, &Config::default(), seed);
+    for step in &steps {
+        nodes.step(step);
+    }
+    nodes.step(&testkit::NodeStep::Settle);
+}
