@@ -23,7 +23,7 @@
 //! | Session events | `server` (`handle_connect`, `leave`), `server/output.rs` ([`Event`], [`Reason`]) | `tests/session.rs` |
 //! | Limits and policies | [`Config`], `server` (`deliver`: max clients and output queue, shutdown), `server/conn.rs` (`Outgoing`: what a client's output costs, [`LINE_COST`]), `server/room.rs` (room backpressure), `server/timer.rs` (soft limit grace), `server/addresses.rs` (`LogLimit`: which refusals and joins are logged) | `tests/limits.rs` (`limits_`) |
 //! | Address policies | `server/addresses.rs` (per address, IPv6 prefixes, loopback, turns for the address's flood budget), `server/flood.rs` (flood control, input that waits), `rate` (GCRA [`Rate`] buckets), `server/timer.rs` (line and idle timeouts, tie-breaks), `server/cmd/nick.rs` (nick rate) | `tests/policies.rs` (`policies_`) |
-//! | Cluster (docs/design/cluster.md; slices 1-2: the links always up) | [`cluster`]: [`cluster::entry`] (the shared log's entries, checked as untrusted), [`cluster::call`] (the Redis calls and replies), `server/cluster.rs` (publishing, reading back, claims, the roster) | `tests/cluster.rs` (`cluster_`), with `testkit::SimRedis`, `testkit::script_cases` and `testkit::Nodes` |
+//! | One room across servers (docs/cluster.md) | [`cluster`]: [`cluster::entry`] (the shared log's entries, checked as untrusted), [`cluster::call`] (the Redis calls and replies); `server/cluster.rs` (publishing, reading back, the roster), `server/cluster/claims.rs` (nick claims), `server/cluster/link.rs` (hello, link down and up, beats, reaping, the node's timers) | `tests/cluster.rs` (`cluster_`), with `testkit::Nodes`, `testkit::SimRedis` and `testkit::script_cases` |
 //!
 //! The server's state, by type: `server/conn.rs` (one connection, its fields
 //! grouped by concern), `server/flood.rs` (`FloodControl`), `server/room.rs`
@@ -66,6 +66,11 @@
 //!      the room waits for its readers; what it sent waits inside the
 //!      server and TCP slows it down), and start again.
 //!    - [`Output::Event`]: something worth logging. It never holds chat text.
+//!    - [`Output::Cluster`] (only on a node of a room shared through Redis,
+//!      [`Server::with_cluster`]): run the call on Redis and give its reply
+//!      to [`Server::handle_cluster_reply`]; when the link to Redis fails,
+//!      call [`Server::handle_cluster_down`] instead, and run the hello it
+//!      asks for first once reconnected (see [`cluster`]).
 //! 4. Ask [`Server::poll_timeout`] for the next deadline (any input may have
 //!    moved it), sleep until I/O or that time, and call
 //!    [`Server::handle_timeout`] when it has come. Every time given must be
