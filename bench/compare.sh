@@ -27,6 +27,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SERVERS="${SERVERS:-go tokio asyncstd std}"
 QUICK="${QUICK:-0}"
@@ -52,18 +54,7 @@ log() { echo "compare.sh: $*" >&2; }
 
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            log "server $SERVER_PID ignored SIGTERM; sending SIGKILL"
-            kill -KILL "$SERVER_PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_pid "$SERVER_PID"
     SERVER_PID=""
 }
 
@@ -177,13 +168,6 @@ start_server() {
     fi
 }
 
-# Value of key $2 in RESULT line $1 ("-" if absent).
-kv() {
-    local v
-    v="$(tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -n1)"
-    echo "${v:--}"
-}
-
 # run_case SERVER LABEL SUBCOMMAND ARGS...: runs chat-bench, records a row.
 # A label with "-tls" in it runs over TLS, against the TLS listener.
 run_case() {
@@ -237,37 +221,24 @@ run_case() {
     sleep 1
 }
 
-# Closed-loop senders keep at most this many lines in flight (see
-# chat-bench --window): unbounded, they outrun the readers on 2 shared cores
-# and a server with a per-client queue limit (ours: --max-queue, 1 MiB)
-# rightly drops the readers as too slow. S*WINDOW*line stays under 1 MiB.
-WINDOW="${WINDOW:-500}"
+# At most this many lines in flight per sender in the slow cases (WINDOW,
+# from bench/lib.sh, for the others).
 SLOW_WINDOW="${SLOW_WINDOW:-100}"
 
-# Scenario sizes. Closed-loop runs should last a few seconds; the Go server
-# is ~30x slower than ours, so it gets fewer lines (rates stay comparable).
-# slow-25: SLOW25_N readers and SLOW25_K never-reading clients, a quarter of
+# Scenario sizes beyond fanout and paced (bench/lib.sh). slow-25: SLOW25_N readers and SLOW25_K never-reading clients, a quarter of
 # all. burst: BURST_PER_IP senders from each of 1 and of 8 addresses, each
 # writing 50 lines of 4000 B at once, BURST_R readers at 100 KiB/s, for at
 # most BURST_SECS after the burst.
 if [ "$QUICK" = 1 ]; then
     BENCH_TIMEOUT="${BENCH_TIMEOUT_QUICK:-30}"
-    FANOUT_N=10 FANOUT_S=2 PACED_M=50 PACED_RATE=50 SCALE_NS="10 50"
+    SCALE_NS="10 50"
     IDLE_N=200 SLOW_N=10 SLOW_S=2 SLOW_M=3000 SLOW_K=2 SLOW25_N=9 SLOW25_K=3
     BURST_PER_IP=2 BURST_R=4 BURST_SECS=3
 else
-    FANOUT_N=100 FANOUT_S=10 PACED_M=500 PACED_RATE=100 SCALE_NS="10 100 1000 5000"
+    SCALE_NS="10 100 1000 5000"
     IDLE_N=10000 SLOW_N=100 SLOW_S=10 SLOW_M=5000 SLOW_K=5 SLOW25_N=75 SLOW25_K=25
     BURST_PER_IP=16 BURST_R=20 BURST_SECS=20
 fi
-
-# Total deliveries of a closed-loop run for server $1.
-total_deliveries() {
-    if [ "$QUICK" = 1 ]; then echo 20000
-    elif [ "$1" = go ]; then echo 2000000
-    else echo 20000000
-    fi
-}
 
 # Whether scenario $1 is in $SCENARIOS.
 wanted() {
@@ -289,14 +260,13 @@ twins() {
 }
 
 run_server() {
-    local s="$1" total m n
-    total="$(total_deliveries "$s")"
-    m=$((total / (FANOUT_S * (FANOUT_N - 1))))
+    local s="$1" m n
+    m="$(fanout_lines "$s" "$FANOUT_N")"
     twins "$s" fanout "" 0 fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
     twins "$s" paced "" 0 fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$PACED_M" -b 64 --rate "$PACED_RATE"
     if wanted scale; then
         for n in $SCALE_NS; do
-            m=$((total / (FANOUT_S * (n - 1))))
+            m="$(fanout_lines "$s" "$n")"
             [ "$m" -ge 20 ] || m=20
             run_case "$s" "scale-$n" fanout -n "$n" -s "$FANOUT_S" -m "$m" -b 64 --window "$WINDOW"
         done
@@ -319,7 +289,7 @@ run_server() {
     if wanted fanout-nowindow; then
         # fanout without --window: senders as fast as the server reads them.
         restart_server "$s" || return 0
-        m=$((total / (FANOUT_S * (FANOUT_N - 1))))
+        m="$(fanout_lines "$s" "$FANOUT_N")"
         run_case "$s" fanout-nowindow fanout -n "$FANOUT_N" -s "$FANOUT_S" -m "$m" -b 64 --window 0
     fi
     if wanted slow-25; then

@@ -2,8 +2,10 @@
 # CI smoke of the load generator, so it cannot rot: a few clients and a few
 # lines through chat-tokio (debug build), checked for loss, duplicates and
 # order, the same over TLS, plus one idle broadcast and a small burst to
-# paced readers from two source addresses. Benchmarks proper are
-# bench/compare.sh.
+# paced readers from two source addresses; then bench/cluster.sh's fanout
+# and paced over two chat-tokio nodes sharing a redis-server, failing on
+# any line lost or client dropped. Benchmarks proper are bench/compare.sh
+# and bench/cluster.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +30,17 @@ tls_addr="$(sed -n 's/^listening on \([^ ]*\) (tls)$/\1/p' "$out")"
 "$bin"/chat-bench idle -q --addr "$addr" -n 50 --pid "$pid" --timeout-secs 60
 "$bin"/chat-bench burst -q --addr "$addr" --senders 2 --sender-ips 127.0.0.1,127.0.0.2 \
     --readers 3 --lines 20 --size 1000 --timeout-secs 60
+
+# redis-server is optional here, but not in CI (CI set), where skipping
+# would let the cluster's tooling rot unseen.
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    cluster_out="$(mktemp)"
+    SERVERS=tokio NODES=2 QUICK=1 STRICT=1 NO_BUILD=1 BIN_DIR="$bin" BENCH="$bin/chat-bench" \
+        OUT="$cluster_out" bash bench/cluster.sh || { rm -f "$cluster_out"; exit 1; }
+    rm -f "$cluster_out"
+elif [ -n "${CI:-}" ]; then
+    echo "bench smoke: redis-server (and redis-cli) missing; CI must have them (apt-get install redis-server)" >&2
+    exit 1
+else
+    echo "bench smoke: skipping the 2-node run: redis-server is not installed" >&2
+fi

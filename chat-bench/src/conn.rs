@@ -48,25 +48,39 @@ pub struct Origin {
     pub rcvbuf: Option<u32>,
 }
 
-/// How clients reach the server.
+/// How clients reach the servers.
 #[derive(Debug, Clone)]
 pub struct Dialer {
-    addr: SocketAddr,
+    /// The servers, in the order given; never empty.
+    addrs: Arc<[SocketAddr]>,
     /// Bound on a connection attempt, TLS handshake included.
     timeout: Duration,
     tls: Option<Tls>,
 }
 
 impl Dialer {
-    /// Connects to `addr`, with TLS if `tls` is given.
-    pub fn new(addr: SocketAddr, timeout: Duration, tls: Option<Tls>) -> Self {
-        Self { addr, timeout, tls }
+    /// Connects to `addrs` (at least one), with TLS if `tls` is given.
+    pub fn new(addrs: Vec<SocketAddr>, timeout: Duration, tls: Option<Tls>) -> Self {
+        debug_assert!(!addrs.is_empty());
+        Self {
+            addrs: addrs.into(),
+            timeout,
+            tls,
+        }
     }
 
-    /// Connects from `origin` and, with TLS, completes the handshake.
-    pub async fn connect(&self, origin: Origin) -> io::Result<Conn> {
+    /// The server of client `client`: the servers in turn, so that any run
+    /// of consecutive clients (the senders, the readers) is spread evenly
+    /// over them, to one client apart.
+    pub fn server_of(&self, client: usize) -> SocketAddr {
+        self.addrs[client % self.addrs.len()]
+    }
+
+    /// Connects client `client` from `origin` to its server (see
+    /// [`Self::server_of`]) and, with TLS, completes the handshake.
+    pub async fn connect(&self, client: usize, origin: Origin) -> io::Result<Conn> {
         let open = async {
-            let tcp = connect_from(self.addr, origin).await?;
+            let tcp = connect_from(self.server_of(client), origin).await?;
             let _ = tcp.set_nodelay(true);
             // Without it latency is only measured to the read.
             let _ = setsockopt(&tcp, sockopt::ReceiveTimestampns, &true);
@@ -175,6 +189,12 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The server it is connected to.
+    #[cfg(test)]
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+
     /// Its read and write halves, usable from different tasks or threads.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
         let (rd, wr) = self.tcp.into_split();
@@ -443,7 +463,7 @@ mod tests {
     }
 
     fn dialer(addr: SocketAddr, tls: Tls) -> Dialer {
-        Dialer::new(addr, Duration::from_secs(10), Some(tls))
+        Dialer::new(vec![addr], Duration::from_secs(10), Some(tls))
     }
 
     #[tokio::test]
@@ -454,7 +474,7 @@ mod tests {
         let (addr, _, srv) = server(to_client.clone(), to_server.len());
         let tls = Tls::new("localhost", None).unwrap();
         let (mut rd, wr) = dialer(addr, tls)
-            .connect(Origin::default())
+            .connect(0, Origin::default())
             .await
             .unwrap()
             .into_split();
@@ -484,12 +504,12 @@ mod tests {
         let right = Tls::new("localhost", Some(&path)).unwrap();
         std::fs::remove_file(&path).unwrap();
         let err = dialer(addr, other)
-            .connect(Origin::default())
+            .connect(0, Origin::default())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("not valid for name"), "{err}");
         let (mut rd, wr) = dialer(addr, right)
-            .connect(Origin::default())
+            .connect(0, Origin::default())
             .await
             .unwrap()
             .into_split();

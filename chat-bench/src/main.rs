@@ -15,6 +15,11 @@
 //! generator, which shares the machine's cores with the server, took to get
 //! to reading; both count how late the generator sent (`send_lag_p99_us`).
 //!
+//! Given several server addresses (servers sharing one room), the clients
+//! are spread over them in turn; every check stays the same, since each
+//! line must still reach every client but its sender, once and in its
+//! sender's order, whichever server either is on.
+//!
 //! With `--tls` every client connects over TLS (rustls); handshakes are done
 //! while connecting, before the clock starts, so that the run measures the
 //! chat. A line's arrival is then when the ciphertext completing its records
@@ -182,9 +187,18 @@ struct LoadArgs {
 /// Options shared by all scenarios.
 #[derive(Debug, Args)]
 struct CommonArgs {
-    /// Server address.
-    #[arg(long, short = 'a', default_value = "127.0.0.1:12345")]
-    addr: String,
+    /// Server address. Several servers of one room (the flag repeated, or
+    /// the addresses comma separated): the clients are spread over them in
+    /// turn, client i to address i mod K, so that the senders (the first S
+    /// clients) and the readers are spread alike.
+    #[arg(
+        long,
+        short = 'a',
+        value_delimiter = ',',
+        default_value = "127.0.0.1:12345",
+        value_name = "HOST:PORT"
+    )]
+    addr: Vec<String>,
     /// Connect with TLS (TLS 1.3 or 1.2, no session resumption: each
     /// connection a full handshake, done while connecting, before the
     /// run's clock starts).
@@ -338,7 +352,7 @@ fn config(cli: Cli) -> Result<(Config, CommonArgs), String> {
         .transpose()?;
     let cfg = Config {
         scenario,
-        addr: common.addr.clone(),
+        addrs: common.addr.clone(),
         tls,
         clients: load.clients,
         senders: load.senders,

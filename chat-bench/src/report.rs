@@ -62,8 +62,10 @@ pub struct BurstStats {
 pub struct Report {
     /// `fanout`, `idle`, `slow` or `burst`.
     pub scenario: &'static str,
-    /// Server address.
+    /// Server addresses, joined by `, `.
     pub addr: String,
+    /// How many servers the clients were spread over.
+    pub servers: usize,
     /// Whether the clients connected with TLS.
     pub tls: bool,
     /// Reading clients (N).
@@ -168,7 +170,7 @@ impl Report {
         let lat = |f| us(&self.latency, f);
         let burst = |f: fn(&BurstStats) -> u64| opt(self.burst.as_ref().map(f));
         let mut s = String::from("RESULT");
-        let kv: [(&str, String); 39] = [
+        let kv: [(&str, String); 40] = [
             ("scenario", self.scenario.to_owned()),
             ("clients", self.clients.to_string()),
             ("senders", self.senders.to_string()),
@@ -177,6 +179,7 @@ impl Report {
             ("rate", opt(self.rate)),
             ("slow", self.slow.to_string()),
             ("tls", u8::from(self.tls).to_string()),
+            ("servers", self.servers.to_string()),
             ("expected", self.expected.to_string()),
             ("deliveries", self.deliveries.to_string()),
             ("secs", format!("{:.3}", self.secs)),
@@ -355,6 +358,7 @@ mod tests {
         assert!(line.contains(" p99_us=- "));
         assert!(line.ends_with(" ok=1"));
         assert!(line.contains(" gap_readers=- "));
+        assert!(line.contains(" tls=0 servers=0 "));
         assert!(!line.contains('\n'));
     }
 

@@ -63,8 +63,9 @@ impl Scenario {
 pub struct Config {
     /// Scenario being run.
     pub scenario: Scenario,
-    /// Server address (`HOST:PORT`).
-    pub addr: String,
+    /// Server addresses (`HOST:PORT`), at least one: several servers of
+    /// one room, the clients spread over them in turn.
+    pub addrs: Vec<String>,
     /// Connect with TLS, with these settings.
     pub tls: Option<crate::tls::Tls>,
     /// Reading clients (N); for `burst`, senders and readers.
@@ -433,22 +434,26 @@ pub fn read_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Opens one connection per origin, concurrently; returns them and the
-/// failures.
+/// Opens one connection per (client index, origin), concurrently; returns
+/// them in the order given, and the failures. The order matters: a
+/// client's index picks its server, and the first S clients send, so that
+/// the senders are spread over the servers as the readers are.
 async fn connect_batch(
     dialer: &Dialer,
-    origins: impl IntoIterator<Item = Origin>,
+    origins: impl IntoIterator<Item = (usize, Origin)>,
 ) -> (Vec<Conn>, usize, Option<String>) {
-    let mut set = JoinSet::new();
-    for origin in origins {
-        let dialer = dialer.clone();
-        set.spawn(async move { dialer.connect(origin).await });
-    }
-    let mut streams = Vec::with_capacity(set.len());
+    let tasks: Vec<_> = origins
+        .into_iter()
+        .map(|(client, origin)| {
+            let dialer = dialer.clone();
+            tokio::spawn(async move { dialer.connect(client, origin).await })
+        })
+        .collect();
+    let mut streams = Vec::with_capacity(tasks.len());
     let mut failures = 0;
     let mut first_err = None;
-    while let Some(r) = set.join_next().await {
-        let err = match r {
+    for task in tasks {
+        let err = match task.await {
             Ok(Ok(s)) => {
                 streams.push(s);
                 continue;
@@ -484,9 +489,10 @@ impl Clients {
     }
 }
 
-/// Connects `count` clients, client `i` of them from `origin(i)`, in paced
-/// batches, and hands each connection to `accept` as it comes; gives up at
-/// `deadline`. Returns how many failed and the first error.
+/// Connects `count` clients, the first of them client `first_client` of
+/// the run, client `i` of them from `origin(i)`, in paced batches, and
+/// hands each connection to `accept` in order; gives up at `deadline`.
+/// Returns how many failed and the first error.
 ///
 /// Batches must stay below the server's listen backlog: a connection
 /// whose final ACK is dropped by a full accept queue looks established here
@@ -494,7 +500,7 @@ impl Clients {
 async fn connect_group(
     cfg: &Config,
     dialer: &Dialer,
-    (count, what): (usize, &str),
+    (first_client, count, what): (usize, usize, &str),
     origin: impl Fn(usize) -> Origin,
     deadline: Instant,
     mut accept: impl FnMut(Conn),
@@ -505,7 +511,7 @@ async fn connect_group(
     while connected + failures < count && Instant::now() < deadline {
         let first = connected + failures;
         let todo = cfg.connect_batch.max(1).min(count - first);
-        let origins = (first..first + todo).map(&origin);
+        let origins = (first..first + todo).map(|i| (first_client + i, origin(i)));
         let (streams, f, e) = connect_batch(dialer, origins).await;
         failures += f;
         if first_err.is_none() {
@@ -608,12 +614,19 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     let cfg = Arc::new(cfg);
     let start = Instant::now();
     let deadline = start + cfg.timeout;
-    let addr = tokio::net::lookup_host(&cfg.addr)
-        .await
-        .map_err(|e| SetupError(format!("cannot resolve {}: {e}", cfg.addr)))?
-        .next()
-        .ok_or_else(|| SetupError(format!("{} resolves to no address", cfg.addr)))?;
-    let dialer = Dialer::new(addr, cfg.connect_timeout, cfg.tls.clone());
+    let mut addrs = Vec::with_capacity(cfg.addrs.len());
+    for name in &cfg.addrs {
+        let addr = tokio::net::lookup_host(name)
+            .await
+            .map_err(|e| SetupError(format!("cannot resolve {name}: {e}")))?
+            .next()
+            .ok_or_else(|| SetupError(format!("{name} resolves to no address")))?;
+        addrs.push(addr);
+    }
+    if addrs.is_empty() {
+        return Err(SetupError("no server address".into()));
+    }
+    let dialer = Dialer::new(addrs, cfg.connect_timeout, cfg.tls.clone());
     let mut hists = Vec::with_capacity(HIST_SHARDS);
     for _ in 0..HIST_SHARDS {
         hists.push(Mutex::new(LatencyHists::new()?));
@@ -649,7 +662,8 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     });
     let mut report = Report {
         scenario: cfg.scenario.name(),
-        addr: cfg.addr.clone(),
+        addr: cfg.addrs.join(", "),
+        servers: cfg.addrs.len(),
         tls: cfg.tls.is_some(),
         clients: cfg.burst.as_ref().map_or(cfg.clients, |b| b.readers),
         senders: cfg.senders,
@@ -685,7 +699,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
         let (failures, first_err) = connect_group(
             &cfg,
             &dialer,
-            (cfg.clients, "clients"),
+            (0, cfg.clients, "clients"),
             |_| Origin::default(),
             deadline,
             |stream| {
@@ -702,7 +716,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
                 "connected only {} of {} clients to {}: {}",
                 clients.writers.len(),
                 cfg.clients,
-                cfg.addr,
+                report.addr,
                 first_err.unwrap_or_else(|| "overall timeout".into())
             )));
         }
@@ -717,7 +731,8 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
     } = clients;
     let connected = writers.len();
     let (slow, slow_failures, slow_err) = if cfg.slow > 0 {
-        connect_batch(&dialer, vec![Origin::default(); cfg.slow]).await
+        let slow = (connected..connected + cfg.slow).map(|i| (i, Origin::default()));
+        connect_batch(&dialer, slow).await
     } else {
         (Vec::new(), 0, None)
     };
@@ -742,7 +757,7 @@ pub async fn run(cfg: Config) -> Result<Report, SetupError> {
                     "only {} of {sync_target} clients received the sync broadcast; \
                      is {} a broadcast chat server?",
                     ctx.synced.load(Relaxed),
-                    cfg.addr
+                    report.addr
                 )));
             }
             Err(e) => return Err(SetupError(format!("sending the sync line failed: {e}"))),
@@ -951,5 +966,47 @@ async fn run_load(
     }
     if send_errors > 0 && report.stop_reason.is_none() {
         report.stop_reason = Some(format!("{send_errors} senders failed to write"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, TcpListener};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn clients_are_spread_over_the_servers_in_turn_in_their_order() {
+        // Listeners that never accept: the kernel completes the handshakes
+        // in their backlog.
+        let listeners: Vec<_> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let dialer = Dialer::new(addrs.clone(), Duration::from_secs(10), None);
+        // As the slow clients of a run with 4 others: indices 4.., in order
+        // whichever connection completes first.
+        let (conns, failures, _) =
+            connect_batch(&dialer, (4..11).map(|i| (i, Origin::default()))).await;
+        assert_eq!(failures, 0);
+        let servers: Vec<SocketAddr> = conns.iter().map(|c| c.peer_addr().unwrap()).collect();
+        let want: Vec<SocketAddr> = (4..11).map(|i| addrs[i % 3]).collect();
+        assert_eq!(servers, want);
+    }
+
+    #[test]
+    fn senders_and_readers_are_spread_alike() {
+        let addrs: Vec<SocketAddr> = (1..=2)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let dialer = Dialer::new(addrs.clone(), Duration::from_secs(1), None);
+        // fanout N=100 S=10 over 2 servers: the senders are clients 0..10.
+        let on = |range: std::ops::Range<usize>, server| {
+            range.filter(|&c| dialer.server_of(c) == server).count()
+        };
+        for server in addrs {
+            assert_eq!(on(0..10, server), 5);
+            assert_eq!(on(0..100, server), 50);
+        }
     }
 }

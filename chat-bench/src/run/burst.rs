@@ -70,14 +70,14 @@ pub(super) async fn connect(
         Err(SetupError(format!(
             "connected only {} of {count} {what} to {}: {}",
             count - failed,
-            cfg.addr,
+            cfg.addrs.join(", "),
             err.unwrap_or_else(|| "overall timeout".into())
         )))
     };
     let senders = connect_group(
         cfg,
         dialer,
-        (cfg.senders, "senders"),
+        (0, cfg.senders, "senders"),
         in_turn(&b.sender_ips, None),
         deadline,
         |stream| {
@@ -91,7 +91,7 @@ pub(super) async fn connect(
     let readers = connect_group(
         cfg,
         dialer,
-        (b.readers, "readers"),
+        (cfg.senders, b.readers, "readers"),
         in_turn(&b.reader_ips, b.reader_rcvbuf),
         deadline,
         |stream| {
