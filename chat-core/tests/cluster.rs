@@ -280,6 +280,20 @@ proptest! {
         let (first, second) = (run(), run());
         prop_assert_eq!(first.traces(), second.traces());
     }
+
+    /// The same with a log of 6 entries: nodes that fall behind miss lines
+    /// (and say so), and every other check still holds.
+    #[test]
+    fn cluster_nodes_share_one_order_when_the_log_is_trimmed(
+        seed: u64,
+        steps in prop::collection::vec(node_step(), 1..80),
+    ) {
+        let mut nodes = Nodes::with_history(3, &Config::default(), seed, 6);
+        for step in &steps {
+            nodes.step(step);
+        }
+        nodes.step(&NodeStep::Settle);
+    }
 }
 
 /// Two nodes, settled after every step, for the rule tests.
@@ -564,5 +578,42 @@ fn cluster_redis_restarting_empty_is_told_and_the_room_goes_on() {
     assert_eq!(
         nodes.lines(0, 0).last().map(String::as_str),
         Some("* error: nick b0b is already taken")
+    );
+}
+
+/// A node cut off while the room said more than Redis keeps tells its
+/// clients how many lines they missed, then goes on from what is kept.
+#[test]
+fn cluster_a_node_that_fell_behind_the_history_says_how_many_lines_were_missed() {
+    let mut nodes = Nodes::with_history(2, &Config::default(), 7, 4);
+    for step in [
+        NodeStep::Connect { node: 0 },
+        NodeStep::Connect { node: 1 },
+        NodeStep::Settle,
+        NodeStep::LinkDown {
+            node: 1,
+            applied: false,
+        },
+    ] {
+        nodes.step(&step);
+    }
+    for _ in 0..6 {
+        nodes.step(&line(0, 0, NodeLine::Chat));
+        nodes.step(&NodeStep::Settle);
+    }
+    let a = welcome_nick(&nodes, 0, 0);
+    for step in [NodeStep::LinkUp { node: 1 }, NodeStep::Tick { millis: 500 }] {
+        nodes.step(&step);
+    }
+    // Six lines said, four kept: two missed.
+    assert_eq!(
+        nodes.lines(1, 0)[1..],
+        [
+            "* missed 2 lines (this server fell behind)".to_string(),
+            format!("{a}: m3"),
+            format!("{a}: m4"),
+            format!("{a}: m5"),
+            format!("{a}: m6"),
+        ]
     );
 }

@@ -14,7 +14,7 @@ mod claims;
 mod link;
 mod roster;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
@@ -72,6 +72,10 @@ pub(super) struct Cluster {
     epoch: Option<u64>,
     /// The last seq read from the log.
     cursor: u64,
+    /// The log's top when the last hello was answered: an entry published
+    /// again then and found written before (`Published::Dup`) is at or
+    /// before it.
+    hello_top: u64,
     /// The `n` of the next entry this node publishes.
     next_n: u64,
     next_call: u64,
@@ -95,8 +99,9 @@ pub(super) struct Cluster {
     releasing: HashMap<String, (u64, ConnId)>,
     roster: Roster,
     /// Connections whose nick was granted and whose join is published, not
-    /// yet read back: welcomed when it is.
-    entering: HashSet<ConnId>,
+    /// yet read back, with its seq once Redis said it: welcomed when the
+    /// cursor reaches it (read back, or passed over in a gap).
+    entering: BTreeMap<ConnId, Option<u64>>,
     /// The other nodes' beat counters, and since when each stands still.
     beats: HashMap<Token, Beating>,
     /// A beat is out.
@@ -116,7 +121,8 @@ enum Pending {
         start: bool,
     },
     Read,
-    Publish,
+    /// The `n` of the entries published.
+    Publish(Vec<u64>),
     Release,
     Beat,
     Reap,
@@ -168,6 +174,7 @@ impl Server {
             link: Link::Joining,
             epoch: None,
             cursor: 0,
+            hello_top: 0,
             next_n: 1,
             next_call: 0,
             calls: BTreeMap::new(),
@@ -177,7 +184,7 @@ impl Server {
             seen: HashMap::new(),
             releasing: HashMap::new(),
             roster: Roster::default(),
-            entering: HashSet::new(),
+            entering: BTreeMap::new(),
             beats: HashMap::new(),
             beat_out: false,
             next_extend: None,
@@ -230,9 +237,10 @@ impl Server {
             }
             (Pending::Hello { .. }, Reply::Hello(HelloReply::Reaped)) => self.room_lost(now),
             (Pending::Beat, Reply::Beat(beat)) => self.beat_answered(now, beat),
-            (Pending::Publish, Reply::Published(results)) => {
+            (Pending::Publish(ns), Reply::Published(results)) => {
                 // What was written is read back; Redis that lost the room or
                 // this node is found out here as well as by the next beat.
+                self.published(&ns, &results);
                 if results.contains(&Published::Reaped) {
                     self.room_lost(now);
                 } else if results.contains(&Published::Reset) {
@@ -243,12 +251,15 @@ impl Server {
                 self.cluster_mut().reading = false;
                 let cursor = self.cluster_mut().cursor;
                 if let Some(first) = entries.first().filter(|e| e.seq > cursor + 1) {
-                    // Trimmed before this node read it.
+                    // Trimmed before this node read it: the roster may miss
+                    // what the lines missed told, and a hello brings it.
                     self.missed(first.seq - cursor - 1);
+                    self.say_hello();
                 }
                 for entry in entries {
                     self.read_entry(now, entry);
                 }
+                self.enter_passed(now);
                 self.read_log();
             }
             (Pending::Join { conn, nick, tries }, Reply::Claimed(claimed)) => {
@@ -341,7 +352,8 @@ impl Server {
         let entries = std::mem::take(&mut cluster.outbox);
         cluster.unconfirmed.extend(entries.iter().cloned());
         let node = cluster.token.clone();
-        self.ask(Call::Publish { node, entries }, Pending::Publish);
+        let ns = entries.iter().map(|(n, _)| *n).collect();
+        self.ask(Call::Publish { node, entries }, Pending::Publish(ns));
     }
 
     /// Whether a chat line cannot wait for the room any more: the link is
@@ -383,7 +395,7 @@ impl Server {
     pub(super) fn entering_conn(&self, conn: ConnId) -> bool {
         self.cluster
             .as_ref()
-            .is_some_and(|c| c.entering.contains(&conn))
+            .is_some_and(|c| c.entering.contains_key(&conn))
     }
 
     /// Members of the other nodes.
@@ -512,6 +524,42 @@ impl Server {
         }
     }
 
+    /// Where Redis wrote the joins of this node's clients, for
+    /// [`Server::enter_passed`].
+    fn published(&mut self, ns: &[u64], results: &[Published]) {
+        let cluster = self.cluster_mut();
+        for (n, result) in ns.iter().zip(results) {
+            let seq = match result {
+                Published::Seq(seq) => *seq,
+                // Written before the link failed, its reply lost.
+                Published::Dup => cluster.hello_top,
+                Published::Reset | Published::Reaped => continue,
+            };
+            let join = cluster.unconfirmed.iter().find(|(m, _)| m == n);
+            if let Some((_, Entry::Join { conn, .. })) = join {
+                if let Some(at) = cluster.entering.get_mut(conn) {
+                    *at = Some(seq);
+                }
+            }
+        }
+    }
+
+    /// Welcomes the clients whose join the cursor passed without reading
+    /// it (trimmed before this node read it).
+    pub(super) fn enter_passed(&mut self, now: Instant) {
+        let cluster = self.cluster_mut();
+        let cursor = cluster.cursor;
+        let passed: Vec<ConnId> = cluster
+            .entering
+            .iter()
+            .filter(|(_, seq)| seq.is_some_and(|seq| seq <= cursor))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in passed {
+            self.entered(now, conn);
+        }
+    }
+
     /// [`Server::deliver`], unless the entry was delivered before.
     fn deliver_if(&mut self, fresh: bool, audience: Audience, line: bytes::Bytes) {
         if fresh {
@@ -527,7 +575,7 @@ impl Server {
     /// A client of this node whose join was read back: from here on it
     /// gets the room's lines.
     fn entered(&mut self, now: Instant, conn: ConnId) {
-        if !self.cluster_mut().entering.remove(&conn) {
+        if self.cluster_mut().entering.remove(&conn).is_none() {
             return;
         }
         let Some(slot) = self.claiming_slot(conn) else {

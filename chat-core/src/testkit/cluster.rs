@@ -41,6 +41,9 @@ pub struct SimRedis {
     nicks: BTreeMap<String, NickClaim>,
     /// Nodes reaped: they may not register again, however they say hello.
     reaped: BTreeSet<Token>,
+    /// Every entry written since the room was made, trimmed or not: what
+    /// the checks compare clients with.
+    written: Vec<RawEntry>,
     now_ms: u64,
 }
 
@@ -57,6 +60,7 @@ impl SimRedis {
             claims: BTreeMap::new(),
             nicks: BTreeMap::new(),
             reaped: BTreeSet::new(),
+            written: Vec::new(),
             now_ms: 0,
         }
     }
@@ -75,6 +79,11 @@ impl SimRedis {
     pub fn holder(&self, key: &str) -> Option<&str> {
         let claim = self.nicks.get(key)?;
         (claim.expires > self.now_ms).then_some(claim.holder.as_str())
+    }
+
+    /// Every entry written since Redis was last empty, trimmed or not.
+    pub fn written(&self) -> &[RawEntry] {
+        &self.written
     }
 
     /// The log as it is now (all of it, if `history` is large enough).
@@ -358,10 +367,12 @@ impl SimRedis {
             .into_iter()
             .map(|(name, value)| (name.as_bytes().to_vec(), value.into_bytes()))
             .collect();
-        self.log.push_back(RawEntry {
+        let entry = RawEntry {
             seq: meta.seq,
             fields,
-        });
+        };
+        self.written.push(entry.clone());
+        self.log.push_back(entry);
         while self.log.len() > self.history {
             self.log.pop_front();
         }

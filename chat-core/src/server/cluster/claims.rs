@@ -136,7 +136,7 @@ impl Server {
             // Welcomed when its join is read back: from its place in the
             // room's order (see `entered`).
             self.conns[slot].claim = None;
-            self.cluster_mut().entering.insert(conn);
+            self.cluster_mut().entering.insert(conn, None);
             return self.publish(Entry::Join { conn, nick });
         }
         if claimed == Claimed::Granted {
@@ -160,7 +160,7 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
-        if cluster.entering.remove(&conn) {
+        if cluster.entering.remove(&conn).is_some() {
             let nick = self.conns[slot].nick.clone();
             self.nicks.release(&nick, conn);
             self.publish(Entry::Leave {

@@ -189,11 +189,14 @@ impl Server {
             // this node read before is skipped by origin.
             cluster.cursor = first - 1;
             lost = true;
+            // Joins written in the lost log are published again, to new seqs.
+            cluster.entering.values_mut().for_each(|seq| *seq = None);
         } else if first > cluster.cursor + 1 {
             missed = first - cluster.cursor - 1;
             cluster.cursor = first - 1;
         }
         cluster.epoch = Some(room.epoch);
+        cluster.hello_top = room.top;
         if let Some(roster) = room.roster {
             // The room as it is now; entries read after this replay onto it.
             let mut fresh = Roster::default();
@@ -240,6 +243,7 @@ impl Server {
                 self.disconnect(conn, Reason::NickLost);
             }
         }
+        self.enter_passed(now);
         self.read_log();
     }
 
