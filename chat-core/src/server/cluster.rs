@@ -83,6 +83,9 @@ pub(super) struct Cluster {
     calls: BTreeMap<CallId, Pending>,
     /// A read of the log is out.
     reading: bool,
+    /// A publish is out: the next waits for its reply, so that entries made
+    /// meanwhile go in one call (the busier the room, the bigger the call).
+    publishing: bool,
     /// Entries to publish with the next call: every entry of one run of
     /// inputs goes in one call.
     outbox: Vec<(u64, Entry)>,
@@ -179,6 +182,7 @@ impl Server {
             next_call: 0,
             calls: BTreeMap::new(),
             reading: false,
+            publishing: false,
             outbox: Vec::new(),
             unconfirmed: VecDeque::new(),
             seen: HashMap::new(),
@@ -228,9 +232,20 @@ impl Server {
     /// already, is ignored.
     pub fn handle_cluster_reply(&mut self, now: Instant, id: CallId, reply: Reply) {
         let now = self.advance(now);
-        let Some(pending) = self.cluster.as_mut().and_then(|c| c.calls.remove(&id)) else {
+        let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        let Some(pending) = cluster.calls.remove(&id) else {
+            return;
+        };
+        // Answered, whatever the reply (one of the wrong kind, the driver's
+        // error, changes nothing else).
+        match pending {
+            Pending::Read => cluster.reading = false,
+            Pending::Publish(_) => cluster.publishing = false,
+            Pending::Beat => cluster.beat_out = false,
+            _ => {}
+        }
         match (pending, reply) {
             (Pending::Hello { start }, Reply::Hello(HelloReply::Room(room))) => {
                 self.room_found(now, start, room);
@@ -248,7 +263,6 @@ impl Server {
                 }
             }
             (Pending::Read, Reply::Read(entries)) => {
-                self.cluster_mut().reading = false;
                 let cursor = self.cluster_mut().cursor;
                 if let Some(first) = entries.first().filter(|e| e.seq > cursor + 1) {
                     // Trimmed before this node read it: the roster may miss
@@ -346,9 +360,10 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut().filter(|c| c.is_up()) else {
             return;
         };
-        if cluster.outbox.is_empty() {
+        if cluster.outbox.is_empty() || cluster.publishing {
             return;
         }
+        cluster.publishing = true;
         let entries = std::mem::take(&mut cluster.outbox);
         cluster.unconfirmed.extend(entries.iter().cloned());
         let node = cluster.token.clone();

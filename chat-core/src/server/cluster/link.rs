@@ -94,6 +94,7 @@ impl Server {
         let void = self.void_calls();
         let cluster = self.cluster_mut();
         cluster.beat_out = false;
+        cluster.publishing = false;
         if cluster.link == Link::Up {
             cluster.link = Link::Down { since: now };
             let notice = now.checked_add(cluster.config.split_notice_after);
@@ -268,6 +269,7 @@ impl Server {
         let incarnation = self.rng.next_u64();
         let cluster = self.cluster_mut();
         cluster.token = cluster.token.next_run(incarnation);
+        cluster.publishing = false;
         cluster.link = Link::Joining;
         cluster.beat_out = false;
         cluster.outbox.clear();
@@ -357,7 +359,6 @@ impl Server {
     }
 
     pub(super) fn beat_answered(&mut self, now: Instant, reply: BeatReply) {
-        self.cluster_mut().beat_out = false;
         match reply {
             BeatReply::Reset => self.link_lost(now),
             BeatReply::Reaped => self.room_lost(now),
