@@ -125,6 +125,12 @@ fn every_target_is_replayed() {
     let mut replayed: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     replayed.sort_unstable();
     assert_eq!(names, replayed, "a fuzz target without a replay test");
+    // fuzz/smoke.sh hands libFuzzer each target's regressions directory,
+    // which must exist (git keeps it by its .gitkeep).
+    for name in replayed {
+        let dir = fuzz_dir().join("regressions").join(name);
+        assert!(dir.join(".gitkeep").is_file(), "{} has no .gitkeep", dir.display());
+    }
 }
 
 // ---------------------------------------------------------------------------
