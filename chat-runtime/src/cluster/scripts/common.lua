@@ -73,18 +73,27 @@ end
 -- Appends the entry the node encoded, field names and values in
 -- ARGV[from..to], with field `a` set to `a` if given (the lines only a
 -- script knows), as id SEQ-0 with the next seq, keeping the last HISTORY
--- entries; returns the seq.
-local function append(from, to, a)
-  local fields = {unpack(ARGV, from, to)}
-  if a then
-    for i = 1, #fields, 2 do
-      if fields[i] == 'a' then
-        fields[i + 1] = a
-      end
-    end
-  end
-  local seq = redis.call('HINCRBY', META, 'seq', 1)
-  redis.call('XADD', LOG, 'MAXLEN', HISTORY, string.format('%d-0', seq), unpack(fields))
-  return seq
+-- entries; returns the seq. A caller that appends many gives `seq`, the
+-- next seq, counts them itself, stores the last in META and trims the log
+-- once (`trim`): an exact trim per entry costs more than the entry.
+local function trim()
+  redis.call('XTRIM', LOG, 'MAXLEN', HISTORY)
 end
 
+local function append(from, to, a, seq)
+  if seq then
+    -- The common case, a node's own entries: no copy of their fields.
+    redis.call('XADD', LOG, string.format('%d-0', seq), unpack(ARGV, from, to))
+    return seq
+  end
+  seq = redis.call('HINCRBY', META, 'seq', 1)
+  local id = string.format('%d-0', seq)
+  local fields = {unpack(ARGV, from, to)}
+  for i = 1, #fields, 2 do
+    if fields[i] == 'a' then
+      fields[i + 1] = a
+    end
+  end
+  redis.call('XADD', LOG, 'MAXLEN', HISTORY, id, unpack(fields))
+  return seq
+end

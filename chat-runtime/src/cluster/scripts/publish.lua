@@ -10,6 +10,8 @@ if redis.call('HEXISTS', NODES, TOKEN) == 0 then
   return 'reaped'
 end
 local last = tonumber(redis.call('HGET', ORIGINS, TOKEN)) or 0
+local first_last = last
+local seq = tonumber(redis.call('HGET', META, 'seq')) or 0
 local written = {}
 local i = 4
 while i <= #ARGV do
@@ -21,7 +23,6 @@ while i <= #ARGV do
     table.insert(written, 'dup')
   else
     last = tonumber(n)
-    redis.call('HSET', ORIGINS, TOKEN, n)
     if member == 'set' then
       redis.call('HSET', members_of(TOKEN), conn, name)
     elseif member == 'del' then
@@ -30,7 +31,15 @@ while i <= #ARGV do
     if gives_up then
       release(TOKEN, conn, key)
     end
-    table.insert(written, append(from, to))
+    seq = seq + 1
+    table.insert(written, append(from, to, nil, seq))
   end
+end
+-- Once for the call: the script runs atomically.
+if last ~= first_last then
+  redis.call('HSET', ORIGINS, TOKEN, last)
+  -- %d: Lua's own number format turns large ones into 1e+14.
+  redis.call('HSET', META, 'seq', string.format('%d', seq))
+  trim()
 end
 return written
