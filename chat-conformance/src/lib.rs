@@ -259,6 +259,7 @@ macro_rules! conformance_suite {
             cluster_killed_node_leaves_within_ten_seconds,
             cluster_stopped_node_says_its_users_leave,
             cluster_redis_restarting_mid_chat_loses_nothing_said_meanwhile,
+            cluster_redis_restarting_with_its_data_loses_nothing,
         );
     };
     (@both_modes $binary:expr; $($check:ident),* $(,)?) => {

@@ -4,6 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,6 +18,9 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 pub struct RedisProcess {
     child: Option<Child>,
     port: u16,
+    /// With persistence: the append-only file's directory, kept across
+    /// restarts, removed when dropped.
+    dir: Option<PathBuf>,
 }
 
 /// Why a started server is not serving.
@@ -33,6 +37,19 @@ impl RedisProcess {
     /// empty) a missing server fails the test instead, so that the
     /// cluster's tests cannot be skipped there.
     pub fn start() -> Option<RedisProcess> {
+        RedisProcess::start_in(None)
+    }
+
+    /// [`RedisProcess::start`] with every write in an append-only file,
+    /// synced before it is answered (`appendfsync always`): a restart
+    /// after [`RedisProcess::stop`] finds everything it had.
+    pub fn start_persistent() -> Option<RedisProcess> {
+        // One directory per server: checks run in parallel.
+        let dir = crate::tls::scratch_dir(&format!("redis-{}", crate::marker()));
+        RedisProcess::start_in(Some(dir))
+    }
+
+    fn start_in(dir: Option<PathBuf>) -> Option<RedisProcess> {
         // The port is free when read, but may be taken before the server
         // binds it: then the server exits, and another port is tried.
         let mut exits = Vec::new();
@@ -40,6 +57,7 @@ impl RedisProcess {
             let mut redis = RedisProcess {
                 child: None,
                 port: free_port(),
+                dir: dir.clone(),
             };
             match redis.spawn() {
                 Ok(()) => return Some(redis),
@@ -77,9 +95,17 @@ impl RedisProcess {
     /// Starts the server and waits until it answers PING; `Err(None)` if
     /// there is no `redis-server`.
     fn spawn(&mut self) -> Result<(), Option<ExitStatus>> {
-        let spawned = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--save", "", "--daemonize", "no"]);
+        match &self.dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let spawned = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -121,6 +147,9 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -22,7 +22,11 @@ struct Room {
 impl Room {
     /// The room, or `None` where there is no `redis-server` (outside CI).
     fn start(target: &Target, n: usize) -> Option<Room> {
-        let redis = RedisProcess::start()?;
+        Room::on(target, n, RedisProcess::start()?)
+    }
+
+    /// The room on `redis`.
+    fn on(target: &Target, n: usize, redis: RedisProcess) -> Option<Room> {
         let url = redis.url();
         let nodes = (0..n)
             .map(|i| {
@@ -209,4 +213,35 @@ pub fn cluster_redis_restarting_mid_chat_loses_nothing_said_meanwhile(target: &T
         client.expect_line("* room whole again");
     }
     b.expect_line(&format!("{}: {text}", a.nick()));
+}
+
+/// Redis with persistence stops mid-chat and starts again with what it
+/// had: the nodes catch up, the room goes on from where it was (no history
+/// lost, no line twice), and a line said while it was away reaches the
+/// other node.
+pub fn cluster_redis_restarting_with_its_data_loses_nothing(target: &Target) {
+    let Some(redis) = RedisProcess::start_persistent() else {
+        return;
+    };
+    let Some(mut room) = Room::on(target, 2, redis) else {
+        return;
+    };
+    let [mut a, mut b]: [Client; 2] = enter_all(&room, &[0, 1]).try_into().expect("two");
+    let before = marker();
+    a.send_line(&before);
+    b.expect_line(&format!("{}: {before}", a.nick()));
+    let split = "* room split: the other servers cannot be reached; your lines wait until the room is whole";
+    room.redis.stop();
+    let during = marker();
+    a.send_line(&during);
+    a.expect_line_within(split, TIMEOUT);
+    b.expect_line_within(split, TIMEOUT);
+    room.redis.start_again();
+    a.expect_line_within("* room whole again", TIMEOUT);
+    b.expect_line_within("* room whole again", TIMEOUT);
+    b.expect_line(&format!("{}: {during}", a.nick()));
+    // Nothing else came: the next line is the next said.
+    let after = marker();
+    b.send_line(&after);
+    a.expect_line(&format!("{}: {after}", b.nick()));
 }
