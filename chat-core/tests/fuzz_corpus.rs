@@ -129,7 +129,11 @@ fn every_target_is_replayed() {
     // which must exist (git keeps it by its .gitkeep).
     for name in replayed {
         let dir = fuzz_dir().join("regressions").join(name);
-        assert!(dir.join(".gitkeep").is_file(), "{} has no .gitkeep", dir.display());
+        assert!(
+            dir.join(".gitkeep").is_file(),
+            "{} has no .gitkeep",
+            dir.display()
+        );
     }
 }
 
