@@ -138,6 +138,50 @@ fn cluster_entries_refuse_what_no_node_would_write() {
     );
 }
 
+/// In the stream an entry is one field `e` packing its fields: name,
+/// length, `:`, value; anything else is refused.
+#[test]
+fn cluster_entries_are_packed_in_one_field() {
+    let entry = Entry::Say {
+        conn: ConnId(5),
+        line: "alice: hi:there".into(),
+    };
+    let origin = Origin {
+        node: Token::new("a", 0x1f).unwrap(),
+        n: 3,
+    };
+    let packed = entry.to_packed(Some(&origin));
+    assert_eq!(packed, "k1:so4:a/1fn1:3c1:5v15:alice: hi:there");
+    let fields = [("e", packed.as_str())];
+    assert_eq!(
+        Decoded::from_stream(&fields),
+        Ok(Decoded {
+            origin: Some(origin),
+            entry
+        })
+    );
+    assert_eq!(
+        Decoded::from_stream(&[("k", "s")]),
+        Err(EntryError::Missing("e"))
+    );
+    for bad in [
+        "k1",
+        "k1:",
+        "k2:s",
+        "k01:s",
+        "1k:s",
+        "k1:sv",
+        "k+1:s",
+        "k99999999:s",
+    ] {
+        assert_eq!(
+            Decoded::from_packed(bad.as_bytes()),
+            Err(EntryError::Invalid("e")),
+            "{bad:?}"
+        );
+    }
+}
+
 #[test]
 fn cluster_tokens_are_a_name_and_an_incarnation() {
     let token = Token::new("node-1.eu_west", 0xdead_beef).unwrap();
@@ -217,6 +261,8 @@ proptest! {
         let origin = by_node.then_some(Origin { node, n });
         let fields = entry.to_fields(origin.as_ref());
         let decoded = Decoded::from_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+        let packed = Decoded::from_packed(entry.to_packed(origin.as_ref()).as_bytes());
+        prop_assert_eq!(&packed, &decoded);
         prop_assert_eq!(decoded, Ok(Decoded { origin, entry }));
     }
 }

@@ -1087,6 +1087,11 @@ fn cluster_entry_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "repeated-field",
             with_node(&[("k", "s"), ("c", "1"), ("v", "a"), ("v", "b")]),
         ),
+        ("packed-say", b"k1:so4:a/1fn1:3c1:5v9:alice: hi".to_vec()),
+        (
+            "packed-node-gone",
+            b"k1:xd4:b/ffw4:losta7:amy\nzed".to_vec(),
+        ),
         (
             "unknown-field",
             with_node(&[("k", "s"), ("c", "1"), ("v", "hi"), ("z", "later")]),

@@ -1041,6 +1041,7 @@ pub fn cluster_entry(data: &[u8]) {
     use chat_core::cluster::entry::MAX_ENTRY_LINE;
     use chat_core::cluster::{Decoded, Entry};
 
+    cluster_packed(data);
     let parts: Vec<&[u8]> = data.split(|&b| b == 0).collect();
     let fields: Vec<(&[u8], &[u8])> = parts
         .chunks(2)
@@ -1086,6 +1087,21 @@ pub fn cluster_entry(data: &[u8]) {
     let written = decoded.entry.to_fields(decoded.origin.as_ref());
     let again = Decoded::from_fields(written.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     assert_eq!(again.as_ref(), Ok(&decoded), "written back as {written:?}");
+    let packed = decoded.entry.to_packed(decoded.origin.as_ref());
+    let unpacked = Decoded::from_packed(packed.as_bytes());
+    assert_eq!(unpacked.as_ref(), Ok(&decoded), "packed as {packed:?}");
+}
+
+/// The same input read as a packed entry (the value of a stream entry's
+/// field `e`): never a panic, and what it accepts packs back to an entry
+/// that reads the same.
+fn cluster_packed(data: &[u8]) {
+    use chat_core::cluster::Decoded;
+    if let Ok(decoded) = Decoded::from_packed(data) {
+        let packed = decoded.entry.to_packed(decoded.origin.as_ref());
+        let again = Decoded::from_packed(packed.as_bytes());
+        assert_eq!(again.as_ref(), Ok(&decoded), "packed back as {packed:?}");
+    }
 }
 
 /// The steps of a `cluster` input: each three bytes (kind, node or client,

@@ -439,8 +439,7 @@ impl Server {
             return;
         }
         cluster.cursor = raw.seq;
-        let fields = raw.fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
-        let Ok(Decoded { origin, entry }) = Decoded::from_fields(fields) else {
+        let Ok(Decoded { origin, entry }) = Decoded::from_stream(&raw.fields) else {
             return;
         };
         let token = cluster.token.clone();

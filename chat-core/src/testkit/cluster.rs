@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::ConnId;
 use crate::cluster::{
-    BeatReply, Call, Claimed, Entry, Gone, Hello, HelloReply, Origin, Published, RawEntry, Reply,
-    Room, Token,
+    BeatReply, Call, Claimed, Decoded, Entry, Gone, Hello, HelloReply, Origin, Published, RawEntry,
+    Reply, Room, Token,
 };
 use crate::nick;
 
@@ -362,14 +362,9 @@ impl SimRedis {
             .as_mut()
             .expect("entries are appended only while the room's meta exists");
         meta.seq += 1;
-        let fields = entry
-            .to_fields(origin)
-            .into_iter()
-            .map(|(name, value)| (name.as_bytes().to_vec(), value.into_bytes()))
-            .collect();
         let entry = RawEntry {
             seq: meta.seq,
-            fields,
+            fields: stream_fields(entry, origin),
         };
         self.written.push(entry.clone());
         self.log.push_back(entry);
@@ -382,6 +377,11 @@ impl SimRedis {
     fn nodes(&self) -> Vec<(Token, u64)> {
         self.nodes.iter().map(|(t, c)| (t.clone(), *c)).collect()
     }
+}
+
+/// A stream entry's fields as written: the entry packed in its one field.
+fn stream_fields(entry: &Entry, origin: Option<&Origin>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    vec![(b"e".to_vec(), entry.to_packed(origin).into_bytes())]
 }
 
 /// A claim's value: `TOKEN CONN`.
@@ -494,17 +494,15 @@ pub fn normalized(reply: Reply) -> Reply {
         }
         Reply::Read(mut entries) => {
             for entry in &mut entries {
-                let by_script = entry
-                    .fields
-                    .iter()
-                    .any(|(k, v)| k == b"k" && (v == b"x" || v == b"y"));
-                for (name, value) in &mut entry.fields {
-                    if by_script && name == b"a" {
-                        let mut lines: Vec<&[u8]> = value.split(|&b| b == b'\n').collect();
-                        lines.sort();
-                        *value = lines.join(&b'\n');
-                    }
+                let Ok(mut decoded) = Decoded::from_stream(&entry.fields) else {
+                    continue;
+                };
+                match &mut decoded.entry {
+                    Entry::NodeGone { nicks, .. } => nicks.sort(),
+                    Entry::Sync { members, .. } => members.sort(),
+                    _ => continue,
                 }
+                entry.fields = stream_fields(&decoded.entry, decoded.origin.as_ref());
             }
             Reply::Read(entries)
         }
@@ -630,11 +628,7 @@ mod build {
                     });
                     RawEntry {
                         seq,
-                        fields: entry
-                            .to_fields(origin.as_ref())
-                            .into_iter()
-                            .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
-                            .collect(),
+                        fields: stream_fields(entry, origin.as_ref()),
                     }
                 })
                 .collect(),

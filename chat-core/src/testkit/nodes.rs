@@ -701,8 +701,7 @@ impl Nodes {
 
 /// An entry of the log, decoded: every entry there must be valid.
 fn decode(raw: &RawEntry) -> Decoded {
-    let fields = raw.fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
-    Decoded::from_fields(fields)
+    Decoded::from_stream(&raw.fields)
         .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", raw.seq))
 }
 

@@ -228,7 +228,7 @@ fn publish_args(args: &mut ScriptInvocation<'_>, node: &Token, n: u64, entry: &E
         node: node.clone(),
         n,
     };
-    push_fields(args, &entry.to_fields(Some(&origin)));
+    push_fields(args, &[("e", entry.to_packed(Some(&origin)))]);
 }
 
 /// An entry's fields as common.lua's `append` takes them: their number,

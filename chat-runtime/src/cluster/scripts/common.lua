@@ -70,10 +70,11 @@ local function release(token, conn, key)
   return give_back(key, token .. ' ' .. conn)
 end
 
--- Appends the entry the node encoded, field names and values in
--- ARGV[from..to], with field `a` set to `a` if given (the lines only a
--- script knows), as id SEQ-0 with the next seq, keeping the last HISTORY
--- entries; returns the seq. A caller that appends many gives `seq`, the
+-- Appends an entry as id SEQ-0 with the next seq, keeping the last HISTORY
+-- entries; returns the seq. ARGV[from..to] are its field names and values:
+-- a node's own entry comes as one field `e`, packed by the node; one a
+-- script writes comes unpacked, with field `a` set to `a` (the lines only
+-- a script knows). A caller that appends many gives `seq`, the
 -- next seq, counts them itself, stores the last in META and trims the log
 -- once (`trim`): an exact trim per entry costs more than the entry.
 local function trim()
@@ -86,14 +87,18 @@ local function append(from, to, a, seq)
     redis.call('XADD', LOG, string.format('%d-0', seq), unpack(ARGV, from, to))
     return seq
   end
+  -- An entry a script writes: its fields packed here, `a` filled in, as
+  -- `chat_core::cluster::entry::pack` does (name, length, ':', value).
   seq = redis.call('HINCRBY', META, 'seq', 1)
   local id = string.format('%d-0', seq)
-  local fields = {unpack(ARGV, from, to)}
-  for i = 1, #fields, 2 do
-    if fields[i] == 'a' then
-      fields[i + 1] = a
+  local packed = {}
+  for i = from, to, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    if name == 'a' and a then
+      value = a
     end
+    table.insert(packed, name .. string.format('%d', #value) .. ':' .. value)
   end
-  redis.call('XADD', LOG, 'MAXLEN', HISTORY, id, unpack(fields))
+  redis.call('XADD', LOG, 'MAXLEN', HISTORY, id, 'e', table.concat(packed))
   return seq
 end
