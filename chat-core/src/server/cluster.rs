@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
-use self::link::{Beating, ClusterTimer, Link};
+use self::link::{Beating, ClusterTimer, Link, missed_text};
 use self::roster::Roster;
 use super::conn::State;
 use super::{Audience, ConnId, Output, Server, joined_line, left_line, render};
@@ -105,6 +105,9 @@ pub(super) struct Cluster {
     /// yet read back, with its seq once Redis said it: welcomed when the
     /// cursor reaches it (read back, or passed over in a gap).
     entering: BTreeMap<ConnId, Option<u64>>,
+    /// Of those, the ones to tell, once welcomed, that Redis lost the
+    /// room's history while they waited.
+    told_lost_on_entry: std::collections::BTreeSet<ConnId>,
     /// The other nodes' beat counters, and since when each stands still.
     beats: HashMap<Token, Beating>,
     /// A beat is out.
@@ -189,6 +192,7 @@ impl Server {
             releasing: HashMap::new(),
             roster: Roster::default(),
             entering: BTreeMap::new(),
+            told_lost_on_entry: std::collections::BTreeSet::new(),
             beats: HashMap::new(),
             beat_out: false,
             next_extend: None,
@@ -563,14 +567,19 @@ impl Server {
     pub(super) fn enter_passed(&mut self, now: Instant) {
         let cluster = self.cluster_mut();
         let cursor = cluster.cursor;
-        let passed: Vec<ConnId> = cluster
+        let passed: Vec<(ConnId, u64)> = cluster
             .entering
             .iter()
-            .filter(|(_, seq)| seq.is_some_and(|seq| seq <= cursor))
-            .map(|(conn, _)| *conn)
+            .filter_map(|(conn, seq)| Some((*conn, (*seq)?)))
+            .filter(|(_, seq)| *seq <= cursor)
             .collect();
-        for conn in passed {
+        for (conn, seq) in passed {
             self.entered(now, conn);
+            // Its room started at its join: what came after went by.
+            if seq < cursor && self.joined_slot(conn).is_some() {
+                let text = missed_text(cursor - seq);
+                self.deliver(Audience::One(conn), render(&[&text]));
+            }
         }
     }
 
@@ -589,7 +598,9 @@ impl Server {
     /// A client of this node whose join was read back: from here on it
     /// gets the room's lines.
     fn entered(&mut self, now: Instant, conn: ConnId) {
-        if self.cluster_mut().entering.remove(&conn).is_none() {
+        let cluster = self.cluster_mut();
+        let lost = cluster.told_lost_on_entry.remove(&conn);
+        if cluster.entering.remove(&conn).is_none() {
             return;
         }
         let Some(slot) = self.claiming_slot(conn) else {
@@ -603,6 +614,9 @@ impl Server {
         entry.in_room = true;
         entry.outgoing.queue.follow(&self.broadcasts);
         self.welcome(now, slot, peer);
+        if lost {
+            self.deliver(Audience::One(conn), render(&[link::LOST]));
+        }
         self.input_may_go_on(conn, now);
     }
 }

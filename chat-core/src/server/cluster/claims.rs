@@ -160,6 +160,7 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        cluster.told_lost_on_entry.remove(&conn);
         if cluster.entering.remove(&conn).is_some() {
             let nick = self.conns[slot].nick.clone();
             self.nicks.release(&nick, conn);

@@ -68,7 +68,8 @@ pub(super) struct Beating {
 const SPLIT: &str = "* room split: the other servers cannot be reached; \
                      your lines wait until the room is whole";
 const WHOLE: &str = "* room whole again";
-const LOST: &str = "* room history was lost (Redis restarted empty); recent lines may be missing";
+pub(super) const LOST: &str =
+    "* room history was lost (Redis restarted empty); recent lines may be missing";
 
 impl Server {
     /// Call when the link to Redis failed: a call returned an error or no
@@ -232,6 +233,10 @@ impl Server {
         self.who_order = None;
         if lost {
             self.tell_all(LOST);
+            // Those not welcomed yet are told once they are.
+            let cluster = self.cluster_mut();
+            let entering: Vec<ConnId> = cluster.entering.keys().copied().collect();
+            cluster.told_lost_on_entry.extend(entering);
         }
         if missed > 0 {
             self.missed(missed);
@@ -296,9 +301,7 @@ impl Server {
     /// Tells every joined client that `count` lines of the room went by
     /// unread.
     pub(super) fn missed(&mut self, count: u64) {
-        let line = if count == 1 { "line" } else { "lines" };
-        let text = format!("* missed {count} {line} (this server fell behind)");
-        self.tell_all(&text);
+        self.tell_all(&missed_text(count));
     }
 
     /// Runs the node's deadlines due by `now`.
@@ -425,6 +428,12 @@ impl Server {
         };
         self.ask(call, Pending::Reap);
     }
+}
+
+/// What a client is told when `count` lines of the room went by unread.
+pub(super) fn missed_text(count: u64) -> String {
+    let line = if count == 1 { "line" } else { "lines" };
+    format!("* missed {count} {line} (this server fell behind)")
 }
 
 /// The reply to a nick change while the room is split.
