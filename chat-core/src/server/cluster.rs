@@ -102,12 +102,8 @@ pub(super) struct Cluster {
     releasing: HashMap<String, (u64, ConnId)>,
     roster: Roster,
     /// Connections whose nick was granted and whose join is published, not
-    /// yet read back, with its seq once Redis said it: welcomed when the
-    /// cursor reaches it (read back, or passed over in a gap).
-    entering: BTreeMap<ConnId, Option<u64>>,
-    /// Of those, the ones to tell, once welcomed, that Redis lost the
-    /// room's history while they waited.
-    told_lost_on_entry: std::collections::BTreeSet<ConnId>,
+    /// yet read back: welcomed when it is.
+    entering: BTreeMap<ConnId, Entering>,
     /// The other nodes' beat counters, and since when each stands still.
     beats: HashMap<Token, Beating>,
     /// A beat is out.
@@ -117,6 +113,18 @@ pub(super) struct Cluster {
     timers: [Option<Instant>; ClusterTimer::ALL.len()],
     /// This node's clients were told the room is split.
     split_told: bool,
+}
+
+/// A connection whose join is published and not read back yet.
+#[derive(Debug, Default)]
+struct Entering {
+    /// Where Redis wrote the join, once a reply said (for a join written
+    /// before the link failed, at most there): the cursor passing it in a
+    /// gap welcomes the client.
+    seq: Option<u64>,
+    /// Redis lost the room's history while it waited: it is told once
+    /// welcomed.
+    history_lost: bool,
 }
 
 /// What an unanswered call was for.
@@ -192,7 +200,6 @@ impl Server {
             releasing: HashMap::new(),
             roster: Roster::default(),
             entering: BTreeMap::new(),
-            told_lost_on_entry: std::collections::BTreeSet::new(),
             beats: HashMap::new(),
             beat_out: false,
             next_extend: None,
@@ -446,16 +453,21 @@ impl Server {
         let Ok(Decoded { origin, entry }) = Decoded::from_stream(&raw.fields) else {
             return;
         };
-        let token = cluster.token.clone();
-        let mut fresh = true;
-        if let Some(origin) = &origin {
-            let last = cluster.seen.entry(origin.node.clone()).or_insert(0);
+        // Written by this node, by another (`remote`), or by a script.
+        let (mut fresh, mut own, mut remote) = (true, false, None);
+        if let Some(origin) = origin {
+            // The token is cloned once per node, not once per entry.
+            let last = match cluster.seen.get_mut(&origin.node) {
+                Some(last) => last,
+                None => cluster.seen.entry(origin.node.clone()).or_insert(0),
+            };
             // Written twice (published again after Redis lost its reply, or
             // the log): delivered once, but the roster, rebuilt from Redis
             // meanwhile, follows it again.
             fresh = origin.n > *last;
             *last = (*last).max(origin.n);
-            if origin.node == token {
+            own = origin.node == cluster.token;
+            if own {
                 cluster.releasing.retain(|_, (n, _)| *n != origin.n);
                 while cluster
                     .unconfirmed
@@ -464,17 +476,12 @@ impl Server {
                 {
                     cluster.unconfirmed.pop_front();
                 }
+            } else {
+                remote = Some(origin.node);
             }
         }
         // The connection of this node that wrote it, which does not get it.
-        let own = |conn: ConnId| {
-            let own = origin.as_ref().is_some_and(|o| o.node == token);
-            if own { conn } else { NOBODY }
-        };
-        let remote = origin
-            .as_ref()
-            .map(|o| o.node.clone())
-            .filter(|node| *node != token);
+        let own = |conn: ConnId| if own { conn } else { NOBODY };
         match entry {
             Entry::Join { conn, nick } => {
                 self.deliver_if(fresh, Audience::AllBut(own(conn)), joined_line(&nick));
@@ -508,12 +515,12 @@ impl Server {
             Entry::Msg {
                 to, to_conn, line, ..
             } => {
-                if to == token && self.joined_slot(to_conn).is_some() {
+                if self.is_this_node(&to) && self.joined_slot(to_conn).is_some() {
                     self.deliver_if(fresh, Audience::One(to_conn), render(&[&line]));
                 }
             }
             Entry::NodeGone { node, why, nicks } => {
-                if node != token {
+                if !self.is_this_node(&node) {
                     let why = match why {
                         Gone::Lost => "server lost",
                         Gone::Shutdown => "server shutting down",
@@ -529,7 +536,7 @@ impl Server {
                 }
             }
             Entry::Sync { node, members } => {
-                if node != token {
+                if !self.is_this_node(&node) {
                     // Redis lost what it knew of `node`, which said it again.
                     self.roster_changed(|r| {
                         r.remove_node(&node);
@@ -555,8 +562,8 @@ impl Server {
             };
             let join = cluster.unconfirmed.iter().find(|(m, _)| m == n);
             if let Some((_, Entry::Join { conn, .. })) = join {
-                if let Some(at) = cluster.entering.get_mut(conn) {
-                    *at = Some(seq);
+                if let Some(entering) = cluster.entering.get_mut(conn) {
+                    entering.seq = Some(seq);
                 }
             }
         }
@@ -570,7 +577,7 @@ impl Server {
         let passed: Vec<(ConnId, u64)> = cluster
             .entering
             .iter()
-            .filter_map(|(conn, seq)| Some((*conn, (*seq)?)))
+            .filter_map(|(conn, entering)| Some((*conn, entering.seq?)))
             .filter(|(_, seq)| *seq <= cursor)
             .collect();
         for (conn, seq) in passed {
@@ -581,6 +588,11 @@ impl Server {
                 self.deliver(Audience::One(conn), render(&[&text]));
             }
         }
+    }
+
+    /// Whether `node` is this node's token.
+    fn is_this_node(&self, node: &Token) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.token == *node)
     }
 
     /// [`Server::deliver`], unless the entry was delivered before.
@@ -598,11 +610,9 @@ impl Server {
     /// A client of this node whose join was read back: from here on it
     /// gets the room's lines.
     fn entered(&mut self, now: Instant, conn: ConnId) {
-        let cluster = self.cluster_mut();
-        let lost = cluster.told_lost_on_entry.remove(&conn);
-        if cluster.entering.remove(&conn).is_none() {
+        let Some(entering) = self.cluster_mut().entering.remove(&conn) else {
             return;
-        }
+        };
         let Some(slot) = self.claiming_slot(conn) else {
             return;
         };
@@ -614,7 +624,7 @@ impl Server {
         entry.in_room = true;
         entry.outgoing.queue.follow(&self.broadcasts);
         self.welcome(now, slot, peer);
-        if lost {
+        if entering.history_lost {
             self.deliver(Audience::One(conn), render(&[link::LOST]));
         }
         self.input_may_go_on(conn, now);

@@ -200,14 +200,8 @@ impl Server {
         now: Instant,
         mut bytes: &[u8],
     ) {
-        if self.room.is_paused() {
-            self.conns[slot].flood.hold_unread(bytes);
-            return self.wait_for_room(conn, slot);
-        }
-        if self.conns[slot].claim.is_some() {
-            // A `/nick` waits for Redis; so does what came after it.
-            self.conns[slot].flood.hold_unread(bytes);
-            return self.stop_reading(slot);
+        if self.input_waits(conn, slot, bytes) {
+            return;
         }
         // Any LF ends the line in progress, a discarded one included; an
         // unterminated line left after this input started with it.
@@ -230,18 +224,9 @@ impl Server {
             if self.joined_slot(conn).is_none() {
                 return;
             }
-            if self.room.is_paused() && !bytes.is_empty() {
-                // A reader fell behind: the rest waits for the room.
-                self.conns[slot].flood.hold_unread(bytes);
-                self.wait_for_room(conn, slot);
-                break;
-            }
-            if self.conns[slot].claim.is_some() {
-                // The line was a `/nick` that waits for Redis.
-                if !bytes.is_empty() {
-                    self.conns[slot].flood.hold_unread(bytes);
-                    self.stop_reading(slot);
-                }
+            // A reader fell behind, or the line was a `/nick` that waits
+            // for Redis: the rest waits.
+            if self.input_waits(conn, slot, bytes) {
                 break;
             }
         }
@@ -253,6 +238,26 @@ impl Server {
         };
         input.framer = framer;
         self.schedule(conn);
+    }
+
+    /// Whether the input of the client in `slot` must wait: the room waits
+    /// for its readers, or a `/nick` of the client waits for Redis. If so,
+    /// `rest` (input not framed yet) is held and, if there is any, the
+    /// client waits for the room or is no longer read.
+    fn input_waits(&mut self, conn: ConnId, slot: usize, rest: &[u8]) -> bool {
+        let room = self.room.is_paused();
+        if !room && self.conns[slot].claim.is_none() {
+            return false;
+        }
+        if !rest.is_empty() {
+            self.conns[slot].flood.hold_unread(rest);
+            if room {
+                self.wait_for_room(conn, slot);
+            } else {
+                self.stop_reading(slot);
+            }
+        }
+        true
     }
 
     /// Whether a line of the client in `slot` that costs `cost` may be

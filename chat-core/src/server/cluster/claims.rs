@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
-use super::{JOIN_TRIES, Pending};
+use super::{Entering, JOIN_TRIES, Pending};
 use crate::cluster::{Call, Claimed, Entry};
 use crate::nick::{self, NickError};
 use crate::rate::Bucket;
@@ -136,7 +136,9 @@ impl Server {
             // Welcomed when its join is read back: from its place in the
             // room's order (see `entered`).
             self.conns[slot].claim = None;
-            self.cluster_mut().entering.insert(conn, None);
+            self.cluster_mut()
+                .entering
+                .insert(conn, Entering::default());
             return self.publish(Entry::Join { conn, nick });
         }
         if claimed == Claimed::Granted {
@@ -160,7 +162,6 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
-        cluster.told_lost_on_entry.remove(&conn);
         if cluster.entering.remove(&conn).is_some() {
             let nick = self.conns[slot].nick.clone();
             self.nicks.release(&nick, conn);

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
-use super::{Pending, Roster};
+use super::{Entering, Pending, Roster};
 use crate::cluster::{BeatReply, Call, Gone, Hello, Room, Token};
 use crate::server::conn::State;
 use crate::server::{Audience, ConnId, Reason, Server, render};
@@ -191,8 +191,14 @@ impl Server {
             // this node read before is skipped by origin.
             cluster.cursor = first - 1;
             lost = true;
-            // Joins written in the lost log are published again, to new seqs.
-            cluster.entering.values_mut().for_each(|seq| *seq = None);
+            // Joins written in the lost log are published again, to new
+            // seqs; their clients are told once welcomed.
+            for entering in cluster.entering.values_mut() {
+                *entering = Entering {
+                    seq: None,
+                    history_lost: true,
+                };
+            }
         } else if first > cluster.cursor + 1 {
             missed = first - cluster.cursor - 1;
             cluster.cursor = first - 1;
@@ -233,10 +239,6 @@ impl Server {
         self.who_order = None;
         if lost {
             self.tell_all(LOST);
-            // Those not welcomed yet are told once they are.
-            let cluster = self.cluster_mut();
-            let entering: Vec<ConnId> = cluster.entering.keys().copied().collect();
-            cluster.told_lost_on_entry.extend(entering);
         }
         if missed > 0 {
             self.missed(missed);
