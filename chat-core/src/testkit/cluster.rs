@@ -3,7 +3,7 @@
 //! and [`script_cases`] is the table of calls and replies that both it and
 //! a real `redis-server` running the scripts are tested against.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::ConnId;
@@ -32,7 +32,6 @@ struct NickClaim {
 #[derive(Debug, Clone)]
 pub struct SimRedis {
     meta: Option<Meta>,
-    log: VecDeque<RawEntry>,
     history: usize,
     origins: BTreeMap<Token, u64>,
     nodes: BTreeMap<Token, u64>,
@@ -41,8 +40,9 @@ pub struct SimRedis {
     nicks: BTreeMap<String, NickClaim>,
     /// Nodes reaped: they may not register again, however they say hello.
     reaped: BTreeSet<Token>,
-    /// Every entry written since the room was made, trimmed or not: what
-    /// the checks compare clients with.
+    /// Every entry written since the room was made, trimmed or not: the
+    /// log is its last `history` entries, and the checks compare clients
+    /// with all of it.
     written: Vec<RawEntry>,
     now_ms: u64,
 }
@@ -52,7 +52,6 @@ impl SimRedis {
     pub fn new(history: usize) -> SimRedis {
         SimRedis {
             meta: None,
-            log: VecDeque::new(),
             history: history.max(1),
             origins: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -88,7 +87,8 @@ impl SimRedis {
 
     /// The log as it is now (all of it, if `history` is large enough).
     pub fn log(&self) -> impl Iterator<Item = &RawEntry> {
-        self.log.iter()
+        let trimmed = self.written.len().saturating_sub(self.history);
+        self.written[trimmed..].iter()
     }
 
     /// Every member of the room by node and conn, as Redis holds them.
@@ -121,8 +121,7 @@ impl SimRedis {
             } => Reply::Beat(self.beat(node, *epoch, *cursor, *extend)),
             Call::Reap { node, counter, why } => Reply::Reaped(self.reap(node, *counter, *why)),
             Call::Read { after, count } => Reply::Read(
-                self.log
-                    .iter()
+                self.log()
                     .filter(|e| e.seq > *after)
                     .take(*count)
                     .cloned()
@@ -133,7 +132,7 @@ impl SimRedis {
 
     fn hello(&mut self, hello: &Hello) -> HelloReply {
         let meta = *self.meta.get_or_insert_with(|| {
-            self.log.clear();
+            self.written.clear();
             Meta {
                 epoch: hello.new_epoch,
                 seq: 0,
@@ -186,7 +185,7 @@ impl SimRedis {
         let meta = self.meta.expect("hello created the room's meta above");
         HelloReply::Room(Room {
             epoch: meta.epoch,
-            first: self.log.front().map(|e| e.seq),
+            first: self.log().next().map(|e| e.seq),
             top: meta.seq,
             reset,
             nodes: self.nodes(),
@@ -366,11 +365,7 @@ impl SimRedis {
             seq: meta.seq,
             fields: stream_fields(entry, origin),
         };
-        self.written.push(entry.clone());
-        self.log.push_back(entry);
-        while self.log.len() > self.history {
-            self.log.pop_front();
-        }
+        self.written.push(entry);
         meta.seq
     }
 

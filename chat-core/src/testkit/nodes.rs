@@ -249,11 +249,6 @@ impl Nodes {
             .collect()
     }
 
-    /// The simulated Redis.
-    pub fn redis(&self) -> &SimRedis {
-        &self.redis
-    }
-
     /// What every node's driver saw, for determinism checks.
     pub fn traces(&self) -> Vec<&[Seen]> {
         self.nodes.iter().map(|n| n.driver.trace()).collect()
@@ -516,7 +511,7 @@ impl Nodes {
         for node in &self.nodes {
             for client in node.driver.clients() {
                 let lines = room_lines(client.lines.iter().map(|(_, l)| l.as_str()));
-                let Some(join) = join_index(&log, &node.tokens, client.id) else {
+                let Some(join) = joins(&log, &node.tokens, client.id).next() else {
                     assert!(
                         lines.is_empty(),
                         "{} {} got {lines:?} before its join was in the log",
@@ -584,26 +579,21 @@ impl Nodes {
                 if server.nick(client.id).is_none() {
                     continue;
                 }
-                let join = join_index(&log, &node.tokens, client.id).unwrap_or_else(|| {
+                // After a restart its join may be written twice (published
+                // again), and the node may have read only the second.
+                let mut joins = joins(&log, &node.tokens, client.id);
+                let first = joins.next().unwrap_or_else(|| {
                     panic!(
                         "{} {} joined but is not in the log",
                         node.token(),
                         client.id
                     )
                 });
+                let join = match joins.last() {
+                    Some(last) if self.restarted => last,
+                    _ => first,
+                };
                 let got = room_lines(client.lines.iter().map(|(_, l)| l.as_str()));
-                // After a restart its join may be written twice (published
-                // again), and the node may have read only the second.
-                let last_join = log
-                    .iter()
-                    .rposition(|(_, d)| {
-                        matches!(d.entry, Entry::Join { conn, .. } if conn == client.id)
-                            && d.origin
-                                .as_ref()
-                                .is_some_and(|o| node.tokens.contains(&o.node))
-                    })
-                    .unwrap_or(join);
-                let join = if self.restarted { last_join } else { join };
                 if self.trims {
                     // Lines may go by unread, but never silently: a client
                     // that did not get every line since its join was told.
@@ -725,11 +715,17 @@ fn decode(raw: &RawEntry) -> Decoded {
         .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", raw.seq))
 }
 
-/// Where the log has `conn` of `node` joining.
-fn join_index(log: &[(u64, Decoded)], node: &[Token], conn: ConnId) -> Option<usize> {
-    log.iter().position(|(_, d)| {
-        matches!(d.entry, Entry::Join { conn: c, .. } if c == conn)
-            && d.origin.as_ref().is_some_and(|o| node.contains(&o.node))
+/// Where the log has `conn` of `node` joining, first to last (more than
+/// once if it was published again after Redis restarted).
+fn joins<'a>(
+    log: &'a [(u64, Decoded)],
+    node: &'a [Token],
+    conn: ConnId,
+) -> impl Iterator<Item = usize> + 'a {
+    log.iter().enumerate().filter_map(move |(i, (_, d))| {
+        let written_by = d.origin.as_ref().is_some_and(|o| node.contains(&o.node));
+        let join = matches!(d.entry, Entry::Join { conn: c, .. } if c == conn);
+        (written_by && join).then_some(i)
     })
 }
 
