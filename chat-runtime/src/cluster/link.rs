@@ -133,15 +133,12 @@ impl RedisLink {
     fn next_read(&self) -> Request {
         let mut queue = crate::lock(&self.queue);
         loop {
-            if let Some(tagged) = queue.read.take() {
-                if self.current(&tagged) {
-                    let request = Request {
-                        id: tagged.request.id,
-                        call: tagged.request.call.clone(),
-                    };
-                    queue.read = Some(tagged);
-                    return request;
-                }
+            match &queue.read {
+                // It stays until answered or replaced (see `still_wanted`).
+                Some(tagged) if self.current(tagged) => return tagged.request.clone(),
+                // Asked for before the link went down: dropped.
+                Some(_) => queue.read = None,
+                None => {}
             }
             queue = self
                 .ready
@@ -276,20 +273,17 @@ impl<R: Runtime> Worker<R> {
 
     /// The connection, made if there is none.
     fn connected(&mut self) -> redis::RedisResult<(&RedisRoom, &mut Connection)> {
-        if self.connection.is_none() {
-            let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-            // The reader's reads wait up to READ_WAIT on the server.
-            con.set_read_timeout(Some(CALL_TIMEOUT + READ_WAIT))?;
-            con.set_write_timeout(Some(CALL_TIMEOUT))?;
-            self.connection = Some(con);
-        }
-        match self.connection.as_mut() {
-            Some(con) => Ok((&self.room, con)),
-            None => Err(redis::RedisError::from((
-                redis::ErrorKind::ClientError,
-                "no connection",
-            ))),
-        }
+        let con = match &mut self.connection {
+            Some(con) => con,
+            none => {
+                let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+                // The reader's reads wait up to READ_WAIT on the server.
+                con.set_read_timeout(Some(CALL_TIMEOUT + READ_WAIT))?;
+                con.set_write_timeout(Some(CALL_TIMEOUT))?;
+                none.insert(con)
+            }
+        };
+        Ok((&self.room, con))
     }
 
     fn up(&mut self) {
