@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 
 use crate::{Client, Endpoint, RedisProcess, ServerProcess, TIMEOUT, Target, marker};
 
+/// What the clients of a node that cannot reach Redis are told, after 2 s.
+const SPLIT: &str =
+    "* room split: the other servers cannot be reached; your lines wait until the room is whole";
+/// ... and when it can again.
+const WHOLE: &str = "* room whole again";
+/// ... and when Redis came back empty.
+const HISTORY_LOST: &str =
+    "* room history was lost (Redis restarted empty); recent lines may be missing";
+
 /// Redis and `n` nodes of the target's binary sharing one room.
 struct Room {
     redis: RedisProcess,
@@ -200,17 +209,15 @@ pub fn cluster_redis_restarting_mid_chat_loses_nothing_said_meanwhile(target: &T
         return;
     };
     let [mut a, mut b]: [Client; 2] = enter_all(&room, &[0, 1]).try_into().expect("two");
-    let split = "* room split: the other servers cannot be reached; your lines wait until the room is whole";
     room.redis.stop();
     let text = marker();
     a.send_line(&text);
-    a.expect_line_within(split, TIMEOUT);
-    b.expect_line_within(split, TIMEOUT);
+    a.expect_line_within(SPLIT, TIMEOUT);
+    b.expect_line_within(SPLIT, TIMEOUT);
     room.redis.start_again();
-    let lost = "* room history was lost (Redis restarted empty); recent lines may be missing";
     for client in [&mut a, &mut b] {
-        client.expect_line_within(lost, TIMEOUT);
-        client.expect_line("* room whole again");
+        client.expect_line_within(HISTORY_LOST, TIMEOUT);
+        client.expect_line(WHOLE);
     }
     b.expect_line(&format!("{}: {text}", a.nick()));
 }
@@ -230,15 +237,14 @@ pub fn cluster_redis_restarting_with_its_data_loses_nothing(target: &Target) {
     let before = marker();
     a.send_line(&before);
     b.expect_line(&format!("{}: {before}", a.nick()));
-    let split = "* room split: the other servers cannot be reached; your lines wait until the room is whole";
     room.redis.stop();
     let during = marker();
     a.send_line(&during);
-    a.expect_line_within(split, TIMEOUT);
-    b.expect_line_within(split, TIMEOUT);
+    a.expect_line_within(SPLIT, TIMEOUT);
+    b.expect_line_within(SPLIT, TIMEOUT);
     room.redis.start_again();
-    a.expect_line_within("* room whole again", TIMEOUT);
-    b.expect_line_within("* room whole again", TIMEOUT);
+    a.expect_line_within(WHOLE, TIMEOUT);
+    b.expect_line_within(WHOLE, TIMEOUT);
     b.expect_line(&format!("{}: {during}", a.nick()));
     // Nothing else came: the next line is the next said.
     let after = marker();
