@@ -134,12 +134,16 @@ impl Report {
         }
     }
 
-    /// RSS growth per connection in bytes (`idle` only, needs both samples).
+    /// RSS growth per connection in bytes (`idle` only, needs both
+    /// samples), over the connections the server holds: the clients the
+    /// broadcast reached and its sender. A server that refused some
+    /// (`server full`) and closed them holds only the rest; dividing by all
+    /// that connected would understate what each costs.
     pub fn rss_per_conn(&self) -> Option<i64> {
         if self.scenario != "idle" {
             return None;
         }
-        let conns = i64::try_from(self.clients + self.slow).ok()?.max(1);
+        let conns = i64::try_from(self.deliveries + 1).ok()?;
         let before = i64::try_from(self.rss_before_kib?).ok()?;
         let after = i64::try_from(self.rss_after_kib?).ok()?;
         Some((after - before) * 1024 / conns)
