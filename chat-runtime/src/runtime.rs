@@ -23,6 +23,15 @@ pub trait Runtime: 'static {
     /// runtime's. On an error the connections the task was for are closed.
     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()>;
 
+    /// Runs `task`, which writes to clients whose sockets were full, like
+    /// [`Runtime::spawn`]. Such a task usually ends soon, once its clients
+    /// have read what waited, and a busy room starts thousands a second: a
+    /// runtime whose tasks cost more to start than to keep (a thread each)
+    /// may run it on one kept from an earlier writer. The default spawns it.
+    fn spawn_writer<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()> {
+        Self::spawn(task)
+    }
+
     /// Makes a bound and listening std socket this runtime's listener.
     fn listener(listener: std::net::TcpListener) -> io::Result<Self::Listener>;
 

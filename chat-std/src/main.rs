@@ -1,10 +1,10 @@
 //! `chat-std`: the chat server (join with `nc HOST PORT`) on blocking std
 //! sockets and threads, with no async runtime: each connection has a reader
 //! thread with a small stack, and a writer thread only while the socket does
-//! not take its output at once, so ten thousand clients fit. The
-//! shared driver in `chat_runtime` is written as futures; here each one runs
-//! on its own thread with [`block_on`], whose waker unparks that thread, and
-//! socket calls simply block.
+//! not take its output at once (kept a second for the next writer), so ten
+//! thousand clients fit. The shared driver in `chat_runtime` is written as
+//! futures; here each one runs on its own thread with [`block_on`], whose
+//! waker unparks that thread, and socket calls simply block.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,12 +18,19 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
+mod pool;
+mod stack;
+
+/// Writer threads whose task ended, kept a second for the next writer:
+/// enough for the writers that start and end as fast clients' sockets fill.
+static WRITERS: pool::Pool = pool::Pool::new(Duration::from_secs(1), 64);
+
 /// Stack of each connection thread. Only the pages a thread touches cost
-/// memory, so this is room, not a cost: a plain client's thread touches
-/// about 12 KiB, and a TLS client's handshake, which runs on its reader
-/// thread, about 25 KiB in a release build (rustls and aws-lc's
-/// key exchange and signatures; measured from /proc/PID/smaps). Debug
-/// builds take several times that, so they get more room.
+/// memory, so this is room, not a cost: an idle client's reader touches
+/// the 8 KiB at the top, and a TLS handshake, which runs on a reader of its
+/// own, about 25 KiB in a release build (rustls and aws-lc's key exchange
+/// and signatures; measured from /proc/PID/smaps), given back as it ends.
+/// Debug builds take several times that, so they get more room.
 const STACK_SIZE: usize = if cfg!(debug_assertions) {
     1024 * 1024
 } else {
@@ -42,14 +49,18 @@ impl chat_runtime::Runtime for Std {
     }
 
     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()> {
-        let slot = ThreadSlot::take()?;
-        thread::Builder::new()
-            .stack_size(STACK_SIZE)
-            .spawn(move || {
-                let _slot = slot;
-                block_on(task)
-            })
-            .map(drop)
+        start_thread(Box::new(move || block_on(task)), None)
+    }
+
+    // Only writers go to the pool: a thread that waited there carries what
+    // its tasks left in its malloc cache (glibc's tcache, freed only when
+    // the thread ends), which a writer soon uses again, but an idle reader
+    // would keep for its client's life (a TLS handshake's leaves 11 KB).
+    fn spawn_writer<F: Future<Output = ()> + Send + 'static>(task: F) -> io::Result<()> {
+        match WRITERS.hand_over(Box::new(move || block_on(task))) {
+            Ok(()) => Ok(()),
+            Err(job) => start_thread(job, Some(&WRITERS)),
+        }
     }
 
     fn listener(listener: TcpListener) -> io::Result<TcpListener> {
@@ -98,6 +109,28 @@ impl chat_runtime::Runtime for Std {
         let limit = *THREAD_LIMIT.get_or_init(thread_limit);
         Some(limit.saturating_sub(REFUSING_THREADS) / 2)
     }
+}
+
+/// Starts a connection thread running `job`, then, with a `pool`, the jobs
+/// handed over to it there. A thread waiting in the pool keeps its slot: it
+/// is one of the connection threads, and the next writer takes it before a
+/// new one.
+fn start_thread(job: pool::Job, pool: Option<&'static pool::Pool>) -> io::Result<()> {
+    let slot = ThreadSlot::take()?;
+    thread::Builder::new()
+        .stack_size(STACK_SIZE)
+        .spawn(move || {
+            let _slot = slot;
+            match pool {
+                Some(pool) => pool.work(job),
+                None => {
+                    job();
+                    // Or glibc keeps 16 KiB of it for the next thread.
+                    stack::release_below_caller();
+                }
+            }
+        })
+        .map(drop)
 }
 
 /// Connection threads kept for connections being refused (each holds a

@@ -258,7 +258,11 @@ impl<R: Runtime> Task<R> {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Err(error) = R::spawn(task) else {
+        let spawned = match half {
+            Half::Reader => R::spawn(task),
+            Half::Writer => R::spawn_writer(task),
+        };
+        let Err(error) = spawned else {
             return true;
         };
         if let Some(left_out) = crate::lock(&self.hub.refused).admit(Instant::now()) {
