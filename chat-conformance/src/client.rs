@@ -369,13 +369,6 @@ impl Client {
         }
     }
 
-    /// Reads lines until exactly `expected`, skipping only join and leave
-    /// notices (see [`is_join_or_leave`]).
-    pub fn expect_line_skipping_notices(&mut self, expected: &str) -> Vec<String> {
-        self.expect_line_matching(expected, |l| l == expected, is_join_or_leave)
-            .1
-    }
-
     /// The server must close the connection (EOF or reset) with no further
     /// line, within [`TIMEOUT`].
     pub fn assert_closed(&mut self) {

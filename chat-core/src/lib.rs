@@ -43,6 +43,9 @@
 //! draining, but must drain before it waits for I/O again:
 //!
 //! 1. A socket is accepted: [`Server::handle_connect`] returns its [`ConnId`].
+//!    One whose bytes cannot carry chat yet (a TLS handshake comes first):
+//!    [`Server::handle_accept`] at accept, [`Server::handle_ready`] when
+//!    they can, and only then its bytes.
 //! 2. Bytes arrive: [`Server::handle_bytes`]. The client closes its side:
 //!    [`Server::handle_eof`]. The socket fails or is closed:
 //!    [`Server::handle_closed`] (exactly once per id, also after the driver

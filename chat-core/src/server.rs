@@ -168,8 +168,25 @@ impl Server {
     /// call for it uses. The client is welcomed and announced, or refused
     /// (server full, shutting down) with an error line and an
     /// [`Output::Close`]; either way, report it closed with
-    /// [`Server::handle_closed`] in the end.
+    /// [`Server::handle_closed`] in the end. The same as
+    /// [`Server::handle_accept`] and [`Server::handle_ready`] at once.
     pub fn handle_connect(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
+        let conn = self.handle_accept(now, peer);
+        self.handle_ready(now, conn);
+        conn
+    }
+
+    /// Call when a connection is accepted whose bytes cannot carry chat
+    /// yet: a TLS connection, whose handshake comes first. Returns its id,
+    /// as [`Server::handle_connect`] does. From now on it counts against
+    /// `max_clients` and its address's limits, and it is refused now if it
+    /// is over them; but it is welcomed and announced only at
+    /// [`Server::handle_ready`]; its bytes go to [`Server::handle_bytes`]
+    /// only after that (before, they are dropped). One that ends before (a
+    /// handshake that failed or never ended) is reported with
+    /// [`Server::handle_eof`] or [`Server::handle_closed`], and nobody hears
+    /// of it.
+    pub fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
         let now = self.advance(now);
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -200,43 +217,77 @@ impl Server {
             None
         };
         let queue = self.broadcasts.queue();
+        let mut entry = Conn::accepted(id, None, None, &self.config, queue, now);
+        // Not in the room yet: no broadcast is kept for it.
+        entry.outgoing.queue.stop(&self.broadcasts);
         if let Some(reason) = refusal {
-            self.conns[slot] = Conn::accepted(id, None, None, &self.config, queue, now);
-            self.conns[slot].outgoing.queue.stop(&self.broadcasts);
-            let text = match reason {
-                Reason::Shutdown => "* server shutting down",
-                Reason::TooManyFromAddress => "* error: too many connections from your address",
-                Reason::RoomUnavailable => "* error: room unavailable, try again later",
-                _ => "* error: server full",
-            };
-            self.deliver(Audience::One(id), render(&[text]));
-            self.reject(now, id, peer, reason, true);
+            self.conns[slot] = entry;
+            self.refuse(now, slot, peer, reason);
             return id;
         }
+        entry.state = State::Connecting { peer };
+        entry.policy_address = policy_address;
+        self.conns[slot] = entry;
+        self.admitted += 1;
+        id
+    }
+
+    /// Call when a connection taken with [`Server::handle_accept`] can
+    /// carry chat: its TLS handshake is over. The client is welcomed and
+    /// announced then, as [`Server::handle_connect`] does (or refused, if
+    /// the room became unavailable meanwhile). Nothing for any other
+    /// connection.
+    pub fn handle_ready(&mut self, now: Instant, conn: ConnId) {
+        let now = self.advance(now);
+        let Some(slot) = self.slot_of(conn) else {
+            return;
+        };
+        let State::Connecting { peer } = self.conns[slot].state else {
+            return;
+        };
+        let policy_address = self.conns[slot].policy_address;
+        if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+            self.conns[slot].state = State::Closing { admitted: true };
+            self.refuse(now, slot, peer, Reason::RoomUnavailable);
+            return;
+        }
+        let queue = self.broadcasts.queue();
         if self.cluster.is_some() {
             // Welcomed once Redis grants it a nick; nothing it sends is
             // read until then.
             let nick = self.candidate_nick();
             let config = &self.config;
-            let entry = Conn::accepted(id, Some(nick.clone()), policy_address, config, queue, now);
+            let entry =
+                Conn::accepted(conn, Some(nick.clone()), policy_address, config, queue, now);
             self.conns[slot] = entry;
             let entry = &mut self.conns[slot];
             entry.state = State::Claiming { peer };
             entry.in_room = false;
             entry.outgoing.queue.stop(&self.broadcasts);
             entry.claim = Some(nick.clone());
-            self.admitted += 1;
             self.stop_reading(slot);
-            self.claim_for_join(id, nick, 1);
-            return id;
+            self.claim_for_join(conn, nick, 1);
+            return;
         }
         let rng = &mut self.rng;
-        let nick = self.nicks.claim_generated(id, || rng.next_u32());
+        let nick = self.nicks.claim_generated(conn, || rng.next_u32());
         let config = &self.config;
-        self.conns[slot] = Conn::accepted(id, Some(nick), policy_address, config, queue, now);
-        self.admitted += 1;
+        self.conns[slot] = Conn::accepted(conn, Some(nick), policy_address, config, queue, now);
         self.welcome(now, slot, peer);
-        id
+    }
+
+    /// Refuses the connection in `slot`, not in the chat: tells it why,
+    /// then closes it once that is written.
+    fn refuse(&mut self, now: Instant, slot: usize, peer: SocketAddr, reason: Reason) {
+        let text = match reason {
+            Reason::Shutdown => "* server shutting down",
+            Reason::TooManyFromAddress => "* error: too many connections from your address",
+            Reason::RoomUnavailable => "* error: room unavailable, try again later",
+            _ => "* error: server full",
+        };
+        let id = self.conns[slot].id;
+        self.deliver(Audience::One(id), render(&[text]));
+        self.reject(now, id, peer, reason, true);
     }
 
     /// Welcomes the client in `slot`, which holds its nick now, tells the
@@ -314,6 +365,20 @@ impl Server {
     /// [`Output::Close`].
     pub fn handle_eof(&mut self, now: Instant, conn: ConnId) {
         let now = self.advance(now);
+        if let Some(slot) = self.slot_of(conn)
+            && matches!(self.conns[slot].state, State::Connecting { .. })
+        {
+            // Never in the chat: closed, with nothing to say.
+            self.conns[slot].state = State::Closing { admitted: true };
+            let reason = Reason::Eof;
+            let flush = true;
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason,
+                flush,
+            });
+            return;
+        }
         if let Some(slot) = self.claiming_slot(conn) {
             // Handled once it is welcomed, after what it sent.
             self.conns[slot].flood.eof_pending = true;
@@ -346,7 +411,7 @@ impl Server {
         }
         if matches!(
             closed.state,
-            State::Closing { admitted: true } | State::Claiming { .. }
+            State::Closing { admitted: true } | State::Claiming { .. } | State::Connecting { .. }
         ) {
             self.admitted -= 1;
         }
@@ -412,6 +477,12 @@ impl Server {
             .collect();
         for slot in claiming {
             self.refuse_claiming(now, slot, Reason::Shutdown);
+        }
+        for slot in 0..self.conns.len() {
+            if let State::Connecting { peer } = self.conns[slot].state {
+                self.conns[slot].state = State::Closing { admitted: true };
+                self.refuse(now, slot, peer, Reason::Shutdown);
+            }
         }
         let notice = render(&["* server shutting down"]);
         for conn in joined {

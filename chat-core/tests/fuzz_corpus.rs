@@ -235,6 +235,29 @@ fn server_seeds() -> Vec<(&'static str, Session)> {
             ),
         ),
         (
+            "tls-handshakes",
+            session(
+                4,
+                vec![
+                    Op::Connect,
+                    Op::Accept,
+                    send(0, text("before\n")),
+                    Op::Ready { client: 1 },
+                    send(1, text("hi\n")),
+                    Op::Accept,
+                    Op::Eof { client: 2 },
+                    Op::Accept,
+                    Op::Close { client: 3 },
+                    Op::Ready { client: 3 },
+                    Op::Accept,
+                    Op::Accept,
+                    Op::Accept,
+                    Op::Shutdown,
+                    Op::Ready { client: 5 },
+                ],
+            ),
+        ),
+        (
             "nick-collisions",
             session(
                 2,

@@ -866,6 +866,9 @@ impl Observer for Mirror {
             Call::ClusterReply(..) | Call::ClusterDown => {
                 panic!("the oracle's server is no node of a shared room")
             }
+            Call::Accept(_) | Call::Ready(_) => {
+                panic!("the oracle's clients connect with handle_connect")
+            }
         }
     }
 

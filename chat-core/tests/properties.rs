@@ -71,6 +71,8 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => Just(Step::Connect),
+        1 => Just(Step::Accept),
+        2 => (0..8usize).prop_map(|client| Step::Ready { client }),
         10 => (0..8usize, prop::collection::vec(fragment(), 1..4))
             .prop_map(|(client, parts)| Step::Bytes { client, bytes: parts.concat() }),
         1 => (0..8usize).prop_map(|client| Step::Eof { client }),

@@ -180,6 +180,93 @@ fn session_events_never_hold_chat_text() {
     s.lines(b);
 }
 
+/// Session events: a TLS client is a newcomer once its handshake is over
+/// (`handle_ready` after `handle_accept`): nobody hears of it before, it
+/// sees no line said before, and its welcome counts it.
+#[test]
+fn session_tls_client_joins_when_its_handshake_ends() {
+    let mut s = Driver::plain();
+    let a = s.connect();
+    s.lines(a);
+    s.events();
+    let b = s.accept();
+    s.assert_quiet(&[a, b]);
+    assert_eq!(s.events(), []);
+    assert_eq!(s.server().nick(b), None);
+    s.send(a, "said before\n");
+    s.ready(b);
+    let lines = s.lines(b);
+    let bn = welcome_nick(&lines[0]);
+    assert_eq!(
+        lines,
+        [format!(
+            "* welcome, you are {bn}; 2 users online; type /help for commands"
+        )]
+    );
+    assert_eq!(s.lines(a), [format!("* {bn} joined")]);
+    assert!(matches!(&s.events()[..], [Event::Joined { conn, .. }] if *conn == b));
+    // Only once, and only for a connection taken with handle_accept.
+    s.ready(b);
+    s.ready(a);
+    s.assert_quiet(&[a, b]);
+    s.send(b, "hello\n");
+    assert_eq!(s.lines(a), [format!("{bn}: hello")]);
+}
+
+/// Session events: a TLS client that never finishes its handshake (it
+/// closes, its connection fails, the server shuts down) is never announced
+/// or logged as joining; closing its side is closed at once.
+#[test]
+fn session_tls_client_without_a_handshake_is_never_announced() {
+    let mut s = Driver::plain();
+    let a = s.connect();
+    s.lines(a);
+    s.events();
+    let b = s.accept();
+    s.eof(b);
+    assert_eq!(s.closes(), [(b, Reason::Eof, true)]);
+    s.close(b);
+    let c = s.accept();
+    s.close(c);
+    s.assert_quiet(&[a, b, c]);
+    assert_eq!(s.events(), []);
+    s.ready(b);
+    s.ready(c);
+    s.assert_quiet(&[a, b, c]);
+    assert_eq!(s.server().admitted(), 1, "their slots are free");
+    let d = s.accept();
+    s.shutdown();
+    assert_eq!(s.lines(d), ["* server shutting down"]);
+    assert!(s.closes().contains(&(d, Reason::Shutdown, true)));
+    assert!(!s.events().iter().any(|e| matches!(e, Event::Joined { .. })));
+}
+
+/// Session events and max clients: a TLS client counts against
+/// `max_clients` from its connect, in its handshake too; one over it is
+/// refused at once, and its slot frees when it is closed.
+#[test]
+fn session_tls_client_counts_against_max_clients_from_its_connect() {
+    let config = Config {
+        max_clients: 2,
+        ..Config::default()
+    };
+    let mut s = Driver::untimed(config, 1);
+    let a = s.connect();
+    let b = s.accept();
+    let c = s.accept();
+    assert_eq!(s.lines(c), ["* error: server full"]);
+    assert_eq!(s.closes(), [(c, Reason::ServerFull, true)]);
+    s.ready(c);
+    assert_eq!(s.server().nick(c), None, "refused, not welcomed later");
+    let d = s.connect();
+    assert_eq!(s.lines(d), ["* error: server full"]);
+    s.closes();
+    s.close(b);
+    let e = s.connect();
+    assert!(s.lines(e)[0].starts_with("* welcome, you are"));
+    s.lines(a);
+}
+
 /// Connection ids increase and are never reused, so late input for a
 /// closed id never reaches a newer connection.
 #[test]

@@ -205,8 +205,14 @@ impl<S: AsFd> Hub<S> {
         self.with(after, |state, now, _| {
             accepted
                 .map(|(stream, peer)| {
-                    let id = state.server.handle_connect(now, peer);
+                    // A TLS client joins once its handshake is over: a
+                    // peer that never finishes one is never announced.
                     let handshaking = stream.is_tls();
+                    let id = if handshaking {
+                        state.server.handle_accept(now, peer)
+                    } else {
+                        state.server.handle_connect(now, peer)
+                    };
                     if handshaking {
                         let limit = now.checked_add(self.handshake_timeout);
                         state.limits.start(Limit::Handshake, limit, id);
@@ -308,9 +314,11 @@ impl<S: AsFd> Hub<S> {
     }
 
     /// The connection's TLS handshake is over (the reader has written all
-    /// of it): the core's output, held back until now, can be written.
+    /// of it): the client joins, and the core's output, held back until
+    /// now, can be written.
     fn handshaken(&self, link: &Link<S>, after: &mut After<S>) {
-        self.with(after, |state, _, after| {
+        self.with(after, |state, now, after| {
+            state.server.handle_ready(now, link.id);
             if let Some(entry) = state.conns.get_mut(&link.id) {
                 entry.handshaking = false;
                 entry.wake(after);

@@ -219,6 +219,14 @@ pub enum Op {
     },
     /// The server shuts down.
     Shutdown,
+    /// A new connection is accepted whose bytes cannot carry chat yet (a
+    /// TLS handshake comes first).
+    Accept,
+    /// A client's bytes can carry chat now (its handshake is over).
+    Ready {
+        /// Which client.
+        client: u8,
+    },
 }
 
 /// Part of what a client sends.
@@ -324,6 +332,10 @@ impl Op {
                 millis: millis.into(),
             },
             Op::Shutdown => Step::Shutdown,
+            Op::Accept => Step::Accept,
+            Op::Ready { client } => Step::Ready {
+                client: client.into(),
+            },
         }
     }
 }
@@ -369,7 +381,7 @@ impl Session {
 }
 
 impl Op {
-    const VARIANTS: u64 = 8;
+    const VARIANTS: u64 = 10;
 
     fn encode(&self, out: &mut Vec<u8>) {
         match *self {
@@ -406,6 +418,11 @@ impl Op {
                 out.extend_from_slice(&millis.to_le_bytes());
             }
             Op::Shutdown => variant(out, 7, Op::VARIANTS),
+            Op::Accept => variant(out, 8, Op::VARIANTS),
+            Op::Ready { client } => {
+                variant(out, 9, Op::VARIANTS);
+                out.push(client);
+            }
         }
     }
 }

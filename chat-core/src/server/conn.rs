@@ -19,6 +19,14 @@ use crate::rate::Bucket;
 pub(super) enum State {
     /// An unused slot, kept for the next connection.
     Free,
+    /// Accepted from `peer`, its bytes not ready for chat yet (a TLS
+    /// handshake under way): counts against `max_clients` and its
+    /// address's limits, holds no nick, and is not told anything or told
+    /// of until `Server::handle_ready`.
+    Connecting {
+        /// Where it connected from, for the log.
+        peer: SocketAddr,
+    },
     /// Accepted by a node of a shared room from `peer`, waiting for Redis
     /// to grant its generated nick (`nick`), then for its join to be read
     /// back, before it is welcomed. Counts against `max_clients`; its input

@@ -16,6 +16,9 @@ pub struct Client {
     pub peer: SocketAddr,
     /// The nick the server gave it when it joined (`Event::Joined`).
     pub nick: Option<String>,
+    /// Taken with `handle_accept` and not refused: admitted, and not in the
+    /// chat until `handle_ready` (its join clears this).
+    pub connecting: bool,
     /// Whether the server reads it: false from `StopReading` to
     /// `ResumeReading`.
     pub reading: bool,
@@ -65,6 +68,7 @@ impl Client {
             id,
             peer,
             nick: None,
+            connecting: false,
             reading: true,
             read_in_flight: false,
             socket: VecDeque::new(),
@@ -135,9 +139,31 @@ impl<O: Observer> Driver<O> {
 
     /// Accepts a connection from `ip` (a fresh port each time) and settles.
     pub fn connect_from(&mut self, ip: IpAddr) -> ConnId {
+        let peer = self.fresh_peer(ip);
+        self.connect_peer(peer)
+    }
+
+    /// Accepts a connection from loopback whose bytes cannot carry chat
+    /// yet (`handle_accept`, as for a TLS handshake), and settles.
+    pub fn accept(&mut self) -> ConnId {
+        let peer = self.fresh_peer(Ipv4Addr::LOCALHOST.into());
+        let id = self.handle_accept(peer);
+        self.settle();
+        id
+    }
+
+    /// The bytes of a connection taken with [`Driver::accept`] can carry
+    /// chat now (`handle_ready`); settles.
+    pub fn ready(&mut self, conn: ConnId) {
+        self.handle_ready(conn);
+        self.settle();
+    }
+
+    /// `ip` with a port not used before.
+    fn fresh_peer(&mut self, ip: IpAddr) -> SocketAddr {
         let peer = SocketAddr::new(ip, self.next_port);
         self.next_port = self.next_port.wrapping_add(1).max(1024);
-        self.connect_peer(peer)
+        peer
     }
 
     /// The client sends `input`. The driver reads it at once if it reads the

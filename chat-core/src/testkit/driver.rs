@@ -249,8 +249,11 @@ impl<O: Observer> Driver<O> {
         let now = self.instant();
         let mut opened = None;
         match call {
-            Call::Connect(peer) => {
-                let id = self.server.handle_connect(now, peer);
+            Call::Connect(peer) | Call::Accept(peer) => {
+                let id = match call {
+                    Call::Accept(_) => self.server.handle_accept(now, peer),
+                    _ => self.server.handle_connect(now, peer),
+                };
                 if let Some(last) = self.clients.last() {
                     assert!(
                         id > last.id,
@@ -262,6 +265,7 @@ impl<O: Observer> Driver<O> {
                 self.clients.push(Client::new(id, peer, self.linger));
                 opened = Some(id);
             }
+            Call::Ready(id) => self.server.handle_ready(now, id),
             Call::Bytes(id, bytes) => self.server.handle_bytes(now, id, bytes),
             Call::Eof(id) => {
                 if let Some(client) = self.known_mut(id) {
@@ -316,6 +320,10 @@ impl<O: Observer> Driver<O> {
             Call::ClusterDown => self.server.handle_cluster_down(now),
         }
         self.drain();
+        if let (Call::Accept(_), Some(id)) = (call, opened) {
+            let client = self.client_mut(id);
+            client.connecting = client.close.is_none();
+        }
         self.check();
         observer.after(self, &call, &self.trace[start..]);
         self.observer = Some(observer);
@@ -389,7 +397,9 @@ impl<O: Observer> Driver<O> {
                     let event = Event::clone(&event);
                     if let Event::Joined { conn, nick, .. } = &event {
                         let nick = nick.clone();
-                        self.client_mut(*conn).nick = Some(nick);
+                        let client = self.client_mut(*conn);
+                        client.nick = Some(nick);
+                        client.connecting = false;
                     }
                     self.trace.push(Seen::Event(event));
                 }
@@ -450,6 +460,17 @@ impl<O: Observer> Driver<O> {
     pub fn handle_connect(&mut self, peer: SocketAddr) -> ConnId {
         self.call(Call::Connect(peer))
             .expect("a connect opens a connection")
+    }
+
+    /// `handle_accept` from `peer`, not settled: returns the new id.
+    pub fn handle_accept(&mut self, peer: SocketAddr) -> ConnId {
+        self.call(Call::Accept(peer))
+            .expect("an accept opens a connection")
+    }
+
+    /// `handle_ready`, not settled.
+    pub fn handle_ready(&mut self, conn: ConnId) {
+        self.call(Call::Ready(conn));
     }
 
     /// `handle_bytes`, not settled.

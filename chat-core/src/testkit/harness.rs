@@ -96,13 +96,22 @@ impl Harness {
     pub fn step(&mut self, step: &Step) {
         let driver = &mut self.driver;
         match *step {
-            Step::Connect => {
+            Step::Connect | Step::Accept => {
                 let index = driver.clients().len();
                 let peer = match driver.observer().model {
                     Some(_) => SocketAddr::from(([127, 0, 0, 1], 10_000 + (index % 50_000) as u16)),
                     None => policy_peer(index),
                 };
-                driver.handle_connect(peer);
+                if *step == Step::Accept {
+                    driver.handle_accept(peer);
+                } else {
+                    driver.handle_connect(peer);
+                }
+            }
+            Step::Ready { client } => {
+                if let Some(id) = self.pick(client) {
+                    self.driver.handle_ready(id);
+                }
             }
             Step::Bytes { client, ref bytes } => {
                 if let Some(id) = self.pick(client) {
@@ -188,14 +197,10 @@ impl Observer for Checks {
         match *call {
             Call::Connect(_) => {
                 let id = driver.clients().last().expect("just connected").id;
-                let nick = seen.iter().find_map(|seen| match seen {
-                    Seen::Event(Event::Joined { conn, nick, .. }) if *conn == id => {
-                        Some(nick.clone())
-                    }
-                    _ => None,
-                });
-                model.connect(nick);
+                model.connect(joined_as(seen, id));
             }
+            Call::Accept(_) => model.accept(),
+            Call::Ready(id) => model.ready(driver.index_of(id), joined_as(seen, id)),
             Call::Bytes(id, bytes) => model.bytes(driver.index_of(id), bytes),
             Call::Eof(id) => model.eof(driver.index_of(id)),
             Call::Closed(id) if self.closing_open => model.closed(driver.index_of(id)),
@@ -218,6 +223,14 @@ impl Observer for Checks {
             None => check_policies(driver),
         }
     }
+}
+
+/// The nick `conn` joined as, if `seen` has its join.
+fn joined_as(seen: &[Seen], id: ConnId) -> Option<String> {
+    seen.iter().find_map(|seen| match seen {
+        Seen::Event(Event::Joined { conn, nick, .. }) if *conn == id => Some(nick.clone()),
+        _ => None,
+    })
 }
 
 /// Input the server holds, over all connections, and what holds it: bytes
@@ -248,7 +261,7 @@ fn check_policies<O: Observer>(driver: &Driver<O>) {
     let clients = driver.clients();
     let admitted = clients
         .iter()
-        .filter(|c| c.nick.is_some() && !c.closed)
+        .filter(|c| (c.nick.is_some() || c.connecting) && !c.closed)
         .count();
     assert_eq!(server.admitted(), admitted, "admitted count");
     assert!(admitted <= config.max_clients, "max clients");

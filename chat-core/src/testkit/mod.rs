@@ -54,6 +54,16 @@ pub use observer::{Call, Input, Observer, Seen};
 pub enum Step {
     /// A new connection is accepted.
     Connect,
+    /// A new connection is accepted whose bytes cannot carry chat yet, as
+    /// for a TLS handshake (`handle_accept`).
+    Accept,
+    /// A client's bytes can carry chat now (`handle_ready`): for one taken
+    /// with [`Step::Accept`], its handshake is over; for any other, the
+    /// server must ignore it.
+    Ready {
+        /// Which client.
+        client: usize,
+    },
     /// Bytes arrive from a client.
     Bytes {
         /// Which client.

@@ -30,6 +30,8 @@ pub(super) struct ModelClient {
     pub(super) nick: Option<String>,
     /// Counted against max clients until reported closed.
     admitted: bool,
+    /// Accepted, and its bytes cannot carry chat yet: not welcomed.
+    connecting: bool,
     /// The server has asked to close it (or it was refused).
     pub(super) closing: bool,
     pub(super) too_slow: bool,
@@ -94,6 +96,13 @@ impl Model {
     /// `nick` is the generated nick the server announced, if it admitted the
     /// client.
     pub(super) fn connect(&mut self, nick: Option<String>) {
+        self.accept();
+        self.ready(self.clients.len() - 1, nick);
+    }
+
+    /// A connection accepted whose bytes cannot carry chat yet: counted,
+    /// or refused, now; welcomed at [`Model::ready`].
+    pub(super) fn accept(&mut self) {
         let index = self.clients.len();
         self.clients.push(ModelClient::default());
         let refusal = if self.shutting_down {
@@ -104,9 +113,22 @@ impl Model {
             None
         };
         if let Some(text) = refusal {
-            assert_eq!(nick, None, "a refused client must not join");
             self.send(index, text);
             self.clients[index].closing = true;
+            return;
+        }
+        self.admitted += 1;
+        let client = &mut self.clients[index];
+        client.admitted = true;
+        client.connecting = true;
+    }
+
+    /// Client `index` can chat now; `nick` is the generated nick the
+    /// server announced, if it welcomed the client. Nothing for a client
+    /// not accepted with [`Model::accept`], or refused, or closed.
+    pub(super) fn ready(&mut self, index: usize, nick: Option<String>) {
+        if !std::mem::take(&mut self.clients[index].connecting) {
+            assert_eq!(nick, None, "a client not connecting must not join");
             return;
         }
         let nick = nick.expect("an admitted client must join");
@@ -114,10 +136,7 @@ impl Model {
             self.holder(&nick).is_none(),
             "generated nick {nick} is already taken"
         );
-        self.admitted += 1;
-        let client = &mut self.clients[index];
-        client.admitted = true;
-        client.nick = Some(nick.clone());
+        self.clients[index].nick = Some(nick.clone());
         let online = self.joined().count();
         let users = if online == 1 { "user" } else { "users" };
         self.send(
@@ -182,6 +201,11 @@ impl Model {
     }
 
     pub(super) fn eof(&mut self, index: usize) {
+        if std::mem::take(&mut self.clients[index].connecting) {
+            // Never in the chat: closed with nothing said.
+            self.clients[index].closing = true;
+            return;
+        }
         if self.clients[index].nick.is_none() {
             return;
         }
@@ -205,6 +229,7 @@ impl Model {
         }
         let client = &mut self.clients[index];
         client.closing = true;
+        client.connecting = false;
         if std::mem::take(&mut client.admitted) {
             self.admitted -= 1;
         }
@@ -229,6 +254,12 @@ impl Model {
             let client = &mut self.clients[index];
             client.nick = None;
             client.closing = true;
+        }
+        for index in 0..self.clients.len() {
+            if std::mem::take(&mut self.clients[index].connecting) {
+                self.send(index, "* server shutting down");
+                self.clients[index].closing = true;
+            }
         }
         self.over_limit.clear();
     }

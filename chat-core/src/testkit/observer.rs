@@ -32,6 +32,10 @@ pub enum Seen {
 pub enum Call<'a> {
     /// `handle_connect` from this peer.
     Connect(SocketAddr),
+    /// `handle_accept` from this peer: its bytes cannot carry chat yet.
+    Accept(SocketAddr),
+    /// `handle_ready`: the bytes of a connection accepted can carry chat.
+    Ready(ConnId),
     /// `handle_bytes`.
     Bytes(ConnId, &'a [u8]),
     /// `handle_eof`.

@@ -11,7 +11,7 @@ use crate::cluster::{Call, Claimed, Entry};
 use crate::nick::{self, NickError};
 use crate::rate::Bucket;
 use crate::server::conn::State;
-use crate::server::{Audience, ConnId, Reason, Server, render};
+use crate::server::{ConnId, Reason, Server};
 
 impl Server {
     /// A generated nick that no one holds here or, as far as this node has
@@ -179,18 +179,12 @@ impl Server {
         let State::Claiming { peer } = self.conns[slot].state else {
             return;
         };
-        let id = self.conns[slot].id;
-        let text = match reason {
-            Reason::Shutdown => "* server shutting down",
-            _ => "* error: room unavailable, try again later",
-        };
-        self.deliver(Audience::One(id), render(&[text]));
         self.entering_gone(slot);
         let entry = &mut self.conns[slot];
         entry.claim = None;
         entry.state = State::Closing { admitted: true };
         entry.flood.clear();
-        self.reject(now, id, peer, reason, true);
+        self.refuse(now, slot, peer, reason);
     }
 
     pub(super) fn nick_answered(
