@@ -107,13 +107,38 @@ impl TestCert {
 }
 
 /// A directory of this process's own under the system's temporary
-/// directory, `chat-conformance-PID/NAME`, created if need be. Nothing
-/// removes it: it holds a few small PEM files.
+/// directory, `chat-conformance-PID/NAME`, created if need be. It holds
+/// test certificates and keys, which servers read while the process runs,
+/// so it stays until then; the first call removes those of earlier runs
+/// whose process is gone (no `/proc/PID`).
 pub(crate) fn scratch_dir(name: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_stale_scratch_dirs);
     let dir = std::env::temp_dir()
-        .join(format!("chat-conformance-{}", std::process::id()))
+        .join(format!("{SCRATCH_PREFIX}{}", std::process::id()))
         .join(name);
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
+}
+
+/// What [`scratch_dir`]'s directories are named, before the process id.
+const SCRATCH_PREFIX: &str = "chat-conformance-";
+
+/// Removes the scratch directories of processes that have ended. Best
+/// effort: one that cannot be read or removed is left.
+fn remove_stale_scratch_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX));
+        let Some(pid) = pid.and_then(|pid| pid.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
