@@ -110,7 +110,8 @@ impl TestCert {
 /// directory, `chat-conformance-PID/NAME`, created if need be. It holds
 /// test certificates and keys, which servers read while the process runs,
 /// so it stays until then; the first call removes those of earlier runs
-/// whose process is gone (no `/proc/PID`).
+/// whose process is gone (no `/proc/PID`) and that are over a day old (a
+/// run in another PID namespace sharing `/tmp` has no `/proc/PID` here).
 pub(crate) fn scratch_dir(name: &str) -> PathBuf {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(remove_stale_scratch_dirs);
@@ -137,7 +138,12 @@ fn remove_stale_scratch_dirs() {
         let Some(pid) = pid.and_then(|pid| pid.parse::<u32>().ok()) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+        let old = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > DAY));
+        if old && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

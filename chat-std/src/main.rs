@@ -23,7 +23,10 @@ mod stack;
 
 /// Writer threads whose task ended, kept a second for the next writer:
 /// enough for the writers that start and end as fast clients' sockets fill.
-static WRITERS: pool::Pool = pool::Pool::new(Duration::from_secs(1), 64);
+static WRITERS: pool::Pool = pool::Pool::new(Duration::from_secs(1), KEPT_WRITERS);
+
+/// Most writer threads waiting in [`WRITERS`].
+const KEPT_WRITERS: usize = 64;
 
 /// Stack of each connection thread. Only the pages a thread touches cost
 /// memory, so this is room, not a cost: an idle client's reader touches
@@ -103,11 +106,12 @@ impl chat_runtime::Runtime for Std {
 
     // Two threads for each client that does not read; what is left after
     // them is for connections being refused, which hold a reader thread
-    // until they are closed, and for TLS clients whose handshake just
-    // ended (a new reader starts as the one that ran it ends).
+    // until they are closed, for TLS clients whose handshake just ended (a
+    // new reader starts as the one that ran it ends), and for writer
+    // threads waiting for the next writer, which no reader can take.
     fn max_connections() -> Option<usize> {
         let limit = *THREAD_LIMIT.get_or_init(thread_limit);
-        Some(limit.saturating_sub(REFUSING_THREADS) / 2)
+        Some(limit.saturating_sub(REFUSING_THREADS + KEPT_WRITERS) / 2)
     }
 }
 

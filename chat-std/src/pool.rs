@@ -9,9 +9,11 @@
 //! the pool, and the next writer runs on it instead (fanout over TLS: 0.7×
 //! of plain instead of 0.55×, docs/performance.md).
 //!
-//! A waiting thread costs the two pages at the top of its stack: what its
-//! task touched below them is given back to the kernel first
-//! ([`stack::release_below_caller`]).
+//! A waiting thread keeps the stack pages its tasks touched (a second at
+//! most, and at most [`Pool::new`]'s `most_idle` threads); one that leaves
+//! the pool gives them back first ([`stack::release_below_caller`]), or
+//! glibc would keep 16 KiB of them for the next thread it starts, a reader
+//! perhaps, for good.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
@@ -77,12 +79,12 @@ impl Pool {
         });
         loop {
             job();
-            stack::release_below_caller();
             match self.wait(&me) {
                 Some(next) => job = next,
-                None => return,
+                None => break,
             }
         }
+        stack::release_below_caller();
     }
 
     /// Waits in the pool for a job: `None` if none came in time.
