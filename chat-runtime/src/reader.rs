@@ -21,8 +21,9 @@ const SMALL_READ_BUFFER: usize = 64;
 /// A reader that ran the handshake hands the connection to a new reader
 /// task once it is over: where a task is a thread (chat-std), the stack
 /// pages the handshake's cryptography touched would otherwise stay resident
-/// for the connection's life (24.6 KB of a TLS reader's stack against
-/// 12.3 KB of a plain one's, docs/performance.md).
+/// for the connection's life (about 25 KiB of stack, against the 8 KiB an
+/// idle reader needs; chat-std gives them back as the thread ends,
+/// docs/performance.md).
 pub(crate) async fn reader<R: Runtime>(
     mut task: Task<R>,
     link: Arc<Link<R::Stream>>,
