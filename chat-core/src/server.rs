@@ -247,9 +247,7 @@ impl Server {
         };
         let policy_address = self.conns[slot].policy_address;
         if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
-            self.conns[slot].state = State::Closing { admitted: true };
-            self.refuse(now, slot, peer, Reason::RoomUnavailable);
-            return;
+            return self.refuse_connecting(now, slot, Reason::RoomUnavailable);
         }
         let queue = self.broadcasts.queue();
         if self.cluster.is_some() {
@@ -261,10 +259,9 @@ impl Server {
                 Conn::accepted(conn, Some(nick.clone()), policy_address, config, queue, now);
             self.conns[slot] = entry;
             let entry = &mut self.conns[slot];
+            // It gets the room's lines from its own join on (`entered`).
             entry.state = State::Claiming { peer };
-            entry.in_room = false;
             entry.outgoing.queue.stop(&self.broadcasts);
-            entry.claim = Some(nick.clone());
             self.stop_reading(slot);
             self.claim_for_join(conn, nick, 1);
             return;
@@ -274,6 +271,17 @@ impl Server {
         let config = &self.config;
         self.conns[slot] = Conn::accepted(conn, Some(nick), policy_address, config, queue, now);
         self.welcome(now, slot, peer);
+    }
+
+    /// Refuses the connection in `slot` whose bytes were not ready for
+    /// chat yet (see [`Server::handle_accept`]): it still counts against
+    /// `max_clients` until it is closed.
+    fn refuse_connecting(&mut self, now: Instant, slot: usize, reason: Reason) {
+        let State::Connecting { peer } = self.conns[slot].state else {
+            return;
+        };
+        self.conns[slot].state = State::Closing { admitted: true };
+        self.refuse(now, slot, peer, reason);
     }
 
     /// Refuses the connection in `slot`, not in the chat: tells it why,
@@ -472,16 +480,11 @@ impl Server {
         }
         self.shutting_down = true;
         let joined = self.joined_ids();
-        let claiming: Vec<usize> = (0..self.conns.len())
-            .filter(|&slot| matches!(self.conns[slot].state, State::Claiming { .. }))
-            .collect();
-        for slot in claiming {
-            self.refuse_claiming(now, slot, Reason::Shutdown);
-        }
         for slot in 0..self.conns.len() {
-            if let State::Connecting { peer } = self.conns[slot].state {
-                self.conns[slot].state = State::Closing { admitted: true };
-                self.refuse(now, slot, peer, Reason::Shutdown);
+            match self.conns[slot].state {
+                State::Connecting { .. } => self.refuse_connecting(now, slot, Reason::Shutdown),
+                State::Claiming { .. } => self.refuse_claiming(now, slot, Reason::Shutdown),
+                _ => {}
             }
         }
         let notice = render(&["* server shutting down"]);
@@ -721,7 +724,7 @@ impl Server {
                 broadcasts.push(sender, line);
                 conns
                     .iter_mut()
-                    .filter(|c| c.state == State::Joined && c.in_room && c.id != sender)
+                    .filter(|c| c.state == State::Joined && c.id != sender)
                     .for_each(|c| {
                         push(c);
                     });

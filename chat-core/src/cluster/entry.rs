@@ -329,15 +329,30 @@ impl Entry {
         pack(&self.to_fields(origin))
     }
 
-    /// The keys ([`nick::key`]) of the nicks the entry takes and gives up,
-    /// which the publish script needs and cannot compute: a join takes its
-    /// nick, a leave gives it up, a rename gives up the old and takes the new.
-    pub fn nick_keys(&self) -> (Option<String>, Option<String>) {
+    /// The key ([`nick::key`]) of the nick the entry gives up, which the
+    /// publish script needs and cannot compute: a leave's nick, a rename's
+    /// old one unless the new nick is a variant of it (the same key, kept).
+    pub fn given_up_key(&self) -> Option<String> {
         match self {
-            Entry::Join { nick, .. } => (Some(nick::key(nick)), None),
-            Entry::Leave { nick, .. } => (None, Some(nick::key(nick))),
-            Entry::Rename { from, to, .. } => (Some(nick::key(to)), Some(nick::key(from))),
-            _ => (None, None),
+            Entry::Leave { nick, .. } => Some(nick::key(nick)),
+            Entry::Rename { from, to, .. } => {
+                let from = nick::key(from);
+                (from != nick::key(to)).then_some(from)
+            }
+            _ => None,
+        }
+    }
+
+    /// The change to its node's members: the connection and, for a join or
+    /// a rename, its nick now (`None`: it left). `None` for the entries
+    /// that are no member's.
+    pub fn member_change(&self) -> Option<(ConnId, Option<&str>)> {
+        match self {
+            Entry::Join { conn, nick } | Entry::Rename { conn, to: nick, .. } => {
+                Some((*conn, Some(nick.as_str())))
+            }
+            Entry::Leave { conn, .. } => Some((*conn, None)),
+            _ => None,
         }
     }
 }

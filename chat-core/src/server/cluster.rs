@@ -353,14 +353,8 @@ impl Server {
         let cluster = self.cluster_mut();
         let n = cluster.next_n;
         cluster.next_n += 1;
-        let giver = match &entry {
-            Entry::Leave { conn, .. } | Entry::Rename { conn, .. } => Some(*conn),
-            _ => None,
-        };
-        if let (Some(conn), (taken, Some(given_up))) = (giver, entry.nick_keys()) {
-            if taken.as_ref() != Some(&given_up) {
-                cluster.releasing.insert(given_up, (n, conn));
-            }
+        if let (Some((conn, _)), Some(given_up)) = (entry.member_change(), entry.given_up_key()) {
+            cluster.releasing.insert(given_up, (n, conn));
         }
         cluster.outbox.push((n, entry));
     }
@@ -621,7 +615,6 @@ impl Server {
         };
         let entry = &mut self.conns[slot];
         entry.state = State::Joined;
-        entry.in_room = true;
         entry.outgoing.queue.follow(&self.broadcasts);
         self.welcome(now, slot, peer);
         if entering.history_lost {

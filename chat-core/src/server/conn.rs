@@ -60,12 +60,8 @@ pub(super) struct Conn {
     /// Its join was not logged (too many from its address): nor is its
     /// leave.
     pub(super) quiet: bool,
-    /// It receives broadcasts. Always, once joined, on a server of its own;
-    /// on a node of a shared room, from its own join's entry in the log on
-    /// (what came before it joined is not for it).
-    pub(super) in_room: bool,
-    /// The nick Redis is asked to grant it: its generated nick while
-    /// `Claiming`, or a `/nick` while joined. Its input waits meanwhile.
+    /// A `/nick` of the joined client that Redis is asked to grant, on a
+    /// node of a shared room. Its input waits meanwhile.
     pub(super) claim: Option<String>,
 }
 
@@ -214,7 +210,6 @@ impl Conn {
             flood: FloodControl::new(bucket(config.flood)),
             nick_changes: bucket(config.nick_rate),
             quiet: false,
-            in_room: true,
             claim: None,
         }
     }
@@ -237,7 +232,6 @@ impl Conn {
             flood: FloodControl::new(None),
             nick_changes: None,
             quiet: false,
-            in_room: false,
             claim: None,
         }
     }

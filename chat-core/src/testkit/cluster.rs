@@ -225,21 +225,15 @@ impl SimRedis {
 
     /// What an entry changes in the node's members and claims.
     fn apply(&mut self, node: &Token, entry: &Entry) {
-        let (_, given_up) = entry.nick_keys();
-        let members = self.members.entry(node.clone()).or_default();
-        let conn = match entry {
-            Entry::Join { conn, nick } | Entry::Rename { conn, to: nick, .. } => {
-                members.insert(*conn, nick.clone());
-                *conn
-            }
-            Entry::Leave { conn, .. } => {
-                members.remove(conn);
-                *conn
-            }
-            _ => return,
+        let Some((conn, nick)) = entry.member_change() else {
+            return;
         };
-        let (taken, _) = entry.nick_keys();
-        if let Some(key) = given_up.filter(|key| Some(key) != taken.as_ref()) {
+        let members = self.members.entry(node.clone()).or_default();
+        match nick {
+            Some(nick) => members.insert(conn, nick.to_string()),
+            None => members.remove(&conn),
+        };
+        if let Some(key) = entry.given_up_key() {
             self.release(node, conn, &key);
         }
     }

@@ -157,7 +157,6 @@ impl RedisRoom {
         invocation.invoke(con)
     }
 
-    /// Up to `count` entries after seq `after`, without waiting for any.
     /// Up to `count` entries of the log after seq `after`; with `wait`,
     /// waiting up to that long for one (`XREAD BLOCK`).
     pub(crate) fn read(
@@ -208,16 +207,12 @@ fn hello_args(args: &mut ScriptInvocation<'_>, hello: &Hello) {
 /// One entry's arguments (publish.lua): its `n`, the change to the node's
 /// members, the nick key it gives up, its fields.
 fn publish_args(args: &mut ScriptInvocation<'_>, node: &Token, n: u64, entry: &Entry) {
-    let (member, conn, nick) = match entry {
-        Entry::Join { conn, nick } | Entry::Rename { conn, to: nick, .. } => {
-            ("set", conn.0, nick.as_str())
-        }
-        Entry::Leave { conn, .. } => ("del", conn.0, ""),
-        _ => ("", 0, ""),
+    let (member, conn, nick) = match entry.member_change() {
+        Some((conn, Some(nick))) => ("set", conn.0, nick),
+        Some((conn, None)) => ("del", conn.0, ""),
+        None => ("", 0, ""),
     };
-    // A rename to a variant of one's own nick keeps its key.
-    let (taken, given_up) = entry.nick_keys();
-    let given_up = given_up.filter(|key| Some(key) != taken.as_ref());
+    let given_up = entry.given_up_key();
     args.arg(n)
         .arg(member)
         .arg(conn)

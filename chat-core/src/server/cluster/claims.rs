@@ -135,7 +135,6 @@ impl Server {
         if granted {
             // Welcomed when its join is read back: from its place in the
             // room's order (see `entered`).
-            self.conns[slot].claim = None;
             self.cluster_mut()
                 .entering
                 .insert(conn, Entering::default());
@@ -148,7 +147,6 @@ impl Server {
         if claimed != Claimed::Reaped && tries < JOIN_TRIES {
             let nick = self.candidate_nick();
             self.conns[slot].nick.clone_from(&nick);
-            self.conns[slot].claim = Some(nick.clone());
             return self.claim_for_join(conn, nick, tries + 1);
         }
         self.refuse_claiming(now, slot, Reason::RoomUnavailable);
@@ -181,7 +179,6 @@ impl Server {
         };
         self.entering_gone(slot);
         let entry = &mut self.conns[slot];
-        entry.claim = None;
         entry.state = State::Closing { admitted: true };
         entry.flood.clear();
         self.refuse(now, slot, peer, reason);

@@ -22,7 +22,7 @@ use std::time::Instant;
 use rand_core::RngCore;
 
 use super::{Entering, Pending, Roster};
-use crate::cluster::{BeatReply, Call, Gone, Hello, Room, Token};
+use crate::cluster::{BeatReply, Call, Claimed, Gone, Hello, Room, Token};
 use crate::server::conn::State;
 use crate::server::{Audience, ConnId, Reason, Server, render};
 
@@ -33,11 +33,8 @@ pub(super) enum Link {
     Joining,
     /// The room answers.
     Up,
-    /// The link failed at `since`; a hello is out.
-    Down {
-        /// When it failed first.
-        since: Instant,
-    },
+    /// The link failed; a hello is out.
+    Down,
 }
 
 /// The node's own deadlines, kept apart from the connections' timers.
@@ -97,7 +94,7 @@ impl Server {
         cluster.beat_out = false;
         cluster.publishing = false;
         if cluster.link == Link::Up {
-            cluster.link = Link::Down { since: now };
+            cluster.link = Link::Down;
             let notice = now.checked_add(cluster.config.split_notice_after);
             cluster.set_timer(ClusterTimer::SplitNotice, notice);
         }
@@ -128,24 +125,19 @@ impl Server {
         void
     }
 
-    /// A call out when the link failed: what waited for it is answered now.
+    /// A call out when the link failed: what waited for it is answered now,
+    /// as a claim Redis could not grant (the room is not whole): the joining
+    /// client is refused, the `/nick` is told to wait.
     fn call_void(&mut self, now: Instant, pending: Pending) {
         match pending {
-            Pending::Join { conn, .. } => {
-                if let Some(slot) = self.claiming_slot(conn) {
-                    self.refuse_claiming(now, slot, Reason::RoomUnavailable);
-                }
+            Pending::Join { conn, nick, tries } => {
+                self.join_answered(now, conn, nick, tries, Claimed::Reaped);
             }
-            Pending::Nick { conn, to, .. } => {
-                let waiting = self
-                    .joined_slot(conn)
-                    .filter(|&slot| self.conns[slot].claim.as_deref() == Some(to.as_str()));
-                if let Some(slot) = waiting {
-                    self.conns[slot].claim = None;
-                    self.reply(conn, NEED_WHOLE);
-                    self.input_may_go_on(conn, now);
-                }
-            }
+            Pending::Nick {
+                conn,
+                to,
+                nick_changes,
+            } => self.nick_answered(now, conn, to, nick_changes, Claimed::Reaped),
             _ => {}
         }
     }
@@ -179,7 +171,6 @@ impl Server {
     /// The hello found the room: the link is up.
     pub(super) fn room_found(&mut self, now: Instant, start: bool, room: Room) {
         let cluster = self.cluster_mut();
-        let was_down = matches!(cluster.link, Link::Down { .. });
         let first = room.first.unwrap_or(room.top + 1);
         let mut missed = 0;
         let mut lost = false;
@@ -215,7 +206,8 @@ impl Server {
         }
         cluster.link = Link::Up;
         cluster.set_timer(ClusterTimer::SplitNotice, None);
-        let whole = std::mem::take(&mut cluster.split_told) && was_down;
+        // Told only while down (see `split_notice`).
+        let whole = std::mem::take(&mut cluster.split_told);
         // Everyone gets `dead_after` of this node's link-up time to beat.
         cluster.beats = room
             .nodes
@@ -330,7 +322,7 @@ impl Server {
 
     fn split_notice(&mut self) {
         let cluster = self.cluster_mut();
-        if matches!(cluster.link, Link::Down { .. }) && !cluster.split_told {
+        if cluster.link == Link::Down && !cluster.split_told {
             cluster.split_told = true;
             self.tell_all(SPLIT);
         }
