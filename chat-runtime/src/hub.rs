@@ -408,7 +408,7 @@ impl<S: AsFd> Hub<S> {
     fn cluster_down(&self, after: &mut After<S>) {
         self.with(after, |state, now, _| {
             if let Some(redis) = &state.redis {
-                redis.next_generation();
+                redis.drop_queued();
             }
             state.server.handle_cluster_down(now);
         });

@@ -7,14 +7,12 @@
 //! dropped connection) is reported to the core as the link down
 //! (`handle_cluster_down`): every call out is then void, and the core asks
 //! for a hello. The calls it asked for before that are dropped unrun, so
-//! that the hello is the first call on the new connection: each request
-//! carries the link's generation when it was asked for, and the
-//! generation moves on, under the hub's lock, with every link down.
+//! that the hello is the first call on the new connection: the queue is
+//! emptied under the hub's lock, which every request is queued under too.
 //! Reconnecting backs off (100 ms doubling to 5 s, with jitter), so a
 //! node whose Redis is away never spins.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -49,18 +47,10 @@ pub struct RedisSettings {
     pub history: usize,
 }
 
-/// A request with the link's generation when the core asked for it.
-#[derive(Debug)]
-struct Tagged {
-    generation: u64,
-    request: Request,
-}
-
 /// The calls waiting for the link's threads: the hub puts them here (under
 /// its lock, see [`RedisLink::send`]), the threads take them.
 #[derive(Debug, Default)]
 pub(crate) struct RedisLink {
-    generation: AtomicU64,
     queue: Mutex<Queue>,
     /// Signalled when a call or a read is put in the queue, or the writer
     /// is done with the queue.
@@ -69,51 +59,45 @@ pub(crate) struct RedisLink {
 
 #[derive(Debug, Default)]
 struct Queue {
-    calls: VecDeque<Tagged>,
+    calls: VecDeque<Request>,
     /// The core's read of the log (one at a time).
-    read: Option<Tagged>,
+    read: Option<Request>,
     /// The writer runs a call.
     running: bool,
 }
 
 impl RedisLink {
     /// Hands the core's `request` to the thread that runs it. Called under
-    /// the hub's lock, so that requests and generations keep the core's
+    /// the hub's lock, so that requests and link downs keep the core's
     /// order.
     pub(crate) fn send(&self, request: Request) {
-        let tagged = Tagged {
-            generation: self.generation.load(Ordering::Acquire),
-            request,
-        };
         let mut queue = crate::lock(&self.queue);
-        if let Call::Read { .. } = tagged.request.call {
-            queue.read = Some(tagged);
+        if let Call::Read { .. } = request.call {
+            queue.read = Some(request);
         } else {
-            queue.calls.push_back(tagged);
+            queue.calls.push_back(request);
         }
         drop(queue);
         self.ready.notify_all();
     }
 
-    /// The link went down: what was asked for before now is dropped. Called
-    /// under the hub's lock, before the core is told.
-    pub(crate) fn next_generation(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// The link went down: what was asked for before now is dropped unrun
+    /// (a read running now is answered into the void, see
+    /// [`RedisLink::still_wanted`]). Called under the hub's lock, before the
+    /// core is told.
+    pub(crate) fn drop_queued(&self) {
+        let mut queue = crate::lock(&self.queue);
+        queue.calls.clear();
+        queue.read = None;
     }
 
-    fn current(&self, tagged: &Tagged) -> bool {
-        tagged.generation == self.generation.load(Ordering::Acquire)
-    }
-
-    /// The writer's next call of the current generation, waiting for one.
+    /// The writer's next call, waiting for one.
     fn next_call(&self) -> Request {
         let mut queue = crate::lock(&self.queue);
         loop {
-            while let Some(tagged) = queue.calls.pop_front() {
-                if self.current(&tagged) {
-                    queue.running = true;
-                    return tagged.request;
-                }
+            if let Some(request) = queue.calls.pop_front() {
+                queue.running = true;
+                return request;
             }
             queue = self
                 .ready
@@ -128,17 +112,13 @@ impl RedisLink {
         self.ready.notify_all();
     }
 
-    /// The read of the log to run, waiting for one of the current
-    /// generation.
+    /// The read of the log to run, waiting for one.
     fn next_read(&self) -> Request {
         let mut queue = crate::lock(&self.queue);
         loop {
-            match &queue.read {
-                // It stays until answered or replaced (see `still_wanted`).
-                Some(tagged) if self.current(tagged) => return tagged.request.clone(),
-                // Asked for before the link went down: dropped.
-                Some(_) => queue.read = None,
-                None => {}
+            // It stays until answered or replaced (see `still_wanted`).
+            if let Some(request) = &queue.read {
+                return request.clone();
             }
             queue = self
                 .ready
@@ -150,16 +130,13 @@ impl RedisLink {
     /// Whether the read `id` is still the one wanted.
     fn still_wanted(&self, id: chat_core::cluster::CallId) -> bool {
         let queue = crate::lock(&self.queue);
-        queue
-            .read
-            .as_ref()
-            .is_some_and(|t| t.request.id == id && self.current(t))
+        queue.read.as_ref().is_some_and(|request| request.id == id)
     }
 
     /// The read `id` is answered.
     fn read_done(&self, id: chat_core::cluster::CallId) {
         let mut queue = crate::lock(&self.queue);
-        if queue.read.as_ref().is_some_and(|t| t.request.id == id) {
+        if queue.read.as_ref().is_some_and(|request| request.id == id) {
             queue.read = None;
         }
     }
@@ -168,7 +145,7 @@ impl RedisLink {
     /// shutdown: the node's leave); whether it did.
     pub(crate) fn wait_drained(&self, limit: Duration) -> bool {
         let queue = crate::lock(&self.queue);
-        let busy = |queue: &mut Queue| queue.running || queue.calls.iter().any(|t| self.current(t));
+        let busy = |queue: &mut Queue| queue.running || !queue.calls.is_empty();
         let (mut queue, _) = self
             .ready
             .wait_timeout_while(queue, limit, busy)
