@@ -348,6 +348,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn idle_rss_is_per_connection_the_server_holds() {
+        // 10,000 connected, 6,015 held (the broadcast reached 6,014 of
+        // them and its sender is one more): 6,015 KiB over 6,015.
+        let r = Report {
+            scenario: "idle",
+            clients: 10_000,
+            deliveries: 6_014,
+            rss_before_kib: Some(1_000),
+            rss_after_kib: Some(7_015),
+            ..Report::default()
+        };
+        assert_eq!(r.rss_per_conn(), Some(1024));
+        let fanout = Report {
+            scenario: "fanout",
+            ..r
+        };
+        assert_eq!(fanout.rss_per_conn(), None);
+    }
+
+    #[test]
     fn result_line_has_stable_keys() {
         let r = Report {
             scenario: "fanout",

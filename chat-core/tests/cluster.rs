@@ -10,7 +10,7 @@ use chat_core::ConnId;
 use chat_core::cluster::entry::MAX_ENTRY_LINE;
 use chat_core::cluster::{Decoded, Entry, EntryError, Gone, Origin, Token};
 use chat_core::framing::sanitize;
-use chat_core::testkit::{NICKS, NodeLine, NodeStep, Nodes, script_cases};
+use chat_core::testkit::{NICKS, NodeLine, NodeStep, Nodes, rules, script_cases};
 use proptest::prelude::*;
 
 /// Every script case holds on the simulated Redis (the same table runs
@@ -357,9 +357,7 @@ fn line(node: usize, client: usize, line: NodeLine) -> NodeStep {
 }
 
 fn welcome_nick(nodes: &Nodes, node: usize, client: usize) -> String {
-    let welcome = &nodes.lines(node, client)[0];
-    let rest = welcome.strip_prefix("* welcome, you are ").expect(welcome);
-    rest.split(';').next().unwrap().to_string()
+    rules::welcome_nick(&nodes.lines(node, client)[0])
 }
 
 #[test]
@@ -498,7 +496,7 @@ fn cluster_a_nick_given_up_is_not_claimed_back_before_the_log_has_the_rename() {
     );
 }
 
-/// The nicks of node `node`'s first client and the time it got `line`.
+/// When client `client` of node `node` got `line`.
 fn got_at(nodes: &Nodes, node: usize, client: usize, line: &str) -> Option<Duration> {
     let clients = nodes.driver(node).clients();
     clients[client]

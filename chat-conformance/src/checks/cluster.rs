@@ -6,12 +6,13 @@
 //! (outside CI) without `redis-server`.
 //!
 //! A welcome counts the users its node has read of so far, which may miss
-//! a join in flight on another node; the checks count the room with
-//! `/who` once every client has seen every join.
+//! a join in flight on another node; the checks here let clients in one at
+//! a time, each once every client before it has seen the previous join, so
+//! their welcomes count the whole room.
 
 use std::time::{Duration, Instant};
 
-use crate::{Client, Endpoint, RedisProcess, ServerProcess, TIMEOUT, Target, marker};
+use crate::{Client, Endpoint, RedisProcess, ServerProcess, TIMEOUT, Target, join, marker, sync};
 
 /// What the clients of a node that cannot reach Redis are told, after 2 s.
 const SPLIT: &str =
@@ -31,11 +32,11 @@ struct Room {
 impl Room {
     /// The room, or `None` where there is no `redis-server` (outside CI).
     fn start(target: &Target, n: usize) -> Option<Room> {
-        Room::on(target, n, RedisProcess::start()?)
+        Some(Room::on(target, n, RedisProcess::start()?))
     }
 
     /// The room on `redis`.
-    fn on(target: &Target, n: usize, redis: RedisProcess) -> Option<Room> {
+    fn on(target: &Target, n: usize, redis: RedisProcess) -> Room {
         let url = redis.url();
         let nodes = (0..n)
             .map(|i| {
@@ -43,7 +44,7 @@ impl Room {
                 ServerProcess::start_with(target, &["--redis", &url, "--node", &node])
             })
             .collect();
-        Some(Room { redis, nodes })
+        Room { redis, nodes }
     }
 
     fn addr(&self, node: usize) -> &Endpoint {
@@ -51,26 +52,16 @@ impl Room {
     }
 }
 
-/// Connects a client to `addr` and waits until each of `existing`, on any
-/// node, has seen it join.
-fn enter(addr: &Endpoint, label: &str, existing: &mut [&mut Client]) -> Client {
-    let mut client = Client::connect_raw(addr, label);
-    client.read_welcome();
-    let notice = format!("* {} joined", client.nick());
-    for other in existing.iter_mut() {
-        other.expect_line(&notice);
-    }
-    client
-}
-
 /// One client on each node given, in order, each seen joining by the ones
-/// before.
+/// before, on any node ([`join`]: a node welcomes a client once it has read
+/// the client's own join, after every join before it, so the count is the
+/// whole room).
 fn enter_all(room: &Room, nodes: &[usize]) -> Vec<Client> {
     let mut clients: Vec<Client> = Vec::new();
     for (i, &node) in nodes.iter().enumerate() {
         let label = format!("{}{i}", char::from(b'A' + node as u8));
         let mut existing: Vec<&mut Client> = clients.iter_mut().collect();
-        let client = enter(room.addr(node), &label, &mut existing);
+        let client = join(room.addr(node), &label, &mut existing);
         clients.push(client);
     }
     clients
@@ -88,8 +79,9 @@ fn rename(client: &mut Client, new: &str, others: &mut [&mut Client]) {
 }
 
 /// Three nodes, two clients on each; one client per node sends lines as
-/// fast as it can: every client gets every line but its own, and all of
-/// them in one order (stronger than per-sender order).
+/// fast as it can: every client gets every line but its own, all of them
+/// in one order, and that order has each sender's lines once, in the order
+/// sent.
 pub fn cluster_lines_reach_every_node_in_one_order(target: &Target) {
     const LINES: usize = 30;
     let Some(room) = Room::start(target, 3) else {
@@ -124,6 +116,16 @@ pub fn cluster_lines_reach_every_node_in_one_order(target: &Target) {
         let expected: Vec<&String> = order.iter().filter(|l| !sent[i].contains(l)).collect();
         let got: Vec<&String> = lines.iter().collect();
         assert_eq!(got, expected, "{}: the room's order", clients[i].label());
+    }
+    for (sender, lines) in sent.iter().enumerate().take(3) {
+        let in_order: Vec<&String> = order.iter().filter(|l| lines.contains(l)).collect();
+        let sent: Vec<&String> = lines.iter().collect();
+        assert_eq!(
+            in_order,
+            sent,
+            "{}'s lines in the room",
+            clients[sender].label()
+        );
     }
 }
 
@@ -230,13 +232,9 @@ pub fn cluster_redis_restarting_with_its_data_loses_nothing(target: &Target) {
     let Some(redis) = RedisProcess::start_persistent() else {
         return;
     };
-    let Some(mut room) = Room::on(target, 2, redis) else {
-        return;
-    };
+    let mut room = Room::on(target, 2, redis);
     let [mut a, mut b]: [Client; 2] = enter_all(&room, &[0, 1]).try_into().expect("two");
-    let before = marker();
-    a.send_line(&before);
-    b.expect_line(&format!("{}: {before}", a.nick()));
+    sync(&mut a, &mut [&mut b]);
     room.redis.stop();
     let during = marker();
     a.send_line(&during);
@@ -246,8 +244,7 @@ pub fn cluster_redis_restarting_with_its_data_loses_nothing(target: &Target) {
     a.expect_line_within(WHOLE, TIMEOUT);
     b.expect_line_within(WHOLE, TIMEOUT);
     b.expect_line(&format!("{}: {during}", a.nick()));
-    // Nothing else came: the next line is the next said.
-    let after = marker();
-    b.send_line(&after);
-    a.expect_line(&format!("{}: {after}", b.nick()));
+    // Nothing else came, to either: the next line is the next said.
+    sync(&mut b, &mut [&mut a]);
+    sync(&mut a, &mut [&mut b]);
 }
