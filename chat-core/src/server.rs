@@ -848,6 +848,11 @@ fn joined_line(nick: &str) -> Bytes {
     render(&["* ", nick, " joined"])
 }
 
+/// `* FROM is now known as TO`.
+fn renamed_line(from: &str, to: &str) -> Bytes {
+    render(&["* ", from, " is now known as ", to])
+}
+
 /// `* NICK left`, or `* NICK left (WHY)`.
 fn left_line(nick: &str, why: Option<&str>) -> Bytes {
     match why {

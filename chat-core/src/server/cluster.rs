@@ -23,7 +23,7 @@ use rand_core::RngCore;
 use self::link::{Beating, ClusterTimer, Link, missed_text};
 use self::roster::Roster;
 use super::conn::State;
-use super::{Audience, ConnId, Output, Server, joined_line, left_line, render};
+use super::{Audience, ConnId, Output, Server, joined_line, left_line, renamed_line, render};
 use crate::cluster::{
     Call, CallId, Claimed, ClusterConfig, Decoded, Entry, Gone, HelloReply, Published, RawEntry,
     Reply, Request, Token,
@@ -497,7 +497,7 @@ impl Server {
                 }
             }
             Entry::Rename { conn, from, to } => {
-                let line = render(&["* ", &from, " is now known as ", &to]);
+                let line = renamed_line(&from, &to);
                 self.deliver_if(fresh, Audience::AllBut(own(conn)), line);
                 if let Some(node) = remote {
                     self.roster_changed(|r| r.insert(node, conn, to));

@@ -3,7 +3,7 @@
 use super::split_word;
 use crate::cluster::Entry;
 use crate::rate::Bucket;
-use crate::server::{ConnId, Event, Output, Server, render};
+use crate::server::{ConnId, Event, Output, Server, renamed_line};
 
 impl Server {
     pub(super) fn command_nick(&mut self, conn: ConnId, args: &str) {
@@ -51,7 +51,7 @@ impl Server {
         self.who_order = None;
         self.conns[slot].nick_changes = nick_changes;
         self.reply(conn, &format!("you are now known as {new}"));
-        let notice = render(&["* ", &old, " is now known as ", new]);
+        let notice = renamed_line(&old, new);
         self.broadcast(conn, notice, |_| Entry::Rename {
             conn,
             from: old.clone(),
