@@ -13,6 +13,7 @@
 //! node whose Redis is away never spins.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub struct RedisSettings {
 #[derive(Debug, Default)]
 pub(crate) struct RedisLink {
     queue: Mutex<Queue>,
+    /// The last call of either thread failed (for the log: one line when
+    /// the link goes down, one when it comes back, whichever thread sees it).
+    down: AtomicBool,
     /// Signalled when a call or a read is put in the queue, or the writer
     /// is done with the queue.
     ready: Condvar,
@@ -171,7 +175,6 @@ pub(crate) fn start<R: Runtime>(
             task: task.sibling(),
             connection: None,
             backoff: Backoff::new(seed ^ u64::from(reads)),
-            down: false,
         };
         std::thread::Builder::new()
             .name(name.into())
@@ -197,9 +200,6 @@ struct Worker<R: Runtime> {
     task: Task<R>,
     connection: Option<Connection>,
     backoff: Backoff,
-    /// The last call failed (for the log: one line when the link goes
-    /// down, one when it comes back).
-    down: bool,
 }
 
 impl<R: Runtime> Worker<R> {
@@ -264,7 +264,7 @@ impl<R: Runtime> Worker<R> {
     }
 
     fn up(&mut self) {
-        if std::mem::take(&mut self.down) {
+        if self.link.down.swap(false, Ordering::Relaxed) {
             info!("redis link up");
         }
         self.backoff.reset();
@@ -274,7 +274,7 @@ impl<R: Runtime> Worker<R> {
     /// thread pauses before it tries again.
     fn failed(&mut self, error: &redis::RedisError) {
         self.connection = None;
-        if std::mem::replace(&mut self.down, true) {
+        if self.link.down.swap(true, Ordering::Relaxed) {
             debug!("redis link still down: {error}");
         } else {
             warn!("redis link down: {error}; clients are told if it stays down");
