@@ -66,23 +66,25 @@ pub struct Cli {
     /// --redis-prefix): a `redis://HOST:PORT[/DB]` URL. Every broadcast
     /// line goes through Redis, in one order for every client of every
     /// server, and nicks are unique across them (docs/cluster.md).
-    #[arg(long, value_name = "URL", help_heading = CLUSTER)]
+    #[arg(long, value_name = "URL", value_parser = parse_redis_url, help_heading = CLUSTER)]
     pub redis: Option<String>,
 
     /// This server's name in the room, for logs; 1-64 ASCII letters,
     /// digits, `_`, `-` or `.`. [default: HOSTNAME-PID]
-    #[arg(long, value_name = "NAME", requires = "redis", help_heading = CLUSTER)]
+    #[arg(long, value_name = "NAME", value_parser = parse_node, requires = "redis",
+          help_heading = CLUSTER)]
     pub node: Option<String>,
 
     /// The room's keys in Redis start with `{PREFIX}:`; servers with
     /// another prefix are another room.
-    #[arg(long, value_name = "PREFIX", requires = "redis",
+    #[arg(long, value_name = "PREFIX", value_parser = parse_prefix, requires = "redis",
           default_value = crate::cluster::calls::DEFAULT_PREFIX, help_heading = CLUSTER)]
     pub redis_prefix: String,
 
     /// Lines of the room Redis keeps, for servers that fall behind or lose
     /// their link for a moment (each about 100 bytes); at least 1.
-    #[arg(long, value_name = "LINES", requires = "redis", default_value_t = 100_000, help_heading = CLUSTER)]
+    #[arg(long, value_name = "LINES", value_parser = parse_at_least_one, requires = "redis",
+          default_value_t = 100_000, help_heading = CLUSTER)]
     pub redis_history: usize,
 
     /// Most clients in the chat at once; one more is refused with `server full`.
@@ -223,8 +225,6 @@ pub enum CliError {
     Clap(clap::Error),
     /// The flags parse but the limits cannot work together.
     Config(ConfigError),
-    /// A flag of the shared room is wrong; the text says which and why.
-    Cluster(String),
 }
 
 impl Cli {
@@ -276,39 +276,16 @@ impl Cli {
         Ok(Some((addr, settings)))
     }
 
-    /// Where the room is kept, on a node of a shared room.
-    pub fn redis(&self) -> Result<Option<RedisSettings>, CliError> {
-        let Some(url) = &self.redis else {
-            return Ok(None);
-        };
-        redis::Client::open(url.as_str())
-            .map_err(|e| CliError::Cluster(format!("--redis {url}: {e}")))?;
-        let node = self.node.clone().unwrap_or_else(default_node);
-        if !chat_core::cluster::entry::is_node_name(&node) {
-            return Err(CliError::Cluster(format!(
-                "--node {node}: use 1-64 ASCII letters, digits, _, - or ."
-            )));
-        }
-        if self.redis_history == 0 {
-            return Err(CliError::Cluster(
-                "--redis-history must be at least 1".into(),
-            ));
-        }
-        let prefix_ok = !self.redis_prefix.is_empty()
-            && !self.redis_prefix.contains(['{', '}'])
-            && self.redis_prefix.bytes().all(|b| b.is_ascii_graphic());
-        if !prefix_ok {
-            return Err(CliError::Cluster(format!(
-                "--redis-prefix {}: use printable ASCII without braces",
-                self.redis_prefix
-            )));
-        }
-        Ok(Some(RedisSettings {
-            url: url.clone(),
-            node,
+    /// Where the room is kept, on a node of a shared room (clap has checked
+    /// each flag).
+    pub fn redis(&self) -> Option<RedisSettings> {
+        let url = self.redis.clone()?;
+        Some(RedisSettings {
+            url,
+            node: self.node.clone().unwrap_or_else(default_node),
             prefix: self.redis_prefix.clone(),
             history: self.redis_history,
-        }))
+        })
     }
 
     /// The limits the flags ask for, if they can work together.
@@ -437,6 +414,44 @@ fn parse_per_second(text: &str) -> Result<f64, String> {
 fn parse_per_minute(text: &str) -> Result<f64, String> {
     let count = parse_number(text)?;
     interval(count, MINUTE).map(|_| count)
+}
+
+/// A URL the Redis client takes (`redis://HOST:PORT[/DB]`); not
+/// connected to yet.
+fn parse_redis_url(text: &str) -> Result<String, String> {
+    redis::Client::open(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A node's name (see `chat_core::cluster::entry::is_node_name`).
+fn parse_node(text: &str) -> Result<String, String> {
+    if chat_core::cluster::entry::is_node_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("use 1-64 ASCII letters, digits, _, - or .".to_owned())
+    }
+}
+
+/// A prefix for the room's Redis keys: printable ASCII, no braces (they
+/// make the `{PREFIX}` hash tag).
+fn parse_prefix(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && !text.contains(['{', '}'])
+        && text.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("use printable ASCII without braces".to_owned())
+    }
+}
+
+/// A whole number, 1 or more.
+fn parse_at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number, at least 1".to_owned()),
+    }
 }
 
 /// An IP address and port, or a host name and port resolved now (first address).

@@ -86,7 +86,7 @@ pub use tls::{CertSource, TlsSettings};
 /// SIGINT or SIGTERM. Returns only on an error, or for `--help`/`--version`.
 pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
     let parsed = Cli::parse_from(name, about, std::env::args_os())
-        .and_then(|cli| Ok((cli.plain_listen(), cli.tls()?, cli.config()?, cli.redis()?)));
+        .and_then(|cli| Ok((cli.plain_listen(), cli.tls()?, cli.config()?, cli.redis())));
     let (plain, tls, mut config, redis) = match parsed {
         Ok(parsed) => parsed,
         Err(CliError::Clap(error)) if !error.use_stderr() => {
@@ -101,10 +101,6 @@ pub fn main<R: Runtime>(name: &'static str, about: &'static str) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(CliError::Config(error)) => {
-            eprintln!("{name}: error: {error}");
-            return ExitCode::from(2);
-        }
-        Err(CliError::Cluster(error)) => {
             eprintln!("{name}: error: {error}");
             return ExitCode::from(2);
         }
